@@ -1,0 +1,566 @@
+package keys
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// Errors returned by stores. Callers compare with errors.Is.
+var (
+	// ErrRefused is the only reason Check gives for refusing a key, so that
+	// a caller cannot learn which of the conditions failed.
+	ErrRefused = errors.New("keys: key is unknown, inactive, revoked or not for this domain")
+	// ErrNotFound means no key matched the key, ID or domain given.
+	ErrNotFound = errors.New("keys: no such key")
+	// ErrBadDomain means a domain is not 1-64 bytes of valid UTF-8 without '/'.
+	ErrBadDomain = errors.New("keys: domain must be 1-64 bytes of valid UTF-8 without '/'")
+	// ErrBadUsername means a username is not at most 256 bytes of valid UTF-8.
+	ErrBadUsername = errors.New("keys: username must be at most 256 bytes of valid UTF-8")
+	// ErrCorrupt means the key file exists but cannot be understood.
+	ErrCorrupt = errors.New("keys: key file is corrupt")
+	// ErrClosed means the store was used after Close.
+	ErrClosed = errors.New("keys: store is closed")
+)
+
+// fileVersion is the only version of the file format this package writes
+// and reads.
+const fileVersion = 1
+
+// Record describes one stored key. It never holds the key itself.
+type Record struct {
+	ID       string    // first 12 hex digits of Hash, shown by `keys list` and accepted by Revoke
+	Hash     [32]byte  // SHA-256 of the key, see Hash
+	Domain   string    // the only domain the key may publish to
+	Username string    // who the key was issued to; may be empty
+	Created  time.Time // when the key was added
+	Active   bool      // false while the key's domain is deactivated
+	Revoked  time.Time // zero unless revoked; a revoked key is refused forever
+}
+
+// ValidDomain reports whether d can be stored as a key's domain: 1-64 bytes
+// of valid UTF-8 without '/'.
+func ValidDomain(d string) bool {
+	return len(d) >= 1 && len(d) <= 64 && utf8.ValidString(d) && !strings.Contains(d, "/")
+}
+
+func validUsername(u string) bool {
+	return len(u) <= 256 && utf8.ValidString(u)
+}
+
+// snapshot is an immutable view of the keys; Check reads it without a lock.
+type snapshot struct {
+	recs   []Record
+	byHash map[[32]byte]int // index into recs
+}
+
+func newSnapshot(recs []Record) *snapshot {
+	s := &snapshot{recs: recs, byHash: make(map[[32]byte]int, len(recs))}
+	for i, r := range recs {
+		s.byHash[r.Hash] = i
+	}
+	return s
+}
+
+// stamp identifies one version of the key file on disk. A nil info means
+// the file did not exist.
+type stamp struct{ info fs.FileInfo }
+
+func (a stamp) same(b stamp) bool {
+	if a.info == nil || b.info == nil {
+		return a.info == nil && b.info == nil
+	}
+	// Every write renames a new file into place, so the file identity
+	// changes; size and mtime catch the rare reuse of an inode number.
+	return os.SameFile(a.info, b.info) && a.info.Size() == b.info.Size() &&
+		a.info.ModTime().Equal(b.info.ModTime())
+}
+
+// FileStore keeps keys in a JSON file and serves Check from memory. Create
+// one with OpenFile. See the package comment for the concurrency contract.
+type FileStore struct {
+	path        string
+	reloadEvery time.Duration // how often Check may stat the file; tests shorten it
+
+	snap      atomic.Pointer[snapshot]
+	lastStat  atomic.Int64 // UnixNano of the last stat on the Check path
+	closed    atomic.Bool
+	statGuard atomic.Bool // one Check at a time looks at the file
+
+	mu      sync.Mutex // serialises writers and file reads; guards the fields below
+	stamp   stamp      // version of the file the snapshot came from
+	loadErr error      // why the file at stamp could not be loaded, if it could not
+}
+
+// OpenFile opens the key file at path. A missing file is an empty store, and
+// nothing is created until the first write; a file that cannot be parsed is
+// an error wrapping ErrCorrupt.
+func OpenFile(path string) (*FileStore, error) {
+	s := &FileStore{path: path, reloadEvery: time.Second}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	recs, st, err := s.readFile()
+	if err != nil {
+		return nil, err
+	}
+	s.stamp = st
+	s.snap.Store(newSnapshot(recs))
+	s.lastStat.Store(time.Now().UnixNano())
+	return s, nil
+}
+
+// Check returns nil if key is well formed, stored, active, not revoked and
+// issued for exactly domain, and ErrRefused otherwise (ErrClosed after
+// Close). It does not allocate when the key is accepted. ctx is not used:
+// the lookup is in memory.
+func (s *FileStore) Check(ctx context.Context, key, domain string) error {
+	if !WellFormed(key) {
+		return ErrRefused
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.maybeReload()
+	h := Hash(key)
+	snap := s.snap.Load()
+	i, ok := snap.byHash[h]
+	if !ok {
+		return ErrRefused
+	}
+	r := &snap.recs[i]
+	// The map lookup already matched the hash; comparing again in constant
+	// time keeps the final decision free of data-dependent timing.
+	match := subtle.ConstantTimeCompare(r.Hash[:], h[:]) == 1
+	if !match || !r.Active || !r.Revoked.IsZero() || r.Domain != domain {
+		return ErrRefused
+	}
+	return nil
+}
+
+// maybeReload stats the file at most once per reloadEvery and reloads it if
+// another process replaced it. A file that cannot be loaded leaves the
+// previous keys in force and is logged once.
+func (s *FileStore) maybeReload() {
+	now := time.Now().UnixNano()
+	last := s.lastStat.Load()
+	if now-last < int64(s.reloadEvery) || !s.statGuard.CompareAndSwap(false, true) {
+		return
+	}
+	defer s.statGuard.Store(false)
+	s.lastStat.Store(now)
+	// A writer holding the lock publishes its own snapshot; do not wait
+	// behind its fsync on the Check path, try again next time instead.
+	if !s.mu.TryLock() {
+		return
+	}
+	defer s.mu.Unlock()
+	hadErr := s.loadErr
+	if err := s.refreshLocked(false); err != nil && hadErr == nil {
+		slog.Warn("keys: cannot reload key file, keeping the keys loaded before", "path", s.path, "err", err)
+	}
+}
+
+// Reload re-reads the key file now, whether or not it seems to have
+// changed. If it cannot be read the previous keys stay in force and the
+// error says why.
+func (s *FileStore) Reload() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refreshLocked(true)
+}
+
+// refreshLocked reloads the file if force is set or the file changed since
+// it was last read. It returns the error of the current file version if that
+// cannot be loaded. s.mu must be held.
+func (s *FileStore) refreshLocked(force bool) error {
+	info, err := os.Stat(s.path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cannot check key file %s: %w", s.path, err)
+	}
+	if !force && s.stamp.same(stamp{info: info}) {
+		return s.loadErr
+	}
+	recs, st, err := s.readFile()
+	if err != nil {
+		// Remember this version so the Check path does not retry it every
+		// second; writers keep refusing until the file changes again.
+		if st.info == nil && info != nil {
+			st = stamp{info: info}
+		}
+		s.stamp, s.loadErr = st, err
+		return err
+	}
+	s.stamp, s.loadErr = st, nil
+	s.snap.Store(newSnapshot(recs))
+	return nil
+}
+
+// fileData is the on-disk form of the store.
+type fileData struct {
+	Version int          `json:"version"`
+	Keys    []fileRecord `json:"keys"`
+}
+
+type fileRecord struct {
+	Hash     string     `json:"hash"` // hex SHA-256; never the key
+	Domain   string     `json:"domain"`
+	Username string     `json:"username,omitempty"`
+	Created  time.Time  `json:"created"`
+	Active   bool       `json:"active"`
+	Revoked  *time.Time `json:"revoked,omitempty"`
+}
+
+// readFile reads and validates the key file. The stamp is taken from the
+// open file, so it describes exactly the bytes that were read.
+func (s *FileStore) readFile() ([]Record, stamp, error) {
+	f, err := os.Open(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, stamp{}, nil
+	}
+	if err != nil {
+		return nil, stamp{}, fmt.Errorf("cannot open key file: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, stamp{}, fmt.Errorf("cannot stat key file %s: %w", s.path, err)
+	}
+	st := stamp{info: info}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, st, fmt.Errorf("cannot read key file %s: %w", s.path, err)
+	}
+	recs, err := decode(data)
+	if err != nil {
+		return nil, st, fmt.Errorf("cannot load keys from %s: %w: %w", s.path, ErrCorrupt, err)
+	}
+	return recs, st, nil
+}
+
+func decode(data []byte) ([]Record, error) {
+	var fd fileData
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fd); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON object")
+	}
+	if fd.Version != fileVersion {
+		return nil, fmt.Errorf("unsupported version %d (want %d)", fd.Version, fileVersion)
+	}
+	recs := make([]Record, 0, len(fd.Keys))
+	seen := make(map[[32]byte]bool, len(fd.Keys))
+	for i, fr := range fd.Keys {
+		var r Record
+		if len(fr.Hash) != 64 {
+			return nil, fmt.Errorf("key %d: hash is not 64 hex digits", i)
+		}
+		if _, err := hex.Decode(r.Hash[:], []byte(fr.Hash)); err != nil {
+			return nil, fmt.Errorf("key %d: hash: %w", i, err)
+		}
+		if seen[r.Hash] {
+			return nil, fmt.Errorf("key %d: duplicate hash", i)
+		}
+		seen[r.Hash] = true
+		if !ValidDomain(fr.Domain) {
+			return nil, fmt.Errorf("key %d: %w", i, ErrBadDomain)
+		}
+		if !validUsername(fr.Username) {
+			return nil, fmt.Errorf("key %d: %w", i, ErrBadUsername)
+		}
+		r.ID = idOf(r.Hash)
+		r.Domain, r.Username, r.Created, r.Active = fr.Domain, fr.Username, fr.Created, fr.Active
+		if fr.Revoked != nil {
+			if fr.Revoked.IsZero() {
+				return nil, fmt.Errorf("key %d: revoked time is zero", i)
+			}
+			r.Revoked = *fr.Revoked
+		}
+		recs = append(recs, r)
+	}
+	return recs, nil
+}
+
+func encode(recs []Record) ([]byte, error) {
+	fd := fileData{Version: fileVersion, Keys: make([]fileRecord, 0, len(recs))}
+	for _, r := range recs {
+		fr := fileRecord{
+			Hash:     hex.EncodeToString(r.Hash[:]),
+			Domain:   r.Domain,
+			Username: r.Username,
+			Created:  r.Created,
+			Active:   r.Active,
+		}
+		if !r.Revoked.IsZero() {
+			t := r.Revoked
+			fr.Revoked = &t
+		}
+		fd.Keys = append(fd.Keys, fr)
+	}
+	data, err := json.MarshalIndent(fd, "", "\t")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
+func idOf(h [32]byte) string {
+	return hex.EncodeToString(h[:6])
+}
+
+// update applies fn to a copy of the records and, if fn reports a change,
+// writes the file and publishes the new records. The file is re-read first
+// if another process changed it, and a file that cannot be loaded is never
+// overwritten.
+func (s *FileStore) update(ctx context.Context, fn func(recs []Record) ([]Record, bool, error)) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.refreshLocked(false); err != nil {
+		return err
+	}
+	recs, changed, err := fn(slices.Clone(s.snap.Load().recs))
+	if err != nil || !changed {
+		return err
+	}
+	data, err := encode(recs)
+	if err != nil {
+		return fmt.Errorf("cannot encode keys: %w", err)
+	}
+	info, err := writeFileAtomic(s.path, data)
+	if err != nil {
+		return err
+	}
+	s.stamp, s.loadErr = stamp{info: info}, nil
+	s.snap.Store(newSnapshot(recs))
+	return nil
+}
+
+// writeFileAtomic replaces path with data: it writes a temporary file in the
+// same directory with mode 0600, syncs it, renames it over path and syncs
+// the directory. It returns the file's info as written.
+func writeFileAtomic(path string, data []byte) (info fs.FileInfo, err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("cannot write key file: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(0o600); err != nil {
+		return nil, fmt.Errorf("cannot set mode of %s: %w", tmp, err)
+	}
+	if _, err = f.Write(data); err != nil {
+		return nil, fmt.Errorf("cannot write key file: %w", err)
+	}
+	if err = f.Sync(); err != nil {
+		return nil, fmt.Errorf("cannot sync key file: %w", err)
+	}
+	if info, err = f.Stat(); err != nil {
+		return nil, fmt.Errorf("cannot stat key file: %w", err)
+	}
+	if err = f.Close(); err != nil {
+		return nil, fmt.Errorf("cannot write key file: %w", err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return nil, fmt.Errorf("cannot replace key file: %w", err)
+	}
+	if d, derr := os.Open(dir); derr == nil {
+		derr = d.Sync()
+		d.Close()
+		if derr != nil {
+			return info, fmt.Errorf("cannot sync directory of key file %s: %w", path, derr)
+		}
+	}
+	return info, nil
+}
+
+// Add generates a key for domain, stores its hash, writes the file and
+// returns the key. This is the only time the key is available: the store
+// keeps only its hash.
+func (s *FileStore) Add(ctx context.Context, domain, username string) (string, error) {
+	if !ValidDomain(domain) {
+		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, ErrBadDomain)
+	}
+	if !validUsername(username) {
+		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, ErrBadUsername)
+	}
+	var key string
+	err := s.update(ctx, func(recs []Record) ([]Record, bool, error) {
+		for {
+			k, err := Generate()
+			if err != nil {
+				return nil, false, err
+			}
+			h := Hash(k)
+			if slices.ContainsFunc(recs, func(r Record) bool { return r.Hash == h }) {
+				continue // astronomically unlikely, but never store a duplicate
+			}
+			key = k
+			return append(recs, Record{
+				ID:       idOf(h),
+				Hash:     h,
+				Domain:   domain,
+				Username: username,
+				Created:  time.Now().UTC().Round(0),
+				Active:   true,
+			}), true, nil
+		}
+	})
+	if err != nil {
+		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, err)
+	}
+	return key, nil
+}
+
+// List returns every stored key, revoked ones included, sorted by domain and
+// then by creation time.
+func (s *FileStore) List(ctx context.Context) ([]Record, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	err := s.refreshLocked(false)
+	recs := slices.Clone(s.snap.Load().recs)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("cannot list keys: %w", err)
+	}
+	slices.SortFunc(recs, func(a, b Record) int {
+		if c := strings.Compare(a.Domain, b.Domain); c != 0 {
+			return c
+		}
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return recs, nil
+}
+
+// Revoke revokes a key for good. keyOrID is either the full key or its
+// Record.ID; ErrNotFound if nothing matches. Revoking a revoked key is not
+// an error and keeps the first revocation time.
+func (s *FileStore) Revoke(ctx context.Context, keyOrID string) error {
+	match, what := matcher(keyOrID)
+	err := s.update(ctx, func(recs []Record) ([]Record, bool, error) {
+		found := -1
+		for i := range recs {
+			if match(&recs[i]) {
+				if found >= 0 {
+					return nil, false, errors.New("ID matches more than one key, give the full key")
+				}
+				found = i
+			}
+		}
+		if found < 0 {
+			return nil, false, ErrNotFound
+		}
+		if !recs[found].Revoked.IsZero() {
+			return recs, false, nil
+		}
+		recs[found].Revoked = time.Now().UTC().Round(0)
+		return recs, true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("cannot revoke %s: %w", what, err)
+	}
+	return nil
+}
+
+// matcher returns a predicate selecting the record for keyOrID and a form
+// of keyOrID that is safe to put in an error message.
+func matcher(keyOrID string) (func(*Record) bool, string) {
+	if WellFormed(keyOrID) {
+		h := Hash(keyOrID)
+		return func(r *Record) bool { return subtle.ConstantTimeCompare(r.Hash[:], h[:]) == 1 }, "key " + Redact(keyOrID)
+	}
+	id := strings.ToLower(keyOrID)
+	if len(id) != 12 || strings.IndexFunc(id, func(c rune) bool { return c > 0x7f || !isHex(byte(c)) }) >= 0 {
+		return func(*Record) bool { return false }, "key " + Redact(keyOrID)
+	}
+	return func(r *Record) bool { return r.ID == id }, "key ID " + id
+}
+
+// SetActive activates or deactivates every key of domain and returns how
+// many keys the domain has (revoked ones included; they stay refused).
+// ErrNotFound if the domain has no keys.
+func (s *FileStore) SetActive(ctx context.Context, domain string, active bool) (int, error) {
+	n := 0
+	err := s.update(ctx, func(recs []Record) ([]Record, bool, error) {
+		changed := false
+		for i := range recs {
+			if recs[i].Domain != domain {
+				continue
+			}
+			n++
+			if recs[i].Active != active {
+				recs[i].Active = active
+				changed = true
+			}
+		}
+		if n == 0 {
+			return nil, false, ErrNotFound
+		}
+		return recs, changed, nil
+	})
+	if err != nil {
+		verb := "deactivate"
+		if active {
+			verb = "activate"
+		}
+		return 0, fmt.Errorf("cannot %s keys of domain %q: %w", verb, domain, err)
+	}
+	return n, nil
+}
+
+// Empty reports whether the store holds no keys at all, revoked ones
+// included. A server can use it to warn that every publisher will be
+// refused.
+func (s *FileStore) Empty() bool {
+	if !s.closed.Load() {
+		s.maybeReload()
+	}
+	return len(s.snap.Load().recs) == 0
+}
+
+// Close marks the store closed; later calls fail with ErrClosed. The store
+// holds no open files between calls, so Close always returns nil, and
+// closing twice is harmless.
+func (s *FileStore) Close() error {
+	s.closed.Store(true)
+	return nil
+}

@@ -1,0 +1,239 @@
+// Package loop runs the non-blocking event loops (nbio pollers) that own
+// every socket of the hub, and gives each connection a write path whose
+// backlog is bounded and accounted to the byte.
+//
+// Concurrency: a Handler's OnOpen and OnData for one connection are called on
+// the loop goroutine that owns it, one at a time; the data slice passed to
+// OnData is the loop's shared read buffer, valid only during the call. OnClose
+// is called once per connection, on nbio's single closing goroutine. Conn's
+// methods may be called from any goroutine; Send never blocks on the network:
+// what the kernel does not take at once joins the connection's backlog and is
+// written when the socket turns writable. No goroutine is started per
+// connection.
+package loop
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/logging"
+)
+
+// ErrBacklogFull means a Send would take a connection's backlog past its
+// bound: the peer reads too slowly.
+var ErrBacklogFull = errors.New("loop: connection backlog full")
+
+// ErrClosing means the connection has sent its last bytes.
+var ErrClosing = errors.New("loop: connection is closing")
+
+// Handler receives a connection's events.
+type Handler interface {
+	OnOpen(c *Conn)
+	OnData(c *Conn, data []byte)
+	OnClose(c *Conn, err error)
+}
+
+// Config sets up an Engine.
+type Config struct {
+	// Addr is the TCP address to listen on, e.g. "127.0.0.1:8080".
+	Addr string
+	// Pollers is the number of event loops; 0 means one per usable core
+	// (runtime.GOMAXPROCS(0)).
+	Pollers int
+	// ReadBufferSize is the most read in one system call, into a buffer
+	// shared by all of a loop's connections; 0 means 64 KiB.
+	ReadBufferSize int
+	// MaxBacklog is the most bytes a connection may have waiting for the
+	// kernel before Send refuses more with ErrBacklogFull. A Send on an empty
+	// backlog is always taken, so the hub holds at most MaxBacklog or one
+	// Send, whichever is larger. 0 means 1 MiB.
+	MaxBacklog int
+	// HardLimit is the backstop nbio enforces on a connection's write buffer
+	// by closing it without a word; it only matters if the bound above is
+	// bypassed (close frames are). 0 means 2*MaxBacklog + 8 MiB.
+	HardLimit int
+}
+
+// Engine owns the listener and the loops.
+type Engine struct {
+	nb      *nbio.Engine
+	h       Handler
+	max     int64
+	stopped atomic.Bool
+}
+
+// Conn is one connection. Value is the Handler's own state for it.
+type Conn struct {
+	nc    *nbio.Conn
+	max   int64
+	Value any
+
+	mu      sync.Mutex
+	closing bool  // guarded by mu
+	queued  int64 // bytes handed to nc.Write; guarded by mu
+	written atomic.Int64
+}
+
+func init() {
+	logging.SetLevel(logging.LevelError)
+}
+
+// Start listens on cfg.Addr and starts the loops.
+func Start(cfg Config, h Handler) (*Engine, error) {
+	if cfg.Pollers <= 0 {
+		cfg.Pollers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.ReadBufferSize <= 0 {
+		cfg.ReadBufferSize = 64 << 10
+	}
+	if cfg.MaxBacklog <= 0 {
+		cfg.MaxBacklog = 1 << 20
+	}
+	if cfg.HardLimit <= 0 {
+		cfg.HardLimit = 2*cfg.MaxBacklog + 8<<20
+	}
+	e := &Engine{h: h, max: int64(cfg.MaxBacklog)}
+	e.nb = nbio.NewEngine(nbio.Config{
+		Name:               "wspubsub",
+		Network:            "tcp",
+		Addrs:              []string{cfg.Addr},
+		NPoller:            cfg.Pollers,
+		ReadBufferSize:     cfg.ReadBufferSize,
+		MaxWriteBufferSize: cfg.HardLimit,
+	})
+	e.nb.OnOpen(func(nc *nbio.Conn) {
+		c := &Conn{nc: nc, max: e.max}
+		nc.SetSession(c)
+		h.OnOpen(c)
+	})
+	e.nb.OnData(func(nc *nbio.Conn, data []byte) {
+		if c, ok := nc.Session().(*Conn); ok {
+			h.OnData(c, data)
+		}
+	})
+	e.nb.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
+		if c, ok := nc.Session().(*Conn); ok {
+			c.written.Add(int64(n))
+		}
+	})
+	e.nb.OnClose(func(nc *nbio.Conn, err error) {
+		if c, ok := nc.Session().(*Conn); ok {
+			h.OnClose(c, err)
+		}
+	})
+	if err := e.nb.Start(); err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+	}
+	return e, nil
+}
+
+// Addr is the address the engine listens on (with the port chosen when
+// Config.Addr asked for port 0).
+func (e *Engine) Addr() string { return e.nb.Addrs[0] }
+
+// Stop closes the listener and every connection and stops the loops.
+func (e *Engine) Stop() {
+	if e.stopped.CompareAndSwap(false, true) {
+		e.nb.Stop()
+	}
+}
+
+// RemoteAddr is the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Backlog is the number of bytes waiting to be taken by the kernel.
+func (c *Conn) Backlog() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return int(c.queued - c.written.Load())
+}
+
+// Send writes b, or queues what the kernel does not take at once behind the
+// bytes already waiting, so one later write carries them all. It fails with
+// ErrBacklogFull, queuing nothing, when the backlog is not empty and b would
+// take it past the bound, and with ErrClosing after SendLast.
+func (c *Conn) Send(b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return ErrClosing
+	}
+	if backlog := c.queued - c.written.Load(); backlog > 0 && backlog+int64(len(b)) > c.max {
+		return ErrBacklogFull
+	}
+	return c.write(b)
+}
+
+func (c *Conn) write(b []byte) error {
+	c.queued += int64(len(b))
+	if _, err := c.nc.Write(b); err != nil {
+		return fmt.Errorf("cannot write to %v: %w", c.nc.RemoteAddr(), err)
+	}
+	return nil
+}
+
+// SendFirst runs join and then, if it succeeds, writes b, both under the
+// lock Send takes, so no Send on another goroutine can put bytes on the wire
+// before b. The hub uses it to make a subscriber part of its topic before the
+// 101 response that tells the client so.
+func (c *Conn) SendFirst(b []byte, join func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return ErrClosing
+	}
+	if err := join(); err != nil {
+		return err
+	}
+	return c.write(b)
+}
+
+// SendLast writes b past the backlog's bound and refuses every later Send.
+// The connection is dropped when linger runs out, unless Close comes first;
+// with linger 0 it is closed at once if the kernel took all of b, the right
+// end for an HTTP refusal. It reports false if the connection was already
+// closing.
+func (c *Conn) SendLast(b []byte, linger time.Duration) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	c.closing = true
+	err := c.write(b)
+	flushed := c.queued == c.written.Load()
+	c.mu.Unlock()
+	switch {
+	case err != nil:
+	case linger == 0 && flushed:
+		c.nc.Close()
+	default:
+		if linger <= 0 {
+			linger = time.Second
+		}
+		// nbio closes the connection when this deadline passes; writes do
+		// not clear it.
+		c.nc.SetReadDeadline(time.Now().Add(linger))
+	}
+	return true
+}
+
+// Closing reports whether SendLast was called.
+func (c *Conn) Closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
+// Close drops the connection at once; bytes still waiting are discarded.
+func (c *Conn) Close() { c.nc.Close() }
+
+// SetDeadline drops the connection at t unless it is reset first; the zero
+// time clears it.
+func (c *Conn) SetDeadline(t time.Time) { c.nc.SetReadDeadline(t) }

@@ -1,0 +1,414 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/loop"
+	"github.com/wspubsub/wspubsub/topics"
+	"github.com/wspubsub/wspubsub/ws"
+)
+
+type state uint8
+
+const (
+	stateHandshake  state = iota // reading the request head
+	stateKeyCheck                // a publisher's key is being checked
+	statePublisher               // upgraded publisher
+	stateSubscriber              // upgraded subscriber
+	stateClosing                 // our close frame or refusal is out
+	stateClosed                  // the socket is gone
+)
+
+var clientIDs atomic.Uint64
+
+// client is one connection's protocol state.
+type client struct {
+	srv  *Server
+	conn *loop.Conn
+	id   uint64
+
+	mu           sync.Mutex // guards everything below
+	state        state
+	wasPublisher bool
+	buf          []byte // the request head so far, then bytes that came before the 101
+	rd           ws.Reader
+	topic        *topics.Topic[*client]
+	out          []byte // the frames of the read being handled (a publisher's)
+	msgs         int    // how many messages out holds
+	close        []byte // the close frame to answer with, once the read is handled
+
+	inSecond int64 // subscriber input accounting: the second counted
+	inBytes  int
+}
+
+// OnOpen implements loop.Handler.
+func (s *Server) OnOpen(conn *loop.Conn) {
+	c := &client{srv: s, conn: conn, id: clientIDs.Add(1)}
+	conn.Value = c
+	s.clients.add(c)
+	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+}
+
+// OnClose implements loop.Handler.
+func (s *Server) OnClose(conn *loop.Conn, _ error) {
+	c := conn.Value.(*client)
+	c.mu.Lock()
+	c.state = stateClosed
+	c.leaveTopic()
+	c.buf, c.out = nil, nil
+	c.mu.Unlock()
+	s.clients.remove(c)
+}
+
+// OnData implements loop.Handler.
+func (s *Server) OnData(conn *loop.Conn, data []byte) {
+	c := conn.Value.(*client)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state {
+	case stateHandshake:
+		c.handshake(data)
+	case stateKeyCheck:
+		if len(c.buf)+len(data) > s.cfg.MaxMessageSize {
+			c.refuse(400, "data sent before the handshake completed")
+			return
+		}
+		c.buf = append(c.buf, data...)
+	case statePublisher:
+		c.publish(data)
+	case stateSubscriber:
+		c.subscriberInput(data)
+	case stateClosing:
+		// Wait for the peer's close frame; everything else is dropped.
+		c.rd.Discard = true
+		if err := c.rd.Feed(data, c); err != nil || c.rd.Closed() {
+			c.conn.Close()
+		}
+	}
+}
+
+func (c *client) isPublisher() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wasPublisher
+}
+
+// handshake reads the request head and answers it.
+func (c *client) handshake(data []byte) {
+	s := c.srv
+	buf := data
+	if len(c.buf) > 0 {
+		c.buf = append(c.buf, data...)
+		buf = c.buf
+	}
+	req, n, err := ws.ParseRequest(buf, s.cfg.MaxHeaderBytes)
+	switch {
+	case errors.Is(err, ws.ErrIncomplete):
+		if len(c.buf) == 0 {
+			c.buf = append(c.buf, data...)
+		}
+		return
+	case errors.Is(err, ws.ErrHeadTooLarge):
+		c.refuse(431, "request head larger than "+itoa(s.cfg.MaxHeaderBytes)+" bytes")
+		return
+	case err != nil:
+		c.refuse(400, "malformed HTTP request")
+		return
+	}
+	rest := buf[n:]
+	if s.draining.Load() {
+		c.refuse(503, "server shutting down")
+		return
+	}
+	if req.Method != "GET" {
+		c.refuseWith(405, "only GET is served", "Allow: GET\r\n")
+		return
+	}
+	r, err := parseTarget(req.Target)
+	switch {
+	case errors.Is(err, errNoEndpoint):
+		c.refuse(404, "no such endpoint: use /ws/pub/{ApiKey}/{Domain}/{Topic} or /ws/sub/{Domain}/{Topic}")
+		return
+	case err != nil:
+		c.refuse(400, "bad path: "+err.Error())
+		return
+	case !req.Upgrade:
+		c.refuseWith(426, "this endpoint speaks WebSocket only", "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n")
+		return
+	case req.Version != "13":
+		c.refuseWith(426, "unsupported WebSocket version: want 13", "Sec-WebSocket-Version: 13\r\n")
+		return
+	case !ws.ValidKey(req.Key):
+		c.refuse(400, "missing or invalid Sec-WebSocket-Key")
+		return
+	}
+	if !r.publisher {
+		c.subscribe(r.topic, req.Key, rest)
+		return
+	}
+	key := r.key
+	if key == "" {
+		bearer, ok := strings.CutPrefix(req.Authorization, "Bearer ")
+		if !ok || bearer == "" {
+			c.refuseWith(401, "missing API key: put it in the path or an Authorization: Bearer header", "WWW-Authenticate: Bearer\r\n")
+			return
+		}
+		key = strings.TrimSpace(bearer)
+	}
+	if !keys.WellFormed(key) {
+		c.refuseKey(r.topic, key, "malformed")
+		return
+	}
+	select {
+	case s.checks <- struct{}{}:
+	default:
+		c.refuse(503, "too many publisher handshakes in progress")
+		return
+	}
+	c.state = stateKeyCheck
+	c.buf = append(c.buf[:0:0], rest...)
+	go c.checkKey(r.topic, key, req.Key)
+}
+
+// checkKey asks the key store about a publisher's key off the event loop,
+// then completes or refuses the handshake.
+func (c *client) checkKey(k topics.Key, key, wsKey string) {
+	s := c.srv
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+	err := s.cfg.Keys.Check(ctx, key, k.Domain)
+	cancel()
+	<-s.checks
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateKeyCheck {
+		return // the client left while we asked
+	}
+	switch {
+	case errors.Is(err, keys.ErrRefused):
+		c.refuseKey(k, key, "refused")
+		return
+	case err != nil:
+		s.log.Warn("cannot check a publisher's API key", "domain", k.Domain, "key", keys.Redact(key), "err", err)
+		c.refuse(503, "key store unavailable, try again")
+		return
+	}
+	t, err := s.topics.AddPublisher(k)
+	if err != nil {
+		c.refuse(409, "topic already has its publisher")
+		return
+	}
+	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey)); err != nil {
+		s.topics.RemovePublisher(t)
+		return
+	}
+	s.stats.Publishers.Add(1)
+	c.state, c.topic, c.wasPublisher = statePublisher, t, true
+	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
+	c.conn.SetDeadline(time.Time{})
+	early := c.buf
+	c.buf = nil
+	if len(early) > 0 {
+		c.publish(early)
+	}
+}
+
+// subscribe joins the topic and sends the 101 as one step: no message can
+// reach the client before the 101, and none published after it is missed.
+func (c *client) subscribe(k topics.Key, wsKey string, rest []byte) {
+	s := c.srv
+	err := c.conn.SendFirst(ws.AppendUpgradeResponse(nil, wsKey), func() error {
+		t, err := s.topics.Subscribe(k, c)
+		c.topic = t
+		return err
+	})
+	switch {
+	case errors.Is(err, topics.ErrNotStarted):
+		c.refuse(404, "topic not started: no publisher")
+		return
+	case err != nil:
+		if c.topic != nil {
+			s.topics.Unsubscribe(c.topic, c)
+			c.topic = nil
+		}
+		return
+	}
+	s.stats.Subscribers.Add(1)
+	c.state = stateSubscriber
+	c.buf = nil
+	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
+	c.conn.SetDeadline(time.Time{})
+	if len(rest) > 0 {
+		c.subscriberInput(rest)
+	}
+}
+
+// batchPool holds the buffers a publisher's read is encoded into. They are
+// used on one goroutine for the length of one OnData.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return &b }}
+
+// publish parses a read of a publisher's socket, encodes its messages once
+// into one run of frames, and hands that run to every subscriber.
+func (c *client) publish(data []byte) {
+	bp := batchPool.Get().(*[]byte)
+	c.out, c.msgs = (*bp)[:0], 0
+	err := c.rd.Feed(data, c)
+	if c.msgs > 0 {
+		c.srv.fanout(c.topic, c.out, c.msgs)
+	}
+	if cap(c.out) <= 4<<20 {
+		*bp = c.out[:0]
+		batchPool.Put(bp)
+	}
+	c.out = nil
+	c.afterRead(err)
+}
+
+// subscriberInput reads what a subscriber sends: control frames are
+// answered, data is dropped, and a subscriber sending more than its limit in
+// a second is closed.
+func (c *client) subscriberInput(data []byte) {
+	s := c.srv
+	now := time.Now().Unix()
+	if now != c.inSecond {
+		c.inSecond, c.inBytes = now, 0
+	}
+	c.inBytes += len(data)
+	if c.inBytes > s.cfg.SubscriberInputLimit {
+		s.stats.SubscriberFloods.Add(1)
+		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+itoa(s.cfg.SubscriberInputLimit)+" bytes in a second")
+		return
+	}
+	c.afterRead(c.rd.Feed(data, c))
+}
+
+// afterRead ends a read: it answers a close frame the peer sent, or closes
+// the connection over a protocol error.
+func (c *client) afterRead(err error) {
+	var ce *ws.CloseError
+	switch {
+	case errors.As(err, &ce):
+		c.closeLocked(ce.Code, ce.Reason)
+	case c.close != nil:
+		frame := c.close
+		c.close = nil
+		c.leaveTopic()
+		c.state = stateClosing
+		c.conn.SendLast(frame, 0)
+	}
+}
+
+// Message implements ws.Handler for publishers: each message is appended to
+// the read's run of frames.
+func (c *client) Message(op ws.Opcode, payload []byte) error {
+	c.out = ws.AppendFrame(c.out, op, payload)
+	c.msgs++
+	c.srv.stats.MessagesIn.Add(1)
+	c.srv.stats.BytesIn.Add(int64(len(payload)))
+	return nil
+}
+
+// Control implements ws.Handler: pings are answered, pongs ignored, and a
+// close frame is answered once the read is handled.
+func (c *client) Control(op ws.Opcode, payload []byte) error {
+	switch op {
+	case ws.OpPing:
+		var b [2 + ws.MaxControlPayload]byte
+		if err := c.conn.Send(ws.AppendFrame(b[:0], ws.OpPong, payload)); errors.Is(err, loop.ErrBacklogFull) {
+			return &ws.CloseError{Code: ws.CloseSlowConsumer, Reason: "slow consumer: backlog over --max-backlog"}
+		}
+	case ws.OpClose:
+		if c.state == stateClosing {
+			return nil // the answer to our own close frame
+		}
+		code := ws.CloseNormal
+		if len(payload) >= 2 {
+			code = binary.BigEndian.Uint16(payload)
+		}
+		c.close = ws.AppendClose(nil, code, "")
+	}
+	return nil
+}
+
+// closeWith closes the connection from any goroutine: see closeLocked.
+func (c *client) closeWith(code uint16, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, reason)
+}
+
+// closeLocked leaves the topic, sends a close frame and waits (up to
+// CloseTimeout) for the peer's answer; a connection still in its handshake
+// is refused with 503 instead. c.mu is held.
+func (c *client) closeLocked(code uint16, reason string) {
+	switch c.state {
+	case stateClosing, stateClosed:
+		return
+	case stateHandshake, stateKeyCheck:
+		c.refuse(503, reason)
+		return
+	}
+	c.leaveTopic()
+	c.state = stateClosing
+	c.conn.SendLast(ws.AppendClose(nil, code, reason), c.srv.cfg.CloseTimeout)
+}
+
+// leaveTopic takes the client out of its topic at once, so no message is
+// sent after its close frame and its publisher slot frees up.
+func (c *client) leaveTopic() {
+	t := c.topic
+	if t == nil {
+		return
+	}
+	c.topic = nil
+	if c.wasPublisher {
+		c.srv.topics.RemovePublisher(t)
+		c.srv.stats.Publishers.Add(-1)
+	} else {
+		c.srv.topics.Unsubscribe(t, c)
+		c.srv.stats.Subscribers.Add(-1)
+	}
+}
+
+// refuse answers a handshake with an HTTP error and closes the connection.
+func (c *client) refuse(status int, reason string) { c.refuseWith(status, reason, "") }
+
+func (c *client) refuseWith(status int, reason, extra string) {
+	s := c.srv
+	s.stats.Refused.Add(1)
+	s.log.Info("handshake refused", "status", status, "reason", reason, "remote", c.conn.RemoteAddr().String())
+	c.state = stateClosing
+	c.buf = nil
+	c.conn.SendLast(ws.AppendErrorResponse(nil, status, reason, extra), 0)
+}
+
+// refuseKey answers 401 for a key that may not publish in k's domain,
+// logging only a redacted form of the key.
+func (c *client) refuseKey(k topics.Key, key, why string) {
+	s := c.srv
+	s.stats.Refused.Add(1)
+	s.log.Info("handshake refused", "status", 401, "reason", "API key "+why, "domain", k.Domain, "key", keys.Redact(key), "remote", c.conn.RemoteAddr().String())
+	c.state = stateClosing
+	c.buf = nil
+	c.conn.SendLast(ws.AppendErrorResponse(nil, 401, "API key refused for this domain", "WWW-Authenticate: Bearer\r\n"), 0)
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}

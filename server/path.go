@@ -1,0 +1,130 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/wspubsub/wspubsub/topics"
+)
+
+// Limits on the names in a path, in bytes after percent-decoding.
+const (
+	maxDomainLen = 64
+	maxTopicLen  = 255
+	maxKeyLen    = 128
+)
+
+// errNoEndpoint means the path names no endpoint of the hub (HTTP 404).
+var errNoEndpoint = errors.New("no such endpoint")
+
+// route is what a WebSocket path asks for.
+type route struct {
+	publisher bool
+	key       string // the API key in the path; "" when it travels in a header
+	topic     topics.Key
+}
+
+// parseTarget parses a request target: /ws/pub/{ApiKey}/{Domain}/{Topic},
+// /ws/pub/{Domain}/{Topic} (key in an Authorization header) or
+// /ws/sub/{Domain}/{Topic}, each segment percent-decoded. It returns
+// errNoEndpoint for a path outside those endpoints and another error, saying
+// what is wrong, for a malformed one.
+func parseTarget(target string) (route, error) {
+	var r route
+	path, _, _ := strings.Cut(target, "?")
+	rest, ok := strings.CutPrefix(path, "/ws/")
+	if !ok {
+		return r, errNoEndpoint
+	}
+	kind, rest, _ := strings.Cut(rest, "/")
+	switch kind {
+	case "pub":
+		r.publisher = true
+	case "sub":
+	default:
+		return r, errNoEndpoint
+	}
+	segs := strings.Split(rest, "/")
+	switch {
+	case r.publisher && len(segs) == 3:
+		key, err := unescape(segs[0])
+		if err != nil {
+			return r, fmt.Errorf("API key: %w", err)
+		}
+		if key == "" || len(key) > maxKeyLen {
+			return r, errors.New("API key segment is empty or too long")
+		}
+		r.key, segs = key, segs[1:]
+	case len(segs) == 2:
+	case r.publisher:
+		return r, errors.New("want /ws/pub/{ApiKey}/{Domain}/{Topic} or /ws/pub/{Domain}/{Topic}")
+	default:
+		return r, errors.New("want /ws/sub/{Domain}/{Topic}")
+	}
+	domain, err := name("domain", segs[0], maxDomainLen)
+	if err != nil {
+		return r, err
+	}
+	topic, err := name("topic", segs[1], maxTopicLen)
+	if err != nil {
+		return r, err
+	}
+	r.topic = topics.Key{Domain: domain, Topic: topic}
+	return r, nil
+}
+
+// name decodes a domain or topic segment and checks it: 1 to max bytes of
+// valid UTF-8 without '/'.
+func name(what, seg string, max int) (string, error) {
+	s, err := unescape(seg)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("%s: %w", what, err)
+	case s == "":
+		return "", fmt.Errorf("%s is empty", what)
+	case len(s) > max:
+		return "", fmt.Errorf("%s is %d bytes, more than %d", what, len(s), max)
+	case !utf8.ValidString(s):
+		return "", fmt.Errorf("%s is not valid UTF-8", what)
+	case strings.IndexByte(s, '/') >= 0:
+		return "", fmt.Errorf("%s contains '/'", what)
+	}
+	return s, nil
+}
+
+// unescape percent-decodes a path segment; '+' stays '+'.
+func unescape(s string) (string, error) {
+	n := strings.Count(s, "%")
+	if n == 0 {
+		return s, nil
+	}
+	b := make([]byte, 0, len(s)-2*n)
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b = append(b, s[i])
+			continue
+		}
+		if i+2 >= len(s) || !ishex(s[i+1]) || !ishex(s[i+2]) {
+			return "", errors.New("invalid percent-encoding")
+		}
+		b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+		i += 2
+	}
+	return string(b), nil
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}

@@ -1,0 +1,288 @@
+// Package server is the hub: it speaks the wspubsub protocol over the
+// connections that package loop owns, keeps topics in package topics, and
+// asks a KeyChecker whether a publisher's API key is good.
+//
+// Concurrency: a connection's events arrive on the loop goroutine that owns
+// it; a publisher's key is checked on a goroutine of its own for the length
+// of the handshake only. Each message a publisher sends is encoded once, and
+// the frames from one read of its socket are written to each subscriber in
+// one Send, on the publisher's loop goroutine. Lock order, outermost first:
+// client.mu, loop.Conn's lock, the topics table's shard lock; a goroutine
+// holding a subscriber's client.mu never takes a publisher's.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wspubsub/wspubsub/loop"
+	"github.com/wspubsub/wspubsub/topics"
+	"github.com/wspubsub/wspubsub/ws"
+)
+
+// KeyChecker says whether an API key may publish in a domain: nil if it may,
+// an error wrapping keys.ErrRefused if it may not, any other error if it
+// could not tell (the store is unreachable). Check may block; the hub calls
+// it off the event loops.
+type KeyChecker interface {
+	Check(ctx context.Context, key, domain string) error
+}
+
+// Config is the hub's settings; the zero value of each field means the
+// default it documents.
+type Config struct {
+	// Listen is the TCP address to serve on. Default 127.0.0.1:8080.
+	Listen string
+	// Keys checks publishers' API keys. Required.
+	Keys KeyChecker
+	// MaxMessageSize is the largest message a publisher may send, in bytes;
+	// a larger one closes it with 1009. Default 1 MiB.
+	MaxMessageSize int
+	// MaxBacklog is the most bytes a subscriber may fall behind before it
+	// is closed with 4000 (slow consumer). Default 1 MiB.
+	MaxBacklog int
+	// GracePeriod is how long a topic outlives its publisher. Default 10s;
+	// negative means none.
+	GracePeriod time.Duration
+	// SubscribeWaits lets subscribers join a topic before its publisher.
+	SubscribeWaits bool
+	// PublishersPerTopic is how many publishers a topic may have. Default 1.
+	PublishersPerTopic int
+	// HandshakeTimeout bounds the time from connecting to the 101. Default 10s.
+	HandshakeTimeout time.Duration
+	// MaxHeaderBytes bounds an upgrade request's head. Default 8 KiB.
+	MaxHeaderBytes int
+	// CloseTimeout is how long a closing connection may take to answer the
+	// close frame (and read its backlog) before it is dropped. Default 5s.
+	CloseTimeout time.Duration
+	// SubscriberInputLimit is how many bytes a subscriber may send in one
+	// second before it is closed with 1008. Default 64 KiB.
+	SubscriberInputLimit int
+	// MaxPendingKeyChecks bounds publisher handshakes waiting on the key
+	// store; more get 503. Default 256.
+	MaxPendingKeyChecks int
+	// Pollers is the number of event loops. Default one per core.
+	Pollers int
+	// Logger receives the hub's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	def(&c.MaxMessageSize, 1<<20)
+	def(&c.MaxBacklog, 1<<20)
+	def(&c.PublishersPerTopic, 1)
+	def(&c.MaxHeaderBytes, 8<<10)
+	def(&c.SubscriberInputLimit, 64<<10)
+	def(&c.MaxPendingKeyChecks, 256)
+	switch {
+	case c.GracePeriod == 0:
+		c.GracePeriod = 10 * time.Second
+	case c.GracePeriod < 0:
+		c.GracePeriod = 0
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Server is a running hub.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	engine  *loop.Engine
+	topics  *topics.Table[*client]
+	checks  chan struct{} // semaphore of pending key checks
+	clients clientSet
+	stats   Stats
+
+	draining atomic.Bool
+	done     chan struct{}
+}
+
+// Stats are the hub's running totals, read with atomic loads.
+type Stats struct {
+	Publishers       atomic.Int64
+	Subscribers      atomic.Int64
+	MessagesIn       atomic.Int64 // messages received from publishers
+	BytesIn          atomic.Int64 // their payload bytes
+	Deliveries       atomic.Int64 // messages written to subscribers
+	Writes           atomic.Int64 // Sends to subscribers (each carries one or more frames)
+	SlowConsumers    atomic.Int64 // subscribers closed with 4000
+	Refused          atomic.Int64 // handshakes refused
+	TopicsExpired    atomic.Int64 // topics ended by their grace period
+	SubscriberFloods atomic.Int64 // subscribers closed with 1008
+}
+
+// Start listens and serves until Shutdown.
+func Start(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.Keys == nil {
+		return nil, errors.New("cannot start the hub: no key store configured")
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		checks: make(chan struct{}, cfg.MaxPendingKeyChecks),
+		done:   make(chan struct{}),
+	}
+	s.clients.init()
+	s.topics = topics.New(topics.Config[*client]{
+		MaxPublishers:  cfg.PublishersPerTopic,
+		SubscribeWaits: cfg.SubscribeWaits,
+		GracePeriod:    cfg.GracePeriod,
+		OnExpire:       s.expire,
+	})
+	e, err := loop.Start(loop.Config{
+		Addr:           cfg.Listen,
+		Pollers:        cfg.Pollers,
+		MaxBacklog:     cfg.MaxBacklog,
+		ReadBufferSize: 64 << 10,
+		HardLimit:      2*cfg.MaxBacklog + 2*cfg.MaxMessageSize + 1<<20,
+	}, s)
+	if err != nil {
+		return nil, fmt.Errorf("cannot start the hub: %w", err)
+	}
+	s.engine = e
+	return s, nil
+}
+
+// Addr is the address the hub listens on.
+func (s *Server) Addr() string { return s.engine.Addr() }
+
+// Stats returns the hub's running totals.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Topics is the number of live topics.
+func (s *Server) Topics() int { return s.topics.Len() }
+
+// Shutdown refuses new handshakes, closes publishers and then subscribers
+// with 1001, waits for them to go until ctx ends, and stops the loops.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if !s.draining.CompareAndSwap(false, true) {
+		<-s.done
+		return nil
+	}
+	defer close(s.done)
+	const reason = "server shutting down"
+	s.clients.each(func(c *client) {
+		if c.isPublisher() {
+			c.closeWith(ws.CloseGoingAway, reason)
+		}
+	})
+	s.clients.each(func(c *client) { c.closeWith(ws.CloseGoingAway, reason) })
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+wait:
+	for s.clients.len() > 0 {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("shutdown left %d connections to be dropped: %w", s.clients.len(), ctx.Err())
+			break wait
+		case <-tick.C:
+		}
+	}
+	s.engine.Stop()
+	return err
+}
+
+// expire closes the subscribers of a topic whose grace period ran out.
+func (s *Server) expire(t *topics.Topic[*client], subs []*client) {
+	s.stats.TopicsExpired.Add(1)
+	s.log.Debug("topic closed", "domain", t.Key().Domain, "topic", t.Key().Topic, "subscribers", len(subs))
+	for _, c := range subs {
+		c.closeWith(ws.CloseTopicClosed, "topic closed: its publisher left")
+	}
+}
+
+// fanout writes frames, the encoding of one read's messages, to every
+// subscriber of t: one Send each, no allocation.
+func (s *Server) fanout(t *topics.Topic[*client], frames []byte, messages int) {
+	subs := t.Subscribers()
+	var delivered int64
+	for _, sub := range subs {
+		switch err := sub.conn.Send(frames); {
+		case err == nil:
+			delivered++
+		case errors.Is(err, loop.ErrBacklogFull):
+			s.stats.SlowConsumers.Add(1)
+			sub.closeWith(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+		}
+	}
+	s.stats.Writes.Add(delivered)
+	s.stats.Deliveries.Add(delivered * int64(messages))
+}
+
+// clientSet holds every open connection, sharded to keep opens and closes
+// from contending.
+type clientSet struct {
+	n      atomic.Int64
+	shards [32]struct {
+		mu sync.Mutex
+		m  map[*client]struct{}
+	}
+}
+
+func (cs *clientSet) init() {
+	for i := range cs.shards {
+		cs.shards[i].m = make(map[*client]struct{})
+	}
+}
+
+func (cs *clientSet) shard(c *client) int { return int(c.id % uint64(len(cs.shards))) }
+
+func (cs *clientSet) add(c *client) {
+	sh := &cs.shards[cs.shard(c)]
+	sh.mu.Lock()
+	sh.m[c] = struct{}{}
+	sh.mu.Unlock()
+	cs.n.Add(1)
+}
+
+func (cs *clientSet) remove(c *client) {
+	sh := &cs.shards[cs.shard(c)]
+	sh.mu.Lock()
+	if _, ok := sh.m[c]; ok {
+		delete(sh.m, c)
+		cs.n.Add(-1)
+	}
+	sh.mu.Unlock()
+}
+
+func (cs *clientSet) len() int { return int(cs.n.Load()) }
+
+// each calls f for every client, holding no lock during the call.
+func (cs *clientSet) each(f func(c *client)) {
+	var batch []*client
+	for i := range cs.shards {
+		sh := &cs.shards[i]
+		sh.mu.Lock()
+		batch = batch[:0]
+		for c := range sh.m {
+			batch = append(batch, c)
+		}
+		sh.mu.Unlock()
+		for _, c := range batch {
+			f(c)
+		}
+	}
+}

@@ -1,0 +1,263 @@
+// Package topics holds the hub's table of live topics: a fixed array of
+// shards, each a mutex and a map from domain/topic to a Topic, and each Topic
+// its publishers' count and its subscribers.
+//
+// Concurrency: every method is safe for concurrent use. Joins and leaves hold
+// their shard's mutex for O(1) work. Subscribers, the fan-out's read, takes no
+// lock while the subscriber set is unchanged since its last call: it returns
+// an immutable snapshot. After a change, the first call copies the set once,
+// under the shard mutex. The grace timer runs Config.OnExpire on its own
+// goroutine, outside every lock. Lock order: a caller may hold its own locks
+// while calling in here; this package calls out (OnExpire) holding none.
+package topics
+
+import (
+	"errors"
+	"hash/maphash"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrNotStarted means a subscriber asked for a topic that no publisher has
+// started (and subscribers may not wait for one).
+var ErrNotStarted = errors.New("topics: topic has no publisher")
+
+// ErrHasPublisher means a topic already has as many publishers as it may.
+var ErrHasPublisher = errors.New("topics: topic already has its publisher")
+
+// Key names a topic: topics of different domains never mix.
+type Key struct {
+	Domain, Topic string
+}
+
+// Config holds a Table's rules. The zero value is one publisher per topic,
+// no grace period and no waiting subscribers.
+type Config[S comparable] struct {
+	// MaxPublishers is how many publishers a topic may have at once; 0 means 1.
+	MaxPublishers int
+	// SubscribeWaits lets a subscriber join a topic before its publisher
+	// starts it; otherwise such a subscriber gets ErrNotStarted.
+	SubscribeWaits bool
+	// GracePeriod is how long a topic outlives its last publisher. A
+	// publisher that arrives within it takes the topic over.
+	GracePeriod time.Duration
+	// OnExpire is called, outside every lock, with a topic whose grace
+	// period ran out and the subscribers it still had. The topic is gone
+	// from the table by then.
+	OnExpire func(t *Topic[S], subscribers []S)
+}
+
+const numShards = 64
+
+// Table maps domain/topic to live topics.
+type Table[S comparable] struct {
+	cfg    Config[S]
+	seed   maphash.Seed
+	topics atomic.Int64
+	shards [numShards]shard[S]
+}
+
+type shard[S comparable] struct {
+	mu sync.Mutex
+	m  map[Key]*Topic[S]
+}
+
+// Topic is one domain/topic with its publishers and subscribers.
+type Topic[S comparable] struct {
+	key   Key
+	shard *shard[S]
+
+	// Guarded by shard.mu.
+	publishers int
+	subs       []S
+	index      map[S]int
+	graceGen   uint64 // bumped to cancel a pending expiry
+	inGrace    bool
+	gone       bool
+
+	dirty atomic.Bool
+	snap  atomic.Pointer[[]S]
+	count atomic.Int64
+}
+
+// New returns an empty table.
+func New[S comparable](cfg Config[S]) *Table[S] {
+	if cfg.MaxPublishers <= 0 {
+		cfg.MaxPublishers = 1
+	}
+	t := &Table[S]{cfg: cfg, seed: maphash.MakeSeed()}
+	for i := range t.shards {
+		t.shards[i].m = make(map[Key]*Topic[S])
+	}
+	return t
+}
+
+func (tb *Table[S]) shard(k Key) *shard[S] {
+	return &tb.shards[maphash.Comparable(tb.seed, k)%numShards]
+}
+
+// Len is the number of live topics.
+func (tb *Table[S]) Len() int { return int(tb.topics.Load()) }
+
+// AddPublisher starts topic k, joins a started one, or takes over one in its
+// grace period. It fails with ErrHasPublisher when the topic is full.
+func (tb *Table[S]) AddPublisher(k Key) (*Topic[S], error) {
+	sh := tb.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.m[k]
+	if t == nil {
+		t = tb.create(sh, k)
+	}
+	if t.publishers >= tb.cfg.MaxPublishers {
+		return nil, ErrHasPublisher
+	}
+	t.publishers++
+	t.inGrace = false
+	t.graceGen++
+	return t, nil
+}
+
+// RemovePublisher records that a publisher of t left. The last one's leaving
+// starts the grace period, after which the topic ends.
+func (tb *Table[S]) RemovePublisher(t *Topic[S]) {
+	sh := t.shard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if t.gone || t.publishers == 0 {
+		return
+	}
+	t.publishers--
+	if t.publishers > 0 {
+		return
+	}
+	t.inGrace = true
+	t.graceGen++
+	gen := t.graceGen
+	time.AfterFunc(tb.cfg.GracePeriod, func() { tb.expire(t, gen) })
+}
+
+func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
+	sh := t.shard
+	sh.mu.Lock()
+	if t.gone || t.graceGen != gen || t.publishers > 0 {
+		sh.mu.Unlock()
+		return
+	}
+	subs := t.subs
+	tb.remove(sh, t)
+	sh.mu.Unlock()
+	if tb.cfg.OnExpire != nil {
+		tb.cfg.OnExpire(t, subs)
+	}
+}
+
+// Subscribe adds s to topic k. Unless the table lets subscribers wait, the
+// topic must have been started by a publisher (ErrNotStarted otherwise).
+func (tb *Table[S]) Subscribe(k Key, s S) (*Topic[S], error) {
+	sh := tb.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.m[k]
+	if t == nil {
+		if !tb.cfg.SubscribeWaits {
+			return nil, ErrNotStarted
+		}
+		t = tb.create(sh, k)
+	}
+	if _, ok := t.index[s]; ok {
+		return t, nil
+	}
+	t.index[s] = len(t.subs)
+	t.subs = append(t.subs, s)
+	t.count.Add(1)
+	t.dirty.Store(true)
+	return t, nil
+}
+
+// Unsubscribe removes s from t. A topic left with no publisher, no
+// subscriber and no grace period pending ends at once.
+func (tb *Table[S]) Unsubscribe(t *Topic[S], s S) {
+	sh := t.shard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i, ok := t.index[s]
+	if !ok {
+		return
+	}
+	last := len(t.subs) - 1
+	if i != last {
+		t.subs[i] = t.subs[last]
+		t.index[t.subs[i]] = i
+	}
+	var zero S
+	t.subs[last] = zero
+	t.subs = t.subs[:last]
+	delete(t.index, s)
+	t.count.Add(-1)
+	t.dirty.Store(true)
+	if len(t.subs) == 0 && t.publishers == 0 && !t.inGrace && !t.gone {
+		tb.remove(sh, t)
+	}
+}
+
+func (tb *Table[S]) create(sh *shard[S], k Key) *Topic[S] {
+	t := &Topic[S]{key: k, shard: sh, index: make(map[S]int)}
+	sh.m[k] = t
+	tb.topics.Add(1)
+	return t
+}
+
+func (tb *Table[S]) remove(sh *shard[S], t *Topic[S]) {
+	t.gone = true
+	t.subs, t.index = nil, nil
+	t.snap.Store(nil)
+	t.dirty.Store(false)
+	t.count.Store(0)
+	delete(sh.m, t.key)
+	tb.topics.Add(-1)
+}
+
+// Range calls f for every live topic, holding no lock during the call.
+func (tb *Table[S]) Range(f func(t *Topic[S])) {
+	var batch []*Topic[S]
+	for i := range tb.shards {
+		sh := &tb.shards[i]
+		sh.mu.Lock()
+		batch = batch[:0]
+		for _, t := range sh.m {
+			batch = append(batch, t)
+		}
+		sh.mu.Unlock()
+		for _, t := range batch {
+			f(t)
+		}
+	}
+}
+
+// Key is the topic's domain and name.
+func (t *Topic[S]) Key() Key { return t.key }
+
+// Len is the number of subscribers.
+func (t *Topic[S]) Len() int { return int(t.count.Load()) }
+
+// Subscribers returns the current subscribers. The slice is shared and must
+// not be modified; it stays valid (though possibly stale) after later joins
+// and leaves.
+func (t *Topic[S]) Subscribers() []S {
+	if t.dirty.Load() {
+		t.shard.mu.Lock()
+		if t.dirty.Load() {
+			snap := slices.Clone(t.subs)
+			t.snap.Store(&snap)
+			t.dirty.Store(false)
+		}
+		t.shard.mu.Unlock()
+	}
+	if p := t.snap.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
