@@ -292,10 +292,13 @@ func (c *client) subscriberInput(data []byte) {
 // afterRead ends a read: it answers a close frame the peer sent, or closes
 // the connection over a protocol error.
 func (c *client) afterRead(err error) {
-	var ce *ws.CloseError
 	switch {
-	case errors.As(err, &ce):
-		c.closeLocked(ce.Code, ce.Reason)
+	case err != nil:
+		code, reason := ws.CloseInternalError, "internal error"
+		if ce, ok := err.(*ws.CloseError); ok {
+			code, reason = ce.Code, ce.Reason
+		}
+		c.closeLocked(code, reason)
 	case c.close != nil:
 		frame := c.close
 		c.close = nil

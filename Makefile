@@ -1,0 +1,35 @@
+# One entry point for every check; CI (.ci/run) calls the same targets.
+GO       ?= go
+FUZZTIME ?= 10s
+
+.PHONY: build run test lint race fuzz bench bench-smoke
+
+build:
+	$(GO) build -o wspubsub ./cmd/wspubsub
+	$(GO) build -o wspubsub-bench ./cmd/wspubsub-bench
+
+# Run the hub on the embedded key file (no database needed).
+run:
+	$(GO) run ./cmd/wspubsub serve
+
+# The test command: lint, every test under the race detector, short fuzzing.
+test: lint race fuzz
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+race:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Each fuzz target for a bounded time (FUZZTIME each).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./ws/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./ws/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTarget$$' -fuzztime $(FUZZTIME) ./server/
+	$(GO) test -run '^$$' -fuzz '^FuzzWellFormed$$' -fuzztime $(FUZZTIME) ./keys/
+
+# Benchmarks next to the code (fan-out allocations, parser, topic table).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./ws/ ./topics/ ./keys/ ./server/

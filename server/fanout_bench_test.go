@@ -1,0 +1,112 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/topics"
+	"github.com/wspubsub/wspubsub/ws"
+)
+
+// benchHub starts a hub with a started topic bench/t and n raw TCP
+// subscribers that read and discard everything into a fixed buffer.
+func benchHub(b *testing.B, n int) (*Server, *topics.Topic[*client]) {
+	b.Helper()
+	store, err := keys.OpenFile(filepath.Join(b.TempDir(), "keys.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := Start(Config{Listen: "127.0.0.1:0", Keys: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxBacklog: 64 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	k := topics.Key{Domain: "bench", Topic: "t"}
+	t, err := s.topics.AddPublisher(k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range n {
+		c, err := net.Dial("tcp", s.Addr())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "GET /ws/sub/bench/t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+		br := bufio.NewReaderSize(c, 64<<10)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 101 {
+			b.Fatalf("subscriber handshake: %v %v", resp, err)
+		}
+		go func() {
+			buf := make([]byte, 64<<10)
+			for {
+				if _, err := br.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	for t.Len() != n {
+		time.Sleep(time.Millisecond)
+	}
+	return s, t
+}
+
+// benchmarkFanout measures one fan-out of a run of frames to n subscribers:
+// allocs/op must be 0 whatever n is.
+func benchmarkFanout(b *testing.B, n, msgs, size int) {
+	s, t := benchHub(b, n)
+	var frames []byte
+	for range msgs {
+		frames = ws.AppendFrame(frames, ws.OpBinary, make([]byte, size))
+	}
+	t.Subscribers() // take the snapshot before timing
+	b.SetBytes(int64(len(frames) * n))
+	b.ReportAllocs()
+	for b.Loop() {
+		s.fanout(t, frames, msgs)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n*msgs), "ns/delivery")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/write")
+}
+
+func BenchmarkFanout_1Sub(b *testing.B)           { benchmarkFanout(b, 1, 1, 128) }
+func BenchmarkFanout_100Subs(b *testing.B)        { benchmarkFanout(b, 100, 1, 128) }
+func BenchmarkFanout_1kSubs(b *testing.B)         { benchmarkFanout(b, 1000, 1, 128) }
+func BenchmarkFanout_1kSubs_Burst50(b *testing.B) { benchmarkFanout(b, 1000, 50, 128) }
+
+// BenchmarkPublishRead measures the whole path of one publisher read: parse
+// and unmask 50 client frames, encode them once, write them to 100
+// subscribers.
+func BenchmarkPublishRead(b *testing.B) {
+	s, t := benchHub(b, 100)
+	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}}
+	var read []byte
+	for range 50 {
+		read = append(read, 0x82, 0x80|126, 0, 128, 1, 2, 3, 4)
+		read = append(read, make([]byte, 128)...)
+	}
+	buf := make([]byte, len(read))
+	t.Subscribers()
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf, read)
+		c.publish(buf)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100*50), "ns/delivery")
+}
