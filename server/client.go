@@ -210,6 +210,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		return
 	}
 	s.stats.Publishers.Add(1)
+	s.keyUsers.add(c, keys.Hash(key))
 	c.state, c.topic, c.wasPublisher = statePublisher, t, true
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
 	c.conn.SetDeadline(time.Time{})
@@ -372,6 +373,7 @@ func (c *client) leaveTopic() {
 	}
 	c.topic = nil
 	if c.wasPublisher {
+		c.srv.keyUsers.remove(c)
 		c.srv.topics.RemovePublisher(t)
 		c.srv.stats.Publishers.Add(-1)
 	} else {

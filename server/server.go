@@ -106,13 +106,14 @@ func (c *Config) setDefaults() {
 
 // Server is a running hub.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	engine  *loop.Engine
-	topics  *topics.Table[*client]
-	checks  chan struct{} // semaphore of pending key checks
-	clients clientSet
-	stats   Stats
+	cfg      Config
+	log      *slog.Logger
+	engine   *loop.Engine
+	topics   *topics.Table[*client]
+	checks   chan struct{} // semaphore of pending key checks
+	clients  clientSet
+	keyUsers keyUsers
+	stats    Stats
 
 	draining atomic.Bool
 	done     chan struct{}
@@ -145,6 +146,7 @@ func Start(cfg Config) (*Server, error) {
 		done:   make(chan struct{}),
 	}
 	s.clients.init()
+	s.keyUsers.m = make(map[*client][32]byte)
 	s.topics = topics.New(topics.Config[*client]{
 		MaxPublishers:  cfg.PublishersPerTopic,
 		SubscribeWaits: cfg.SubscribeWaits,
@@ -230,6 +232,48 @@ func (s *Server) fanout(t *topics.Topic[*client], frames []byte, messages int) {
 	}
 	s.stats.Writes.Add(delivered)
 	s.stats.Deliveries.Add(delivered * int64(messages))
+}
+
+// KeyRevoked closes, with 4002, every live publisher that presented the key
+// whose SHA-256 is hash, and returns how many it closed. Key stores call it
+// when a key is revoked or deactivated.
+func (s *Server) KeyRevoked(hash [32]byte) int {
+	users := s.keyUsers.of(hash)
+	for _, c := range users {
+		c.closeWith(ws.CloseKeyRevoked, "API key revoked or deactivated")
+	}
+	return len(users)
+}
+
+// keyUsers maps live publishers to the hash of the key they presented.
+// Publishers are few, so a revocation scans them all.
+type keyUsers struct {
+	mu sync.Mutex
+	m  map[*client][32]byte
+}
+
+func (k *keyUsers) add(c *client, hash [32]byte) {
+	k.mu.Lock()
+	k.m[c] = hash
+	k.mu.Unlock()
+}
+
+func (k *keyUsers) remove(c *client) {
+	k.mu.Lock()
+	delete(k.m, c)
+	k.mu.Unlock()
+}
+
+func (k *keyUsers) of(hash [32]byte) []*client {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []*client
+	for c, h := range k.m {
+		if h == hash {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // clientSet holds every open connection, sharded to keep opens and closes
