@@ -44,8 +44,10 @@ type client struct {
 	msgs         int    // how many messages out holds
 	close        []byte // the close frame to answer with, once the read is handled
 
-	inSecond int64 // subscriber input accounting: the second counted
-	inBytes  int
+	// A subscriber's input allowance: a token bucket of SubscriberInputLimit
+	// bytes, refilled at that many bytes a second.
+	inAllowance int64
+	inLast      int64 // UnixNano of the last refill
 }
 
 // OnOpen implements loop.Handler.
@@ -155,12 +157,13 @@ func (c *client) handshake(data []byte) {
 	}
 	key := r.key
 	if key == "" {
-		bearer, ok := strings.CutPrefix(req.Authorization, "Bearer ")
-		if !ok || bearer == "" {
+		scheme, bearer, _ := strings.Cut(req.Authorization, " ")
+		bearer = strings.TrimSpace(bearer)
+		if !strings.EqualFold(scheme, "Bearer") || bearer == "" {
 			c.refuseWith(401, "missing API key: put it in the path or an Authorization: Bearer header", "WWW-Authenticate: Bearer\r\n")
 			return
 		}
-		key = strings.TrimSpace(bearer)
+		key = bearer
 	}
 	if !keys.WellFormed(key) {
 		c.refuseKey(r.topic, key, "malformed")
@@ -243,6 +246,7 @@ func (c *client) subscribe(k topics.Key, wsKey string, rest []byte) {
 	}
 	s.stats.Subscribers.Add(1)
 	c.state = stateSubscriber
+	c.inAllowance, c.inLast = int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano()
 	c.buf = nil
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
 	c.conn.SetDeadline(time.Time{})
@@ -277,14 +281,15 @@ func (c *client) publish(data []byte) {
 // a second is closed.
 func (c *client) subscriberInput(data []byte) {
 	s := c.srv
-	now := time.Now().Unix()
-	if now != c.inSecond {
-		c.inSecond, c.inBytes = now, 0
-	}
-	c.inBytes += len(data)
-	if c.inBytes > s.cfg.SubscriberInputLimit {
+	limit := int64(s.cfg.SubscriberInputLimit)
+	now := time.Now().UnixNano()
+	elapsed := min(now-c.inLast, int64(time.Second))
+	c.inAllowance = min(limit, c.inAllowance+elapsed*limit/int64(time.Second))
+	c.inLast = now
+	c.inAllowance -= int64(len(data))
+	if c.inAllowance < 0 {
 		s.stats.SubscriberFloods.Add(1)
-		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+itoa(s.cfg.SubscriberInputLimit)+" bytes in a second")
+		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
 		return
 	}
 	c.afterRead(c.rd.Feed(data, c))
