@@ -55,6 +55,14 @@ func (s *Server) OnOpen(conn *loop.Conn) {
 	c := &client{srv: s, conn: conn, id: clientIDs.Add(1)}
 	conn.Value = c
 	s.clients.add(c)
+	if s.draining.Load() {
+		// Answer at once, and linger so the client reads the answer before
+		// the socket goes, whatever part of its request is still unread.
+		c.mu.Lock()
+		c.refuseWith(503, "server shutting down", "", time.Second)
+		c.mu.Unlock()
+		return
+	}
 	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 }
 
@@ -76,6 +84,10 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 	defer c.mu.Unlock()
 	switch c.state {
 	case stateHandshake:
+		if s.draining.Load() {
+			c.refuseWith(503, "server shutting down", "", time.Second)
+			return
+		}
 		c.handshake(data)
 	case stateKeyCheck:
 		if len(c.buf)+len(data) > s.cfg.MaxMessageSize {
@@ -125,12 +137,8 @@ func (c *client) handshake(data []byte) {
 		return
 	}
 	rest := buf[n:]
-	if s.draining.Load() {
-		c.refuse(503, "server shutting down")
-		return
-	}
 	if req.Method != "GET" {
-		c.refuseWith(405, "only GET is served", "Allow: GET\r\n")
+		c.refuseWith(405, "only GET is served", "Allow: GET\r\n", 0)
 		return
 	}
 	r, err := parseTarget(req.Target)
@@ -142,13 +150,16 @@ func (c *client) handshake(data []byte) {
 		c.refuse(400, "bad path: "+err.Error())
 		return
 	case !req.Upgrade:
-		c.refuseWith(426, "this endpoint speaks WebSocket only", "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n")
+		c.refuseWith(426, "this endpoint speaks WebSocket only", "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 0)
 		return
 	case req.Version != "13":
-		c.refuseWith(426, "unsupported WebSocket version: want 13", "Sec-WebSocket-Version: 13\r\n")
+		c.refuseWith(426, "unsupported WebSocket version: want 13", "Sec-WebSocket-Version: 13\r\n", 0)
 		return
 	case !ws.ValidKey(req.Key):
 		c.refuse(400, "missing or invalid Sec-WebSocket-Key")
+		return
+	case req.Host == "":
+		c.refuse(400, "missing Host header")
 		return
 	}
 	if !r.publisher {
@@ -160,7 +171,7 @@ func (c *client) handshake(data []byte) {
 		scheme, bearer, _ := strings.Cut(req.Authorization, " ")
 		bearer = strings.TrimSpace(bearer)
 		if !strings.EqualFold(scheme, "Bearer") || bearer == "" {
-			c.refuseWith(401, "missing API key: put it in the path or an Authorization: Bearer header", "WWW-Authenticate: Bearer\r\n")
+			c.refuseWith(401, "missing API key: put it in the path or an Authorization: Bearer header", "WWW-Authenticate: Bearer\r\n", 0)
 			return
 		}
 		key = bearer
@@ -361,7 +372,7 @@ func (c *client) closeLocked(code uint16, reason string) {
 	case stateClosing, stateClosed:
 		return
 	case stateHandshake, stateKeyCheck:
-		c.refuse(503, reason)
+		c.refuseWith(503, reason, "", time.Second)
 		return
 	}
 	c.leaveTopic()
@@ -388,15 +399,18 @@ func (c *client) leaveTopic() {
 }
 
 // refuse answers a handshake with an HTTP error and closes the connection.
-func (c *client) refuse(status int, reason string) { c.refuseWith(status, reason, "") }
+func (c *client) refuse(status int, reason string) { c.refuseWith(status, reason, "", 0) }
 
-func (c *client) refuseWith(status int, reason, extra string) {
+// refuseWith answers with status, reason and extra header lines. With
+// linger 0 the socket closes as soon as the kernel took the answer; a
+// positive linger keeps it open that long for the client to read it.
+func (c *client) refuseWith(status int, reason, extra string, linger time.Duration) {
 	s := c.srv
 	s.stats.Refused.Add(1)
 	s.log.Info("handshake refused", "status", status, "reason", reason, "remote", c.conn.RemoteAddr().String())
 	c.state = stateClosing
 	c.buf = nil
-	c.conn.SendLast(ws.AppendErrorResponse(nil, status, reason, extra), 0)
+	c.conn.SendLast(ws.AppendErrorResponse(nil, status, reason, extra), linger)
 }
 
 // refuseKey answers 401 for a key that may not publish in k's domain,

@@ -226,6 +226,13 @@ func (r *Reader) frame(buf []byte, h Handler) (int, error) {
 	}
 	if !control {
 		if plen > uint64(r.MaxMessage-r.msgLen) {
+			// Skip the rest of this frame, so that a caller who goes on
+			// feeding (in discard mode, waiting for the peer's close frame)
+			// finds the next frame's start.
+			if end := uint64(hlen) + plen; end > uint64(len(buf)) {
+				r.skip = int(min(end-uint64(len(buf)), 1<<62))
+			}
+			r.msg, r.msgOp, r.msgLen = nil, 0, 0
 			return 0, &CloseError{Code: CloseMessageTooBig, Reason: "message larger than " + strconv.Itoa(r.MaxMessage) + " bytes"}
 		}
 		if r.Discard {

@@ -162,6 +162,34 @@ func TestReaderRefuses(t *testing.T) {
 	}
 }
 
+// After a message too big, a reader switched to discard mode skips the rest
+// of that frame and finds the peer's close frame behind it.
+func TestReaderFindsCloseAfterTooBig(t *testing.T) {
+	big := clientFrame(true, OpBinary, make([]byte, 5000), mask)
+	closing := clientFrame(true, OpClose, []byte{3, 232}, mask)
+	for _, split := range []int{3, 8, 100, 4000, len(big)} {
+		r := &Reader{MaxMessage: 1000}
+		var ce *CloseError
+		if err := r.Feed(bytes.Clone(big[:split]), &recorder{}); !errors.As(err, &ce) || ce.Code != CloseMessageTooBig {
+			if split >= 4 || err != nil { // a 3-byte split has not seen the length yet
+				t.Fatalf("split %d: %v", split, err)
+			}
+			if err := r.Feed(bytes.Clone(big[split:split+5]), &recorder{}); !errors.As(err, &ce) {
+				t.Fatalf("split %d: %v", split, err)
+			}
+			split += 5
+		}
+		r.Discard = true
+		rec := &recorder{}
+		if err := r.Feed(append(bytes.Clone(big[split:]), closing...), rec); err != nil {
+			t.Fatalf("split %d: %v", split, err)
+		}
+		if !r.Closed() || len(rec.events) != 1 || rec.events[0].op != OpClose {
+			t.Fatalf("split %d: events %v", split, rec.events)
+		}
+	}
+}
+
 func TestReaderStopsAtClose(t *testing.T) {
 	in := append(clientFrame(true, OpClose, append(binary.BigEndian.AppendUint16(nil, 1000), "bye"...), mask),
 		clientFrame(true, OpText, []byte("after"), mask)...)
