@@ -12,6 +12,10 @@
 // Stores never keep a plaintext key: a key is identified by its SHA-256
 // [Hash], and shown to people as [Record.ID] or through [Redact].
 //
+// Legacy UUID keys are hashed exactly as presented, without changing their
+// case: the original compared them exactly, so "F47AC10B-…" and
+// "f47ac10b-…" are different keys here as they were there.
+//
 // # FileStore
 //
 // [FileStore] is the embedded store: a JSON file that needs no server. It is
@@ -19,7 +23,36 @@
 // process that changes them; writes from two processes at the same instant
 // are not locked against each other (the later write wins).
 //
+// # PGStore
+//
+// [PGStore] keeps keys in PostgreSQL, in a schema of its own (tables and
+// functions named wspubsub_*) that [PGStore.Migrate] creates and upgrades
+// in order, recording each version in wspubsub_schema_migrations. A row
+// holds the key's SHA-256, its domain, username, creation time, active
+// flag, revocation time and last-used time; a domain may have any number of
+// keys, so a key can be rotated without downtime. [PGStore.ImportLegacy]
+// copies the original system's apikeys table, which it only reads.
+//
+// [PGStore.Check] answers from a bounded cache (package keycache) with
+// separate times to live for accepted and refused keys; concurrent misses
+// for one key share one query. A trigger NOTIFYs every change that can
+// affect Check, and [PGStore.Watch] LISTENs on a dedicated connection: the
+// key leaves the cache at once, and a key that can no longer publish is
+// reported so that the hub closes its live publishers. If that connection
+// drops, every cached answer becomes untrusted until queried again; while
+// the database cannot answer, cached answers up to PGConfig.MaxStale old
+// are used and other keys get an error wrapping [ErrUnavailable]. Last-used
+// times are written in batches off the Check path, at most once a minute
+// per key.
+//
 // # Concurrency
+//
+// Every method of [PGStore] is safe to call from any number of goroutines.
+// A Check answered by the cache takes one shard's read lock, does not
+// allocate and does no I/O; a miss waits for one query (bounded by
+// PGConfig.QueryTimeout), so call Check off event loops. Watch's callback
+// is never called concurrently with itself. Close waits for the
+// store's goroutines.
 //
 // Every method of [FileStore] is safe to call from any number of goroutines.
 // [FileStore.Check] takes no lock: it reads an immutable snapshot through an
@@ -28,6 +61,6 @@
 // file (and re-reads it if another process changed it), skipping that if a
 // writer is busy.
 // The writing methods (Add, Revoke, SetActive, Reload) are serialised by one
-// mutex, the only lock in the package; they do file I/O while holding it,
+// mutex, the only lock of FileStore; they do file I/O while holding it,
 // so call them from CLI or admin paths, not from a hot loop.
 package keys

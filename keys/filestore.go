@@ -51,6 +51,7 @@ type Record struct {
 	Created  time.Time // when the key was added
 	Active   bool      // false while the key's domain is deactivated
 	Revoked  time.Time // zero unless revoked; a revoked key is refused forever
+	LastUsed time.Time // when a publisher last used it, to the minute; zero if never or not tracked (FileStore)
 }
 
 // ValidDomain reports whether d can be stored as a key's domain: 1-64 bytes
@@ -101,6 +102,8 @@ type FileStore struct {
 	lastStat  atomic.Int64 // UnixNano of the last stat on the Check path
 	closed    atomic.Bool
 	statGuard atomic.Bool // one Check at a time looks at the file
+
+	onRevoked atomic.Pointer[func([32]byte)] // set by Watch
 
 	mu      sync.Mutex // serialises writers and file reads; guards the fields below
 	stamp   stamp      // version of the file the snapshot came from
@@ -209,7 +212,7 @@ func (s *FileStore) refreshLocked(force bool) error {
 		return err
 	}
 	s.stamp, s.loadErr = st, nil
-	s.snap.Store(newSnapshot(recs))
+	s.publish(newSnapshot(recs))
 	return nil
 }
 
@@ -328,6 +331,10 @@ func idOf(h [32]byte) string {
 	return hex.EncodeToString(h[:6])
 }
 
+// ID returns the Record.ID of the key whose hash is h: the first 12 hex
+// digits of the hash, safe to log and to show.
+func ID(h [32]byte) string { return idOf(h) }
+
 // update applies fn to a copy of the records and, if fn reports a change,
 // writes the file and publishes the new records. The file is re-read first
 // if another process changed it, and a file that cannot be loaded is never
@@ -357,7 +364,7 @@ func (s *FileStore) update(ctx context.Context, fn func(recs []Record) ([]Record
 		return err
 	}
 	s.stamp, s.loadErr = stamp{info: info}, nil
-	s.snap.Store(newSnapshot(recs))
+	s.publish(newSnapshot(recs))
 	return nil
 }
 
@@ -555,6 +562,55 @@ func (s *FileStore) Empty() bool {
 		s.maybeReload()
 	}
 	return len(s.snap.Load().recs) == 0
+}
+
+// publish makes next the snapshot Check reads, and tells Watch's callback
+// of every key that could publish before and cannot now. s.mu is held.
+func (s *FileStore) publish(next *snapshot) {
+	prev := s.snap.Swap(next)
+	fn := s.onRevoked.Load()
+	if fn == nil || prev == nil {
+		return
+	}
+	for _, r := range prev.recs {
+		if !usable(&r) {
+			continue
+		}
+		if i, ok := next.byHash[r.Hash]; !ok || !usable(&next.recs[i]) {
+			(*fn)(r.Hash)
+		}
+	}
+}
+
+func usable(r *Record) bool { return r.Active && r.Revoked.IsZero() }
+
+// Watch makes revocations and deactivations take effect at once, even those
+// made by another process (the keys CLI): it looks at the key file every
+// second and calls onRevoked with the hash of every key that could publish
+// and no longer can, under the store's lock, so onRevoked must not call the
+// store. Watch may be called once; it stops when ctx ends or at Close.
+func (s *FileStore) Watch(ctx context.Context, onRevoked func(hash [32]byte)) error {
+	if !s.onRevoked.CompareAndSwap(nil, &onRevoked) {
+		return errors.New("keys: Watch called twice")
+	}
+	go func() {
+		t := time.NewTicker(s.reloadEvery)
+		defer t.Stop()
+		for !s.closed.Load() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			s.mu.Lock()
+			hadErr := s.loadErr
+			if err := s.refreshLocked(false); err != nil && hadErr == nil {
+				slog.Warn("keys: cannot reload key file, keeping the keys loaded before", "path", s.path, "err", err)
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return nil
 }
 
 // Close marks the store closed; later calls fail with ErrClosed. The store

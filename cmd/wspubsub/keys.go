@@ -6,14 +6,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 	"unicode"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/server"
 )
 
 // keysUsage is printed for `wspubsub keys help` and for bad usage.
@@ -21,18 +24,25 @@ const keysUsage = `usage: wspubsub keys <command> [flags]
 
 Commands:
   add --domain D [--username U]   create a key for domain D and print it once
-  list                            show every key: ID, domain, user, created, status
+  list                            show every key: ID, domain, user, created, last used, status
   revoke KEY_OR_ID                revoke a key for good, by full key or by list ID
   deactivate --domain D           refuse every key of domain D until activated
   activate --domain D             accept the keys of domain D again
+  migrate                         create or upgrade the PostgreSQL schema (PostgreSQL only)
+  import-legacy [--table T]       import the original system's table T (default apikeys):
+                                  keys are hashed, active kept, existing keys left alone;
+                                  the table is only read (PostgreSQL only)
   help                            show this text
 
 Every command takes:
-  --keys-file PATH   key file (default $WSPUBSUB_KEYS_FILE, else wspubsub-keys.json)
+  --database-url URL  keep keys in PostgreSQL (default $WSPUBSUB_DATABASE_URL); the
+                      PG* environment variables fill in what the URL leaves out
+  --keys-file PATH    otherwise, the key file (default $WSPUBSUB_KEYS_FILE, else
+                      wspubsub-keys.json)
 `
 
-// keyStore is what the keys command needs from a store. FileStore is the
-// only one today; a PostgreSQL store will be chosen by a --database-url flag.
+// keyStore is what the keys command needs from a store: FileStore, or
+// PGStore when a database URL is given.
 type keyStore interface {
 	Add(ctx context.Context, domain, username string) (string, error)
 	List(ctx context.Context) ([]keys.Record, error)
@@ -41,11 +51,15 @@ type keyStore interface {
 	Close() error
 }
 
-var _ keyStore = (*keys.FileStore)(nil)
+var (
+	_ keyStore = (*keys.FileStore)(nil)
+	_ keyStore = (*keys.PGStore)(nil)
+)
 
 // storeFlags selects the store; every subcommand registers them.
 type storeFlags struct {
-	keysFile string
+	keysFile    string
+	databaseURL string
 }
 
 func (sf *storeFlags) register(fs *flag.FlagSet) {
@@ -53,16 +67,112 @@ func (sf *storeFlags) register(fs *flag.FlagSet) {
 	if def == "" {
 		def = "wspubsub-keys.json"
 	}
-	fs.StringVar(&sf.keysFile, "keys-file", def, "key file (env WSPUBSUB_KEYS_FILE)")
+	fs.StringVar(&sf.keysFile, "keys-file", def, "key file, used without --database-url (env WSPUBSUB_KEYS_FILE)")
+	fs.StringVar(&sf.databaseURL, "database-url", os.Getenv("WSPUBSUB_DATABASE_URL"),
+		"PostgreSQL URL: keep keys there instead of the key file; PG* variables fill in the rest (env WSPUBSUB_DATABASE_URL)")
 }
 
-// open returns the store the flags select.
-func (sf *storeFlags) open() (keyStore, error) {
-	s, err := keys.OpenFile(sf.keysFile)
+// open returns the store the flags select. A PostgreSQL store must have
+// the schema of this build.
+func (sf *storeFlags) open(ctx context.Context) (keyStore, error) {
+	if sf.databaseURL == "" {
+		s, err := keys.OpenFile(sf.keysFile)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	s, err := sf.openPG(ctx, keys.PGConfig{})
 	if err != nil {
 		return nil, err
 	}
+	if err := s.CheckSchema(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// openPG opens the PostgreSQL store, whatever its schema version.
+func (sf *storeFlags) openPG(ctx context.Context, cfg keys.PGConfig) (*keys.PGStore, error) {
+	if sf.databaseURL == "" {
+		return nil, errors.New("needs PostgreSQL: give --database-url or set WSPUBSUB_DATABASE_URL")
+	}
+	return keys.OpenPG(ctx, sf.databaseURL, cfg)
+}
+
+// servedKeys is the store serve checks publishers' keys against.
+type servedKeys struct {
+	keyStore
+	server.KeyChecker
+	file  *keys.FileStore // one of file and pg is set
+	pg    *keys.PGStore
+	where string // what the log says about the store; never a URL that may hold a password
+	hub   atomic.Pointer[server.Server]
+	log   *slog.Logger
+}
+
+// openServe opens the store for serve. A PostgreSQL store is migrated
+// first if migrate is set, must have this build's schema, and has its
+// revocations wired to the hub given to serving, which closes the live
+// publishers of the key.
+func (sf *storeFlags) openServe(ctx context.Context, migrate bool, log *slog.Logger) (*servedKeys, error) {
+	if sf.databaseURL == "" {
+		if migrate {
+			return nil, errors.New("--migrate needs --database-url")
+		}
+		s, err := keys.OpenFile(sf.keysFile)
+		if err != nil {
+			return nil, err
+		}
+		sk := &servedKeys{keyStore: s, KeyChecker: s, file: s, where: "file " + sf.keysFile, log: log}
+		if err := s.Watch(context.Background(), sk.revoked); err != nil {
+			return nil, err
+		}
+		return sk, nil
+	}
+	s, err := sf.openPG(ctx, keys.PGConfig{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	sk := &servedKeys{keyStore: s, KeyChecker: s, pg: s, where: "postgresql", log: log}
+	err = func() error {
+		if migrate {
+			from, to, err := s.Migrate(ctx)
+			if err != nil {
+				return err
+			}
+			log.Info("key database schema", "from_version", from, "version", to)
+		}
+		if err := s.CheckSchema(ctx); err != nil {
+			return err
+		}
+		return s.Watch(ctx, sk.revoked)
+	}()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return sk, nil
+}
+
+// revoked closes the live publishers of a key that can no longer publish.
+func (sk *servedKeys) revoked(h [32]byte) {
+	if srv := sk.hub.Load(); srv != nil {
+		n := srv.KeyRevoked(h)
+		sk.log.Info("API key revoked or deactivated", "key_id", keys.ID(h), "publishers_closed", n)
+	}
+}
+
+// serving tells the store which hub to close revoked publishers on.
+func (sk *servedKeys) serving(srv *server.Server) { sk.hub.Store(srv) }
+
+// empty reports whether the store holds no keys at all.
+func (sk *servedKeys) empty(ctx context.Context) (bool, error) {
+	if sk.pg != nil {
+		return sk.pg.Empty(ctx)
+	}
+	return sk.file.Empty(), nil
 }
 
 // runKeys runs `wspubsub keys ARGS...` and returns the exit code: 0 on
@@ -81,7 +191,7 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard) // errors are reported below, with the usage text
 	var sf storeFlags
 	sf.register(fs)
-	var domain, username *string
+	var domain, username, table *string
 	nargs := 0
 	switch cmd {
 	case "add":
@@ -92,6 +202,9 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 		nargs = 1
 	case "activate", "deactivate":
 		domain = fs.String("domain", "", "domain whose keys change")
+	case "migrate":
+	case "import-legacy":
+		table = fs.String("table", "apikeys", "the original's table, TABLE or SCHEMA.TABLE")
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stderr, keysUsage)
 		return 2
@@ -111,12 +224,20 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 		return usage("--domain is required")
 	}
 
-	st, err := sf.open()
+	ctx := context.Background()
+	if cmd == "migrate" || cmd == "import-legacy" {
+		err = keysPG(ctx, &sf, cmd, table, stdout, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "wspubsub keys %s: %v\n", cmd, err)
+			return 1
+		}
+		return 0
+	}
+	st, err := sf.open(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "wspubsub keys %s: %v\n", cmd, err)
 		return 1
 	}
-	ctx := context.Background()
 	switch cmd {
 	case "add":
 		err = keysAdd(ctx, st, *domain, *username, stdout)
@@ -158,6 +279,40 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// keysPG runs the commands that exist for PostgreSQL only.
+func keysPG(ctx context.Context, sf *storeFlags, cmd string, table *string, stdout, stderr io.Writer) error {
+	st, err := sf.openPG(ctx, keys.PGConfig{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if cmd == "migrate" {
+		from, to, err := st.Migrate(ctx)
+		if err != nil {
+			return err
+		}
+		if from == to {
+			_, err = fmt.Fprintf(stdout, "schema already at version %d\n", to)
+		} else {
+			_, err = fmt.Fprintf(stdout, "schema migrated from version %d to %d\n", from, to)
+		}
+		return err
+	}
+	if err := st.CheckSchema(ctx); err != nil {
+		return err
+	}
+	res, err := st.ImportLegacy(ctx, *table)
+	if err != nil {
+		return err
+	}
+	for _, sk := range res.Skipped {
+		fmt.Fprintf(stderr, "skipped row id %d of %s: %s\n", sk.ID, printable(*table), sk.Reason)
+	}
+	_, err = fmt.Fprintf(stdout, "read %d row(s) of %s: imported %d key(s), %d already present, %d skipped\n",
+		res.Read, printable(*table), res.Imported, res.Present, len(res.Skipped))
+	return err
+}
+
 func keysAdd(ctx context.Context, st keyStore, domain, username string, stdout io.Writer) error {
 	key, err := st.Add(ctx, domain, username)
 	if err != nil {
@@ -173,7 +328,7 @@ func keysList(ctx context.Context, st keyStore, stdout io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tDOMAIN\tUSERNAME\tCREATED\tSTATUS")
+	fmt.Fprintln(tw, "ID\tDOMAIN\tUSERNAME\tCREATED\tLAST USED\tSTATUS")
 	for _, r := range recs {
 		status := "active"
 		switch {
@@ -186,8 +341,12 @@ func keysList(ctx context.Context, st keyStore, stdout io.Writer) error {
 		if r.Username != "" {
 			user = printable(r.Username)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ID, printable(r.Domain), user,
-			r.Created.UTC().Format(time.RFC3339), status)
+		used := "-"
+		if !r.LastUsed.IsZero() {
+			used = r.LastUsed.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, printable(r.Domain), user,
+			r.Created.UTC().Format(time.RFC3339), used, status)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("cannot print keys: %w", err)

@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wspubsub/wspubsub/keys"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -84,6 +83,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	var sf storeFlags
 	sf.register(fs)
 	var logLevel, logFormat string
+	var migrate bool
+	fs.BoolVar(&migrate, "migrate", false, "create or upgrade the PostgreSQL schema before serving (with --database-url)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to serve on")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<20, "largest message a publisher may send, in bytes (larger: close 1009)")
 	fs.IntVar(&cfg.MaxBacklog, "max-backlog", 1<<20, "most bytes a subscriber may fall behind before it is closed with 4000")
@@ -114,7 +115,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Logger = log
 
-	store, err := keys.OpenFile(sf.keysFile)
+	openCtx, cancelOpen := context.WithTimeout(context.Background(), 30*time.Second)
+	store, err := sf.openServe(openCtx, migrate, log)
+	cancelOpen()
 	if err != nil {
 		log.Error("cannot open the key store", "err", err)
 		return 1
@@ -127,8 +130,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	log.Info("wspubsub serving", "addr", "ws://"+srv.Addr(), "keys_file", sf.keysFile, "version", version())
-	if store.Empty() {
+	store.serving(srv)
+	log.Info("wspubsub serving", "addr", "ws://"+srv.Addr(), "keys", store.where, "version", version())
+	if empty, err := store.empty(context.Background()); err != nil {
+		log.Error("cannot count the API keys", "err", err)
+	} else if empty {
 		if err := firstKey(store, srv.Addr(), stdout); err != nil {
 			log.Error("cannot create the first API key", "err", err)
 		}
@@ -148,7 +154,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 // firstKey creates a key for domain "test" in an empty store and prints it
 // once, with a publisher and a subscriber to try.
-func firstKey(store *keys.FileStore, addr string, out io.Writer) error {
+func firstKey(store keyStore, addr string, out io.Writer) error {
 	key, err := store.Add(context.Background(), "test", "first-start")
 	if err != nil {
 		return err
