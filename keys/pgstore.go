@@ -632,6 +632,22 @@ func (s *PGStore) Empty(ctx context.Context) (bool, error) {
 // CacheStats returns the running totals of Check's cache.
 func (s *PGStore) CacheStats() keycache.Stats { return s.cache.Stats() }
 
+// CacheCounts is how many lookups the cache answered (hits, stale answers
+// during an outage included) and how many went to the database (misses).
+func (s *PGStore) CacheCounts() (hits, misses int64) {
+	st := s.cache.Stats()
+	return st.Hits + st.Stale, st.Fetches
+}
+
+// Ready returns ErrUnavailable while the last query to the database failed:
+// cached keys still work, unknown keys get 503.
+func (s *PGStore) Ready() error {
+	if s.down.Load() {
+		return ErrUnavailable
+	}
+	return nil
+}
+
 // Close stops watching, writes the queued last-used times and closes the
 // connections; later calls fail with ErrClosed. Closing twice is harmless.
 func (s *PGStore) Close() error {

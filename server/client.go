@@ -22,6 +22,7 @@ const (
 	stateKeyCheck                // a publisher's key is being checked
 	statePublisher               // upgraded publisher
 	stateSubscriber              // upgraded subscriber
+	stateHTTP                    // a plain HTTP request is being answered
 	stateClosing                 // our close frame or refusal is out
 	stateClosed                  // the socket is gone
 )
@@ -30,18 +31,22 @@ var clientIDs atomic.Uint64
 
 // client is one connection's protocol state.
 type client struct {
-	srv  *Server
-	conn *loop.Conn
-	id   uint64
+	srv    *Server
+	conn   *loop.Conn
+	id     uint64
+	opened int64 // UnixNano of the accept
 
 	mu           sync.Mutex // guards everything below
 	state        state
+	upgraded     bool
 	wasPublisher bool
+	closeCode    uint16 // the code of the close frame the hub sent, if any
 	buf          []byte // the request head so far, then bytes that came before the 101
 	rd           ws.Reader
 	topic        *topics.Topic[*client]
 	out          []byte // the frames of the read being handled (a publisher's)
 	msgs         int    // how many messages out holds
+	payload      int    // and their payload bytes
 	close        []byte // the close frame to answer with, once the read is handled
 
 	// A subscriber's input allowance: a token bucket of SubscriberInputLimit
@@ -52,14 +57,14 @@ type client struct {
 
 // OnOpen implements loop.Handler.
 func (s *Server) OnOpen(conn *loop.Conn) {
-	c := &client{srv: s, conn: conn, id: clientIDs.Add(1)}
+	c := &client{srv: s, conn: conn, id: clientIDs.Add(1), opened: time.Now().UnixNano()}
 	conn.Value = c
 	s.clients.add(c)
 	if s.draining.Load() {
 		// Answer at once, and linger so the client reads the answer before
 		// the socket goes, whatever part of its request is still unread.
 		c.mu.Lock()
-		c.refuseWith(503, "server shutting down", "", time.Second)
+		c.refuseWith(refShuttingDown, "server shutting down", "", time.Second)
 		c.mu.Unlock()
 		return
 	}
@@ -70,6 +75,16 @@ func (s *Server) OnOpen(conn *loop.Conn) {
 func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	c := conn.Value.(*client)
 	c.mu.Lock()
+	switch {
+	case c.upgraded:
+		s.stats.disconnects.add(disconnectOf(c.closeCode), 1)
+	case c.state == stateHandshake || c.state == stateKeyCheck:
+		if time.Now().UnixNano()-c.opened >= int64(s.cfg.HandshakeTimeout) {
+			s.stats.Refused.add(refHandshakeTimeout, 1)
+		} else {
+			s.stats.Refused.add(refAbandoned, 1)
+		}
+	}
 	c.state = stateClosed
 	c.leaveTopic()
 	c.buf, c.out = nil, nil
@@ -85,18 +100,20 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 	switch c.state {
 	case stateHandshake:
 		if s.draining.Load() {
-			c.refuseWith(503, "server shutting down", "", time.Second)
+			c.refuseWith(refShuttingDown, "server shutting down", "", time.Second)
 			return
 		}
 		c.handshake(data)
 	case stateKeyCheck:
 		if len(c.buf)+len(data) > s.cfg.MaxMessageSize {
-			c.refuse(400, "data sent before the handshake completed")
+			c.refuse(refBadRequest, "data sent before the handshake completed")
 			return
 		}
 		c.buf = append(c.buf, data...)
 	case statePublisher:
 		c.publish(data)
+	case stateHTTP:
+		// One request per connection: anything more is dropped.
 	case stateSubscriber:
 		c.subscriberInput(data)
 	case stateClosing:
@@ -130,36 +147,40 @@ func (c *client) handshake(data []byte) {
 		}
 		return
 	case errors.Is(err, ws.ErrHeadTooLarge):
-		c.refuse(431, "request head larger than "+itoa(s.cfg.MaxHeaderBytes)+" bytes")
+		c.refuse(refHeaderTooLarge, "request head larger than "+itoa(s.cfg.MaxHeaderBytes)+" bytes")
 		return
 	case err != nil:
-		c.refuse(400, "malformed HTTP request")
+		c.refuse(refBadRequest, "malformed HTTP request")
 		return
 	}
 	rest := buf[n:]
-	if req.Method != "GET" {
-		c.refuseWith(405, "only GET is served", "Allow: GET\r\n", 0)
+	r, err := parseTarget(req.Target)
+	if errors.Is(err, errNoEndpoint) && s.cfg.HTTP != nil {
+		c.serveHTTP(req) // health, metrics: the handler decides on methods
 		return
 	}
-	r, err := parseTarget(req.Target)
+	if req.Method != "GET" {
+		c.refuseWith(refMethodNotAllowed, "only GET is served", "Allow: GET\r\n", 0)
+		return
+	}
 	switch {
 	case errors.Is(err, errNoEndpoint):
-		c.refuse(404, "no such endpoint: use /ws/pub/{ApiKey}/{Domain}/{Topic} or /ws/sub/{Domain}/{Topic}")
+		c.refuse(refNoEndpoint, "no such endpoint: use /ws/pub/{ApiKey}/{Domain}/{Topic} or /ws/sub/{Domain}/{Topic}")
 		return
 	case err != nil:
-		c.refuse(400, "bad path: "+err.Error())
+		c.refuse(refBadRequest, "bad path: "+err.Error())
 		return
 	case !req.Upgrade:
-		c.refuseWith(426, "this endpoint speaks WebSocket only", "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 0)
+		c.refuseWith(refUpgradeRequired, "this endpoint speaks WebSocket only", "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 0)
 		return
 	case req.Version != "13":
-		c.refuseWith(426, "unsupported WebSocket version: want 13", "Sec-WebSocket-Version: 13\r\n", 0)
+		c.refuseWith(refUpgradeRequired, "unsupported WebSocket version: want 13", "Sec-WebSocket-Version: 13\r\n", 0)
 		return
 	case !ws.ValidKey(req.Key):
-		c.refuse(400, "missing or invalid Sec-WebSocket-Key")
+		c.refuse(refBadRequest, "missing or invalid Sec-WebSocket-Key")
 		return
 	case req.Host == "":
-		c.refuse(400, "missing Host header")
+		c.refuse(refBadRequest, "missing Host header")
 		return
 	}
 	if !r.publisher {
@@ -171,7 +192,7 @@ func (c *client) handshake(data []byte) {
 		scheme, bearer, _ := strings.Cut(req.Authorization, " ")
 		bearer = strings.TrimSpace(bearer)
 		if !strings.EqualFold(scheme, "Bearer") || bearer == "" {
-			c.refuseWith(401, "missing API key: put it in the path or an Authorization: Bearer header", "WWW-Authenticate: Bearer\r\n", 0)
+			c.refuseWith(refUnauthorized, "missing API key: put it in the path or an Authorization: Bearer header", "WWW-Authenticate: Bearer\r\n", 0)
 			return
 		}
 		key = bearer
@@ -183,7 +204,7 @@ func (c *client) handshake(data []byte) {
 	select {
 	case s.checks <- struct{}{}:
 	default:
-		c.refuse(503, "too many publisher handshakes in progress")
+		c.refuse(refKeyChecksBusy, "too many publisher handshakes in progress")
 		return
 	}
 	c.state = stateKeyCheck
@@ -206,17 +227,25 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		return // the client left while we asked
 	}
 	switch {
+	case err == nil:
+		s.stats.keyChecks[keyAccepted].Add(1)
+	case errors.Is(err, keys.ErrRefused):
+		s.stats.keyChecks[keyRefused].Add(1)
+	default:
+		s.stats.keyChecks[keyError].Add(1)
+	}
+	switch {
 	case errors.Is(err, keys.ErrRefused):
 		c.refuseKey(k, key, "refused")
 		return
 	case err != nil:
 		s.log.Warn("cannot check a publisher's API key", "domain", k.Domain, "key", keys.Redact(key), "err", err)
-		c.refuse(503, "key store unavailable, try again")
+		c.refuse(refKeyStoreUnavailable, "key store unavailable, try again")
 		return
 	}
 	t, err := s.topics.AddPublisher(k)
 	if err != nil {
-		c.refuse(409, "topic already has its publisher")
+		c.refuse(refConflict, "topic already has its publisher")
 		return
 	}
 	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey)); err != nil {
@@ -224,8 +253,10 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		return
 	}
 	s.stats.Publishers.Add(1)
+	s.stats.accepted[rolePublisher].Add(1)
+	s.metrics.handshake.Observe(since(c.opened))
 	s.keyUsers.add(c, keys.Hash(key))
-	c.state, c.topic, c.wasPublisher = statePublisher, t, true
+	c.state, c.topic, c.wasPublisher, c.upgraded = statePublisher, t, true, true
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
 	c.conn.SetDeadline(time.Time{})
 	early := c.buf
@@ -246,7 +277,7 @@ func (c *client) subscribe(k topics.Key, wsKey string, rest []byte) {
 	})
 	switch {
 	case errors.Is(err, topics.ErrNotStarted):
-		c.refuse(404, "topic not started: no publisher")
+		c.refuse(refTopicNotStarted, "topic not started: no publisher")
 		return
 	case err != nil:
 		if c.topic != nil {
@@ -256,7 +287,9 @@ func (c *client) subscribe(k topics.Key, wsKey string, rest []byte) {
 		return
 	}
 	s.stats.Subscribers.Add(1)
-	c.state = stateSubscriber
+	s.stats.accepted[roleSubscriber].Add(1)
+	s.metrics.handshake.Observe(since(c.opened))
+	c.state, c.upgraded = stateSubscriber, true
 	c.inAllowance, c.inLast = int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano()
 	c.buf = nil
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
@@ -274,10 +307,10 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return
 // into one run of frames, and hands that run to every subscriber.
 func (c *client) publish(data []byte) {
 	bp := batchPool.Get().(*[]byte)
-	c.out, c.msgs = (*bp)[:0], 0
+	c.out, c.msgs, c.payload = (*bp)[:0], 0, 0
 	err := c.rd.Feed(data, c)
 	if c.msgs > 0 {
-		c.srv.fanout(c.topic, c.out, c.msgs)
+		c.srv.fanout(c.topic, c.out, c.msgs, c.payload)
 	}
 	if cap(c.out) <= 4<<20 {
 		*bp = c.out[:0]
@@ -330,6 +363,7 @@ func (c *client) afterRead(err error) {
 func (c *client) Message(op ws.Opcode, payload []byte) error {
 	c.out = ws.AppendFrame(c.out, op, payload)
 	c.msgs++
+	c.payload += len(payload)
 	c.srv.stats.MessagesIn.Add(1)
 	c.srv.stats.BytesIn.Add(int64(len(payload)))
 	return nil
@@ -372,11 +406,11 @@ func (c *client) closeLocked(code uint16, reason string) {
 	case stateClosing, stateClosed:
 		return
 	case stateHandshake, stateKeyCheck:
-		c.refuseWith(503, reason, "", time.Second)
+		c.refuseWith(refShuttingDown, reason, "", time.Second)
 		return
 	}
 	c.leaveTopic()
-	c.state = stateClosing
+	c.state, c.closeCode = stateClosing, code
 	c.conn.SendLast(ws.AppendClose(nil, code, reason), c.srv.cfg.CloseTimeout)
 }
 
@@ -399,14 +433,15 @@ func (c *client) leaveTopic() {
 }
 
 // refuse answers a handshake with an HTTP error and closes the connection.
-func (c *client) refuse(status int, reason string) { c.refuseWith(status, reason, "", 0) }
+func (c *client) refuse(r refusal, reason string) { c.refuseWith(r, reason, "", 0) }
 
-// refuseWith answers with status, reason and extra header lines. With
+// refuseWith answers with r's status, reason and extra header lines. With
 // linger 0 the socket closes as soon as the kernel took the answer; a
 // positive linger keeps it open that long for the client to read it.
-func (c *client) refuseWith(status int, reason, extra string, linger time.Duration) {
+func (c *client) refuseWith(r refusal, reason, extra string, linger time.Duration) {
 	s := c.srv
-	s.stats.Refused.Add(1)
+	s.stats.Refused.add(r, 1)
+	status := refusals[r].status
 	s.log.Info("handshake refused", "status", status, "reason", reason, "remote", c.conn.RemoteAddr().String())
 	c.state = stateClosing
 	c.buf = nil
@@ -417,7 +452,7 @@ func (c *client) refuseWith(status int, reason, extra string, linger time.Durati
 // logging only a redacted form of the key.
 func (c *client) refuseKey(k topics.Key, key, why string) {
 	s := c.srv
-	s.stats.Refused.Add(1)
+	s.stats.Refused.add(refUnauthorized, 1)
 	s.log.Info("handshake refused", "status", 401, "reason", "API key "+why, "domain", k.Domain, "key", keys.Redact(key), "remote", c.conn.RemoteAddr().String())
 	c.state = stateClosing
 	c.buf = nil

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,19 @@ type Config struct {
 	Pollers int
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Version is reported by the build_info metric. Default: the module
+	// version the binary was built from.
+	Version string
+	// HTTP serves the plain HTTP requests the main listener gets for paths
+	// outside /ws/ (health, metrics); nil answers them 404. It runs off the
+	// event loops, at most MaxHTTPRequests at once.
+	HTTP http.Handler
+	// MaxHTTPRequests bounds the HTTP requests served at once; more get
+	// 503. Default 16.
+	MaxHTTPRequests int
+	// DrainPeriod spreads the closing of subscribers at Shutdown, so that
+	// they do not all reconnect at once. Default 0: all at once.
+	DrainPeriod time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -87,6 +101,10 @@ func (c *Config) setDefaults() {
 	def(&c.MaxHeaderBytes, 8<<10)
 	def(&c.SubscriberInputLimit, 64<<10)
 	def(&c.MaxPendingKeyChecks, 256)
+	def(&c.MaxHTTPRequests, 16)
+	if c.Version == "" {
+		c.Version = buildVersion()
+	}
 	switch {
 	case c.GracePeriod == 0:
 		c.GracePeriod = 10 * time.Second
@@ -111,26 +129,14 @@ type Server struct {
 	engine   *loop.Engine
 	topics   *topics.Table[*client]
 	checks   chan struct{} // semaphore of pending key checks
+	https    chan struct{} // semaphore of HTTP requests being served
 	clients  clientSet
 	keyUsers keyUsers
 	stats    Stats
+	metrics  metrics
 
 	draining atomic.Bool
 	done     chan struct{}
-}
-
-// Stats are the hub's running totals, read with atomic loads.
-type Stats struct {
-	Publishers       atomic.Int64
-	Subscribers      atomic.Int64
-	MessagesIn       atomic.Int64 // messages received from publishers
-	BytesIn          atomic.Int64 // their payload bytes
-	Deliveries       atomic.Int64 // messages written to subscribers
-	Writes           atomic.Int64 // Sends to subscribers (each carries one or more frames)
-	SlowConsumers    atomic.Int64 // subscribers closed with 4000
-	Refused          atomic.Int64 // handshakes refused
-	TopicsExpired    atomic.Int64 // topics ended by their grace period
-	SubscriberFloods atomic.Int64 // subscribers closed with 1008
 }
 
 // Start listens and serves until Shutdown.
@@ -140,10 +146,12 @@ func Start(cfg Config) (*Server, error) {
 		return nil, errors.New("cannot start the hub: no key store configured")
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		checks: make(chan struct{}, cfg.MaxPendingKeyChecks),
-		done:   make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		checks:  make(chan struct{}, cfg.MaxPendingKeyChecks),
+		https:   make(chan struct{}, cfg.MaxHTTPRequests),
+		metrics: newMetrics(),
+		done:    make(chan struct{}),
 	}
 	s.clients.init()
 	s.keyUsers.m = make(map[*client][32]byte)
@@ -176,8 +184,14 @@ func (s *Server) Stats() *Stats { return &s.stats }
 // Topics is the number of live topics.
 func (s *Server) Topics() int { return s.topics.Len() }
 
-// Shutdown refuses new handshakes, closes publishers and then subscribers
-// with 1001, waits for them to go until ctx ends, and stops the loops.
+// errDraining is the hub's answer to readiness checks while it shuts down.
+var errDraining = errors.New("server: shutting down")
+
+// Shutdown drains the hub: new handshakes get 503 and readiness turns
+// false at once; publishers are closed first, with 1001, so subscribers get
+// every message already accepted; then subscribers are closed with 1001,
+// spread over DrainPeriod. It waits for the connections to go until ctx
+// ends, then stops the loops.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.draining.CompareAndSwap(false, true) {
 		<-s.done
@@ -185,14 +199,34 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	defer close(s.done)
 	const reason = "server shutting down"
+	var rest []*client
 	s.clients.each(func(c *client) {
 		if c.isPublisher() {
 			c.closeWith(ws.CloseGoingAway, reason)
+		} else {
+			rest = append(rest, c)
 		}
 	})
-	s.clients.each(func(c *client) { c.closeWith(ws.CloseGoingAway, reason) })
-	tick := time.NewTicker(20 * time.Millisecond)
+	// Close the rest in steps of 100ms over the drain period.
+	steps := max(1, int(s.cfg.DrainPeriod/(100*time.Millisecond)))
+	per := (len(rest) + steps - 1) / steps
+	tick := time.NewTicker(max(s.cfg.DrainPeriod/time.Duration(steps), 10*time.Millisecond))
 	defer tick.Stop()
+	for len(rest) > 0 {
+		n := min(per, len(rest))
+		for _, c := range rest[:n] {
+			c.closeWith(ws.CloseGoingAway, reason)
+		}
+		rest = rest[n:]
+		if len(rest) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			per = len(rest) // out of time: close the rest now
+		case <-tick.C:
+		}
+	}
 	var err error
 wait:
 	for s.clients.len() > 0 {
@@ -216,22 +250,39 @@ func (s *Server) expire(t *topics.Topic[*client], subs []*client) {
 	}
 }
 
-// fanout writes frames, the encoding of one read's messages, to every
-// subscriber of t: one Send each, no allocation.
-func (s *Server) fanout(t *topics.Topic[*client], frames []byte, messages int) {
+// fanout writes frames, the encoding of one read's messages (payload bytes
+// in all), to every subscriber of t: one Send each, no allocation.
+func (s *Server) fanout(t *topics.Topic[*client], frames []byte, messages, payload int) {
+	start := time.Now()
 	subs := t.Subscribers()
-	var delivered int64
+	var written, slow, closing int64
 	for _, sub := range subs {
 		switch err := sub.conn.Send(frames); {
 		case err == nil:
-			delivered++
+			written++
 		case errors.Is(err, loop.ErrBacklogFull):
+			slow++
 			s.stats.SlowConsumers.Add(1)
 			sub.closeWith(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+		default:
+			closing++
 		}
 	}
-	s.stats.Writes.Add(delivered)
-	s.stats.Deliveries.Add(delivered * int64(messages))
+	m := int64(messages)
+	st := &s.stats
+	st.Writes.Add(written)
+	st.Deliveries.Add(written * m)
+	st.DeliveredBytes.Add(written * int64(payload))
+	if len(subs) == 0 {
+		st.dropped.add(dropNoSubscribers, m)
+	}
+	if slow > 0 {
+		st.dropped.add(dropSlowConsumer, slow*m)
+	}
+	if closing > 0 {
+		st.dropped.add(dropClosing, closing*m)
+	}
+	s.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
 // KeyRevoked closes, with 4002, every live publisher that presented the key

@@ -9,10 +9,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,15 +81,23 @@ func envOverrides(fs *flag.FlagSet) error {
 	return err
 }
 
-func runServe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("wspubsub serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cfg server.Config
-	var sf storeFlags
-	sf.register(fs)
-	var logLevel, logFormat string
-	var migrate bool
-	fs.BoolVar(&migrate, "migrate", false, "create or upgrade the PostgreSQL schema before serving (with --database-url)")
+// serveOptions are serve's settings, filled from flags and the environment.
+type serveOptions struct {
+	cfg             server.Config
+	store           storeFlags
+	migrate         bool
+	logLevel        string
+	logFormat       string
+	metricsListen   string
+	pprof           bool
+	shutdownTimeout time.Duration
+}
+
+// serveFlags registers serve's flags on fs, each filling o.
+func serveFlags(fs *flag.FlagSet, o *serveOptions) {
+	cfg := &o.cfg
+	o.store.register(fs)
+	fs.BoolVar(&o.migrate, "migrate", false, "create or upgrade the PostgreSQL schema before serving (with --database-url)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to serve on")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<20, "largest message a publisher may send, in bytes (larger: close 1009)")
 	fs.IntVar(&cfg.MaxBacklog, "max-backlog", 1<<20, "most bytes a subscriber may fall behind before it is closed with 4000")
@@ -96,8 +109,19 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.CloseTimeout, "close-timeout", 5*time.Second, "how long a closing connection may take to answer the close frame")
 	fs.IntVar(&cfg.SubscriberInputLimit, "subscriber-input-limit", 64<<10, "bytes a subscriber may send per second before it is closed with 1008")
 	fs.IntVar(&cfg.Pollers, "pollers", 0, "event loops (0: one per core)")
-	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&cfg.DrainPeriod, "drain-period", 5*time.Second, "at shutdown, spread the closing of subscribers over this long")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "at shutdown, exit after this long whatever is left")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (and /debug/pprof) on this address instead of --listen")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve the pprof endpoints under /debug/pprof/ beside /metrics")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+}
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("wspubsub serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o serveOptions
+	serveFlags(fs, &o)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -105,18 +129,20 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "wspubsub serve:", err)
 		return 2
 	}
+	cfg := o.cfg
 	if cfg.GracePeriod == 0 {
 		cfg.GracePeriod = -1 // Config's zero value means the default; 0 here means none
 	}
-	log, err := newLogger(stderr, logLevel, logFormat)
+	log, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "wspubsub serve:", err)
 		return 2
 	}
 	cfg.Logger = log
+	cfg.Version = version()
 
 	openCtx, cancelOpen := context.WithTimeout(context.Background(), 30*time.Second)
-	store, err := sf.openServe(openCtx, migrate, log)
+	store, err := o.store.openServe(openCtx, o.migrate, log)
 	cancelOpen()
 	if err != nil {
 		log.Error("cannot open the key store", "err", err)
@@ -125,13 +151,48 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	defer store.Close()
 	cfg.Keys = store
 
+	// The main listener answers plain HTTP for health and, unless
+	// --metrics-listen moves them, metrics and pprof.
+	var hub atomic.Pointer[server.Server]
+	mainMux, metricsMux := http.NewServeMux(), http.NewServeMux()
+	obs := mainMux
+	if o.metricsListen != "" {
+		obs = metricsMux
+		metricsMux.Handle("/healthz", lazy(&hub, (*server.Server).HealthHandler))
+		metricsMux.Handle("/readyz", lazy(&hub, (*server.Server).ReadyHandler))
+	}
+	mainMux.Handle("/healthz", lazy(&hub, (*server.Server).HealthHandler))
+	mainMux.Handle("/readyz", lazy(&hub, (*server.Server).ReadyHandler))
+	obs.Handle("/metrics", lazy(&hub, (*server.Server).MetricsHandler))
+	if o.pprof {
+		obs.HandleFunc("/debug/pprof/", pprof.Index)
+		obs.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		obs.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		obs.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		obs.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	cfg.HTTP = mainMux
+
 	srv, err := server.Start(cfg)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	hub.Store(srv)
 	store.serving(srv)
 	log.Info("wspubsub serving", "addr", "ws://"+srv.Addr(), "keys", store.where, "version", version())
+	if o.metricsListen != "" {
+		ms := &http.Server{Addr: o.metricsListen, Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
+		ln, err := net.Listen("tcp", o.metricsListen)
+		if err != nil {
+			log.Error("cannot listen for metrics", "addr", o.metricsListen, "err", err)
+			srv.Shutdown(context.Background())
+			return 1
+		}
+		go ms.Serve(ln)
+		defer ms.Close()
+		log.Info("metrics served", "addr", "http://"+ln.Addr().String()+"/metrics")
+	}
 	if empty, err := store.empty(context.Background()); err != nil {
 		log.Error("cannot count the API keys", "err", err)
 	} else if empty {
@@ -143,13 +204,30 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	got := <-sig
-	log.Info("shutting down", "signal", got.String())
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.CloseTimeout+5*time.Second)
+	log.Info("draining", "signal", got.String(), "drain_period", cfg.DrainPeriod, "shutdown_timeout", o.shutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown was not clean", "err", err)
 	}
+	log.Info("stopped")
 	return 0
+}
+
+// lazy serves the handler h makes of the hub once it has started (the
+// handlers exist before the hub does, since it is given them); before, 503.
+func lazy(hub *atomic.Pointer[server.Server], h func(*server.Server) http.Handler) http.Handler {
+	var once sync.Once
+	var handler http.Handler
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv := hub.Load()
+		if srv == nil {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		once.Do(func() { handler = h(srv) })
+		handler.ServeHTTP(w, r)
+	})
 }
 
 // firstKey creates a key for domain "test" in an empty store and prints it

@@ -1,0 +1,344 @@
+package server
+
+import (
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// refusal is why a handshake was refused; each has its HTTP status.
+type refusal uint8
+
+const (
+	refBadRequest refusal = iota
+	refUnauthorized
+	refNoEndpoint
+	refTopicNotStarted
+	refMethodNotAllowed
+	refConflict
+	refUpgradeRequired
+	refHeaderTooLarge
+	refKeyStoreUnavailable
+	refKeyChecksBusy
+	refShuttingDown
+	refHTTPBusy
+	refHandshakeTimeout // no answer: the connection is dropped
+	refAbandoned        // the client left before the handshake ended
+	numRefusals
+)
+
+var refusals = [numRefusals]struct {
+	status int
+	label  string
+}{
+	refBadRequest:          {400, "bad_request"},
+	refUnauthorized:        {401, "unauthorized"},
+	refNoEndpoint:          {404, "no_endpoint"},
+	refTopicNotStarted:     {404, "topic_not_started"},
+	refMethodNotAllowed:    {405, "method_not_allowed"},
+	refConflict:            {409, "topic_has_publisher"},
+	refUpgradeRequired:     {426, "upgrade_required"},
+	refHeaderTooLarge:      {431, "header_too_large"},
+	refKeyStoreUnavailable: {503, "key_store_unavailable"},
+	refKeyChecksBusy:       {503, "key_checks_busy"},
+	refShuttingDown:        {503, "shutting_down"},
+	refHTTPBusy:            {503, "http_busy"},
+	refHandshakeTimeout:    {0, "handshake_timeout"},
+	refAbandoned:           {0, "abandoned"},
+}
+
+// disconnect is why an upgraded connection ended.
+type disconnect uint8
+
+const (
+	discClient disconnect = iota // the client closed or dropped it
+	discSlowConsumer
+	discIdleTimeout
+	discKeyRevoked
+	discTopicClosed
+	discShutdown
+	discProtocolError
+	discMessageTooBig
+	discFlood
+	numDisconnects
+)
+
+var disconnectLabels = [numDisconnects]string{
+	"client", "slow_consumer", "idle_timeout", "key_revoked", "topic_closed",
+	"shutdown", "protocol_error", "message_too_big", "flood",
+}
+
+// disconnectOf maps the close code the hub sent to its reason.
+func disconnectOf(code uint16) disconnect {
+	switch code {
+	case 0, 1000:
+		return discClient
+	case 4000:
+		return discSlowConsumer
+	case 4003:
+		return discIdleTimeout
+	case 4002:
+		return discKeyRevoked
+	case 4001:
+		return discTopicClosed
+	case 1001:
+		return discShutdown
+	case 1009:
+		return discMessageTooBig
+	case 1008:
+		return discFlood
+	}
+	return discProtocolError
+}
+
+// drop is why a message was not written to a subscriber.
+type drop uint8
+
+const (
+	dropNoSubscribers drop = iota // published to a topic nobody subscribes to
+	dropSlowConsumer              // the subscriber's backlog was full
+	dropClosing                   // the subscriber was closing
+	numDrops
+)
+
+var dropLabels = [numDrops]string{"no_subscribers", "slow_consumer", "closing"}
+
+const (
+	rolePublisher = iota
+	roleSubscriber
+	numRoles
+)
+
+var roleLabels = [numRoles]string{"publisher", "subscriber"}
+
+const (
+	keyAccepted = iota
+	keyRefused
+	keyError
+	numKeyResults
+)
+
+var keyResultLabels = [numKeyResults]string{"accepted", "refused", "error"}
+
+// Stats are the hub's running totals: atomics, updated off every lock and
+// read by the metrics collector at scrape time.
+type Stats struct {
+	Publishers       atomic.Int64 // live publishers
+	Subscribers      atomic.Int64 // live subscribers
+	MessagesIn       atomic.Int64 // messages received from publishers
+	BytesIn          atomic.Int64 // their payload bytes
+	Deliveries       atomic.Int64 // messages written to subscribers
+	DeliveredBytes   atomic.Int64 // their payload bytes
+	Writes           atomic.Int64 // Sends to subscribers (each carries one or more frames)
+	Refused          counters[refusal]
+	SlowConsumers    atomic.Int64 // subscribers closed with 4000
+	TopicsExpired    atomic.Int64 // topics ended by their grace period
+	SubscriberFloods atomic.Int64 // subscribers closed with 1008
+
+	accepted    [numRoles]atomic.Int64
+	disconnects counters[disconnect]
+	dropped     counters[drop]
+	keyChecks   [numKeyResults]atomic.Int64
+}
+
+// counters is a counter per value of a small label set.
+type counters[K ~uint8] [16]atomic.Int64
+
+func (c *counters[K]) add(k K, n int64) { c[k].Add(n) }
+
+// Load is the total over every label.
+func (c *counters[K]) Load() int64 {
+	var n int64
+	for i := range c {
+		n += c[i].Load()
+	}
+	return n
+}
+
+// metrics holds what the collector needs besides Stats.
+type metrics struct {
+	fanout    prometheus.Histogram
+	handshake prometheus.Histogram
+}
+
+func newMetrics() metrics {
+	return metrics{
+		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "wspubsub", Name: "fanout_duration_seconds",
+			Help:    "Time to write one read's messages to every subscriber of the topic.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12), // 1µs to ~4s
+		}),
+		handshake: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "wspubsub", Name: "handshake_duration_seconds",
+			Help:    "Time from a connection's accept to its 101 response.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 4, 10), // 25µs to ~6.5s
+		}),
+	}
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("wspubsub_"+name, help, labels, nil)
+}
+
+var (
+	descConnections    = desc("connections", "Open WebSocket connections by role.", "role")
+	descHandshaking    = desc("handshakes_in_progress", "Connections that have not finished their handshake.")
+	descTopics         = desc("topics", "Live topics.")
+	descAccepted       = desc("connections_accepted_total", "Handshakes completed, by role.", "role")
+	descRefused        = desc("handshakes_refused_total", "Handshakes refused, by reason.", "reason")
+	descDisconnects    = desc("disconnects_total", "Upgraded connections ended, by reason.", "reason")
+	descMsgsIn         = desc("received_messages_total", "Messages received from publishers.")
+	descBytesIn        = desc("received_bytes_total", "Payload bytes received from publishers.")
+	descMsgsOut        = desc("delivered_messages_total", "Messages written to subscribers.")
+	descBytesOut       = desc("delivered_bytes_total", "Payload bytes written to subscribers.")
+	descWrites         = desc("subscriber_writes_total", "Writes to subscribers; one carries every message of a publisher's read.")
+	descDropped        = desc("dropped_messages_total", "Messages not written to a subscriber, by reason.", "reason")
+	descKeyChecks      = desc("key_checks_total", "Publisher API key checks, by result.", "result")
+	descKeyCache       = desc("key_cache_lookups_total", "API key lookups of the key store's cache, by result.", "result")
+	descTopicsExpired  = desc("topics_expired_total", "Topics ended because their publisher left and the grace period ran out.")
+	descBuildInfo      = desc("build_info", "The running build; always 1.", "version", "goversion")
+	descKeyStoreReady  = desc("key_store_up", "Whether the key store answers (1) or not (0).")
+	descDrainingStatus = desc("draining", "1 while the hub is shutting down.")
+)
+
+// keyCacheCounter is implemented by key stores with a cache.
+type keyCacheCounter interface {
+	CacheCounts() (hits, misses int64)
+}
+
+// readier is implemented by key stores that can be unreachable.
+type readier interface {
+	Ready() error
+}
+
+type collector Server
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConnections, descHandshaking, descTopics, descAccepted, descRefused,
+		descDisconnects, descMsgsIn, descBytesIn, descMsgsOut, descBytesOut, descWrites, descDropped, descKeyChecks,
+		descKeyCache, descTopicsExpired, descBuildInfo, descKeyStoreReady, descDrainingStatus} {
+		ch <- d
+	}
+	c.metrics.fanout.Describe(ch)
+	c.metrics.handshake.Describe(ch)
+}
+
+// Collect implements prometheus.Collector: it reads the atomics now.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := &c.stats
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	pubs, subs := st.Publishers.Load(), st.Subscribers.Load()
+	gauge(descConnections, pubs, "publisher")
+	gauge(descConnections, subs, "subscriber")
+	gauge(descHandshaking, max(0, int64(c.clients.len())-pubs-subs))
+	gauge(descTopics, int64(c.topics.Len()))
+	for r := range numRoles {
+		counter(descAccepted, st.accepted[r].Load(), roleLabels[r])
+	}
+	for r := range numRefusals {
+		counter(descRefused, st.Refused[r].Load(), refusals[r].label)
+	}
+	for d := range numDisconnects {
+		counter(descDisconnects, st.disconnects[d].Load(), disconnectLabels[d])
+	}
+	counter(descMsgsIn, st.MessagesIn.Load())
+	counter(descBytesIn, st.BytesIn.Load())
+	counter(descMsgsOut, st.Deliveries.Load())
+	counter(descBytesOut, st.DeliveredBytes.Load())
+	counter(descWrites, st.Writes.Load())
+	for d := range numDrops {
+		counter(descDropped, st.dropped[d].Load(), dropLabels[d])
+	}
+	for r := range numKeyResults {
+		counter(descKeyChecks, st.keyChecks[r].Load(), keyResultLabels[r])
+	}
+	if kc, ok := c.cfg.Keys.(keyCacheCounter); ok {
+		hits, misses := kc.CacheCounts()
+		counter(descKeyCache, hits, "hit")
+		counter(descKeyCache, misses, "miss")
+	}
+	counter(descTopicsExpired, st.TopicsExpired.Load())
+	gauge(descBuildInfo, 1, c.cfg.Version, runtime.Version())
+	up := int64(1)
+	if r, ok := c.cfg.Keys.(readier); ok && r.Ready() != nil {
+		up = 0
+	}
+	gauge(descKeyStoreReady, up)
+	draining := int64(0)
+	if c.draining.Load() {
+		draining = 1
+	}
+	gauge(descDrainingStatus, draining)
+	c.metrics.fanout.Collect(ch)
+	c.metrics.handshake.Collect(ch)
+}
+
+// Registry returns a registry with the hub's metrics and the Go and process
+// collectors, for MetricsHandler or a caller's own exposition.
+func (s *Server) Registry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister((*collector)(s), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// MetricsHandler serves the hub's metrics in the Prometheus formats.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.Registry(), promhttp.HandlerOpts{ErrorLog: nil})
+}
+
+// Ready says whether the hub accepts new connections: not while it drains,
+// nor while a key store it needs cannot answer.
+func (s *Server) Ready() error {
+	if s.draining.Load() {
+		return errDraining
+	}
+	if r, ok := s.cfg.Keys.(readier); ok {
+		return r.Ready()
+	}
+	return nil
+}
+
+// HealthHandler answers 200 while the process serves (/healthz).
+func (s *Server) HealthHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+}
+
+// ReadyHandler answers 200 when Ready and 503 with the reason when not
+// (/readyz).
+func (s *Server) ReadyHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := s.Ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("not ready: " + err.Error() + "\n"))
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+}
+
+// buildVersion is the module version the binary was built from.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+func since(start int64) float64 { return float64(time.Now().UnixNano()-start) / 1e9 }
