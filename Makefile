@@ -2,7 +2,7 @@
 GO       ?= go
 FUZZTIME ?= 10s
 
-.PHONY: build run test lint race fuzz bench bench-smoke
+.PHONY: build run test lint race fuzz bench bench-smoke bench-suite
 
 build:
 	$(GO) build -o wspubsub ./cmd/wspubsub
@@ -12,8 +12,9 @@ build:
 run:
 	$(GO) run ./cmd/wspubsub serve
 
-# The test command: lint, every test under the race detector, short fuzzing.
-test: lint race fuzz
+# The test command: lint, every test under the race detector, short fuzzing,
+# and a smoke run of the load-testing suite against the hub and the reference.
+test: lint race fuzz bench-smoke
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -33,3 +34,13 @@ fuzz:
 # Benchmarks next to the code (fan-out allocations, parser, topic table).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ws/ ./topics/ ./keys/ ./server/
+
+# Seconds: tiny idle, fanout, paced and churn runs against both hubs.
+bench-smoke: build
+	./wspubsub-bench smoke --hub-bin ./wspubsub
+
+# Minutes: the suite's target scenarios, each against ours and the reference.
+bench-suite: build
+	./wspubsub-bench fanout --compare --hub-bin ./wspubsub --topics 1 --subs 10000 --count 200 --size 128 --procs 2
+	./wspubsub-bench fanout --compare --hub-bin ./wspubsub --topics 1000 --subs 10 --count 200 --size 256 --procs 2
+	./wspubsub-bench idle --compare --hub-bin ./wspubsub --subs 19000 --procs 2

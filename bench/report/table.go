@@ -1,0 +1,174 @@
+// Package report renders load-run results for people: a plain-text table
+// for the terminal and a self-contained HTML page with inline SVG charts (no
+// scripts, no network assets).
+//
+// Concurrency contract: pure functions of their arguments; safe from any
+// goroutine.
+package report
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/wspubsub/wspubsub/bench/result"
+)
+
+// Describe is a one-line summary of a run's parameters.
+func Describe(r *result.Result) string {
+	p := r.Params
+	subs := fmt.Sprintf("%d topic(s) × %d subs", p.Topics, p.SubsPerTopic)
+	var what string
+	switch r.Scenario {
+	case "idle":
+		what = fmt.Sprintf("%s, held %s", subs, p.Hold)
+	default:
+		rate := "as fast as possible"
+		if p.Rate > 0 {
+			rate = fmt.Sprintf("%g msg/s per publisher", p.Rate)
+		}
+		what = fmt.Sprintf("%s, %d publisher(s) × %d msgs × %d B, %s", subs, p.Publishers, p.Count, p.Size, rate)
+		if r.Scenario == "churn" {
+			what += fmt.Sprintf(", churn %g/s living %s", p.ChurnRate, p.ChurnLife)
+		}
+	}
+	return fmt.Sprintf("%s: %s (procs %d × %d workers, %d source addrs)", r.Scenario, what, p.Procs, p.Workers, p.SourceAddrs)
+}
+
+// Table writes the human summary of one result.
+func Table(w io.Writer, r *result.Result) {
+	fmt.Fprintf(w, "== %s against %s\n", Describe(r), r.Target)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "  %s\t%s\n", k, fmt.Sprintf(format, a...)) }
+	row("connect", "%d subscribers in %.2f s (%.0f/s), %d failed %s", r.Subscribers, r.ConnectSeconds, r.ConnectRate, r.DialFailed, paren(result.FormatCounts(r.DialErrors)))
+	if r.Scenario != "idle" {
+		cd := churnDelivered(r)
+		if cd > 0 {
+			row("delivered", "%d of %d expected by subscribers that stayed, +%d to churning ones", r.Delivered-cd, r.Expected, cd)
+		} else {
+			row("delivered", "%d of %d expected", r.Delivered, r.Expected)
+		}
+		row("integrity", "lost %d, duplicates %d, out of order %d, corrupt %d, subscribers cut off %d %s",
+			r.Lost, r.Duplicates, r.OutOfOrder, r.Corrupt, r.Dropped, codes(r.CloseCodes))
+		row("throughput", "%s deliveries/s, %.1f MB/s, over %.2f s (%d published)", si(r.DeliveriesPerSec), r.MBPerSec, r.PublishSeconds, r.Published)
+		l := r.Latency
+		row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", dur(l.P50), dur(l.P90), dur(l.P99), dur(l.P999), dur(l.Max))
+	} else if r.Dropped > 0 {
+		row("dropped", "%d subscribers closed by the server %v", r.Dropped, r.CloseCodes)
+	}
+	if r.ServerMeasured {
+		if r.Scenario == "idle" {
+			row("server CPU", "%.2f s while holding", r.ServerCPUSeconds)
+		} else {
+			row("server CPU", "%.2f s = %.3f µs per delivery (/proc/PID/stat, 10 ms ticks); schedstat %.3f s = %.3f µs per delivery",
+				r.ServerCPUSeconds, r.ServerCPUPerDeliveryUs, r.ServerSchedCPUSeconds, r.ServerSchedCPUPerDeliveryUs)
+		}
+		row("server RSS", "%s → %s (peak %s), %.2f KiB per connection", mib(r.ServerRSSBefore), mib(r.ServerRSSAfter), mib(r.ServerPeakRSS), r.RSSPerConn/1024)
+	} else {
+		row("server", "not measured (no --server-pid, or the hub runs in this process)")
+	}
+	if r.Scenario != "idle" {
+		row("client CPU", "%.2f s = %.3f µs per delivery (%.1f messages per read)", r.ClientCPUSeconds, r.ClientCPUPerDeliveryUs, r.MessagesPerRead)
+	} else {
+		row("client CPU", "%.2f s while holding", r.ClientCPUSeconds)
+	}
+	if c := r.Churn; c != nil {
+		row("churn", "%d opened, %d failed, %d cut by server; %d deliveries, %d gaps, %d duplicates, %d out of order %s",
+			c.Opened, c.Failed, c.Dropped, c.Delivered, c.Gaps, c.Duplicates, c.OutOfOrder, paren(result.FormatCounts(c.Errors)))
+	}
+	verdict := "PASS"
+	if !r.Pass() {
+		verdict = "FAIL"
+	}
+	row("result", "%s", verdict)
+	tw.Flush()
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "  error: %s\n", e)
+	}
+	for _, f := range r.Failures {
+		fmt.Fprintf(w, "  failed: %s\n", f)
+	}
+}
+
+// CompareTable writes ours against the reference, ratios last.
+func CompareTable(w io.Writer, ours, ref *result.Result) {
+	fmt.Fprintf(w, "== ours / reference: %s\n", Describe(ours))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "  figure\tours\treference\tours/ref\t\n")
+	for _, x := range result.Compare(ours, ref) {
+		better := "higher is better"
+		if x.LowerIsBetter {
+			better = "lower is better"
+		}
+		ratio := "n/a"
+		if x.Reference != 0 {
+			ratio = fmt.Sprintf("%.2f", x.Ratio)
+		}
+		fmt.Fprintf(tw, "  %s (%s)\t%s\t%s\t%s\t  %s\n", x.Name, x.Unit, num(x.Ours), num(x.Reference), ratio, better)
+	}
+	tw.Flush()
+}
+
+func codes(m map[int]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("(close codes %v)", m)
+}
+
+func churnDelivered(r *result.Result) int64 {
+	if r.Churn == nil {
+		return 0
+	}
+	return r.Churn.Delivered
+}
+
+func paren(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "(" + s + ")"
+}
+
+func num(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v >= 1e5:
+		return si(v)
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
+
+func si(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+// dur prints microseconds as µs or ms.
+func dur(us float64) string {
+	switch {
+	case us >= 1e6:
+		return fmt.Sprintf("%.2fs", us/1e6)
+	case us >= 1e3:
+		return fmt.Sprintf("%.2fms", us/1e3)
+	default:
+		return fmt.Sprintf("%.0fµs", us)
+	}
+}
+
+func mib(b int64) string {
+	return strings.TrimSuffix(fmt.Sprintf("%.1f", float64(b)/(1<<20)), ".0") + " MiB"
+}

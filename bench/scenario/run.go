@@ -1,0 +1,575 @@
+// Package scenario runs the load scenarios — idle, fanout and churn —
+// against a hub, over the poller's epoll clients, in this process or split
+// over worker processes, and sums up what they measured in a result.Result.
+//
+// Shape of a run: publishers connect first (one per topic), then the
+// subscribers, spread over the processes and the source addresses; after a
+// short settle the measured phase starts: the client CPU baseline, the
+// server's CPU (/proc/PID/stat) and the time series' origin are taken, and
+// the publishers send. The phase ends when every subscriber that stayed has
+// everything, or when nothing moved for DrainTimeout. Every phase is bounded
+// in time and the run as a whole by Options.Timeout.
+//
+// Concurrency contract: Run is called from one goroutine and owns
+// everything it starts: client workers, worker processes and the progress
+// printer, all stopped before it returns. Worker processes speak the
+// Command/Reply protocol over stdin/stdout (see ServeWorker).
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/wspubsub/wspubsub/bench/procfs"
+	"github.com/wspubsub/wspubsub/bench/result"
+	"github.com/wspubsub/wspubsub/bench/target"
+)
+
+// Options configure a run. Zero fields take the defaults documented here.
+type Options struct {
+	// Scenario is "idle", "fanout" or "churn".
+	Scenario string
+	// Topics (default 1) and SubsPerTopic (default 10) set the subscribers.
+	Topics       int
+	SubsPerTopic int
+	// Size is the message size in bytes, at least 32. Default 128.
+	Size int
+	// Count is the number of messages per publisher. Default 200; for
+	// churn, Rate × Duration when zero.
+	Count int
+	// Rate is messages per second per publisher; 0 sends as fast as the
+	// socket takes them. Churn defaults to 50.
+	Rate float64
+	// Duration is how long churn lets messages flow. Default 5 s.
+	Duration time.Duration
+	// ChurnRate is new subscribers per second while messages flow (churn
+	// only; default 50) and ChurnLife how long each stays (default 500 ms).
+	ChurnRate float64
+	ChurnLife time.Duration
+	// Hold is how long idle holds the subscribers before measuring memory.
+	// Default 3 s.
+	Hold time.Duration
+	// Procs is the number of client processes holding subscribers; above 1
+	// the bench re-executes itself (Self) as workers. Default 1.
+	Procs int
+	// Self is the bench binary for worker processes; default os.Executable.
+	Self string
+	// Workers is the number of epoll workers per process. Default 2.
+	Workers int
+	// Sources are local addresses (127.x) to bind client sockets to, used
+	// in turn; empty lets the kernel choose.
+	Sources []string
+	// DialConcurrency bounds handshakes in flight per worker. Default 64.
+	DialConcurrency int
+	// HandshakeTimeout bounds one connect plus upgrade. Default 20 s.
+	HandshakeTimeout time.Duration
+	// Coalesce is how long a client worker pauses after handling events,
+	// so reads bring more frames each (see poller.Config.Coalesce). It adds
+	// nothing to measured latency, which uses kernel receive timestamps.
+	// Default 0 (the command line defaults to 300 µs).
+	Coalesce time.Duration
+	// Settle is the pause between the last subscriber's upgrade and the
+	// first message, and before the "before" memory reading. Default 300 ms.
+	Settle time.Duration
+	// DrainTimeout ends the measured phase when no delivery and no send
+	// happened for this long after the publishers should have finished.
+	// Default 5 s.
+	DrainTimeout time.Duration
+	// Timeout bounds the whole run. Default 10 min.
+	Timeout time.Duration
+	// Progress, when set, receives a live progress line; ProgressTTY makes
+	// it a single line rewritten in place.
+	Progress    io.Writer
+	ProgressTTY bool
+}
+
+func (o *Options) defaults() error {
+	switch o.Scenario {
+	case "idle", "fanout", "churn":
+	default:
+		return fmt.Errorf("cannot run scenario %q: want idle, fanout or churn", o.Scenario)
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.Topics, 1)
+	def(&o.SubsPerTopic, 10)
+	def(&o.Size, 128)
+	def(&o.Procs, 1)
+	def(&o.Workers, 2)
+	def(&o.DialConcurrency, 64)
+	defD(&o.HandshakeTimeout, 20*time.Second)
+	defD(&o.Settle, 300*time.Millisecond)
+	defD(&o.DrainTimeout, 5*time.Second)
+	defD(&o.Timeout, 10*time.Minute)
+	defD(&o.Hold, 3*time.Second)
+	switch o.Scenario {
+	case "idle":
+		o.Count = 0
+	case "fanout":
+		def(&o.Count, 200)
+	case "churn":
+		if o.Rate <= 0 {
+			o.Rate = 50
+		}
+		defD(&o.Duration, 5*time.Second)
+		if o.Count <= 0 {
+			o.Count = max(1, int(o.Rate*o.Duration.Seconds()))
+		}
+		if o.ChurnRate <= 0 {
+			o.ChurnRate = 50
+		}
+		defD(&o.ChurnLife, 500*time.Millisecond)
+	}
+	if o.Rate < 0 {
+		return errors.New("cannot publish at a negative rate")
+	}
+	if o.Self == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("cannot find the bench binary for worker processes: %w", err)
+		}
+		o.Self = self
+	}
+	return nil
+}
+
+func (o *Options) params() result.Params {
+	p := result.Params{
+		Topics: o.Topics, SubsPerTopic: o.SubsPerTopic, Publishers: o.Topics,
+		Size: o.Size, Count: o.Count, Rate: o.Rate,
+		Procs: o.Procs, Workers: o.Workers, SourceAddrs: len(o.Sources),
+	}
+	switch o.Scenario {
+	case "idle":
+		p.Hold = o.Hold.String()
+		p.Count, p.Size, p.Rate = 0, 0, 0
+	case "churn":
+		p.ChurnRate = o.ChurnRate
+		p.ChurnLife = o.ChurnLife.String()
+	}
+	return p
+}
+
+// Run runs one scenario against t. The Result carries what went wrong in
+// Errors; the error return is for runs that could not start at all.
+func Run(ctx context.Context, t *target.Target, o Options) (*result.Result, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	if _, err := procfs.RaiseNoFile(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	r := &result.Result{
+		Scenario: o.Scenario, Target: t.Name, Started: time.Now(), Params: o.params(),
+		Publishers: o.Topics, ServerMeasured: t.PID != 0 && !t.InProcess,
+	}
+	setup := Setup{
+		Server: t.Server.String(), Size: o.Size, Count: o.Count, Workers: o.Workers,
+		DialConcurrency: o.DialConcurrency, HandshakeMs: o.HandshakeTimeout.Milliseconds(),
+		CoalesceUs: o.Coalesce.Microseconds(),
+	}
+	pg, err := NewGroup(setup)
+	if err != nil {
+		return nil, err
+	}
+	defer pg.Close()
+	members, err := startMembers(pg, setup, o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, m := range members {
+			m.close()
+		}
+	}()
+	ru := &runner{o: o, t: t, r: r, pg: pg, members: members}
+	ru.progressStart()
+	err = ru.run(ctx)
+	ru.progressStop()
+	if err != nil {
+		r.Errors = append(r.Errors, err.Error())
+	}
+	if t.Exited() {
+		r.Errors = append(r.Errors, "hub exited during the run: "+t.LogTail(1024))
+	}
+	r.Check()
+	return r, nil
+}
+
+func startMembers(pg *Group, setup Setup, o Options) ([]member, error) {
+	if o.Procs <= 1 {
+		return []member{localMember{pg}}, nil
+	}
+	var members []member
+	for range o.Procs {
+		m, err := spawnWorker(o.Self, setup)
+		if err != nil {
+			for _, m := range members {
+				m.close()
+			}
+			return nil, err
+		}
+		members = append(members, m)
+	}
+	return members, nil
+}
+
+type runner struct {
+	o       Options
+	t       *target.Target
+	r       *result.Result
+	pg      *Group
+	members []member
+
+	phase    string
+	expected int64
+	stopProg chan struct{}
+	progDone chan struct{}
+	mu       sync.Mutex
+}
+
+// total sums the progress of every process.
+func (ru *runner) total() Progress {
+	var p Progress
+	for _, m := range ru.members {
+		p.add(m.progress())
+	}
+	if len(ru.members) > 1 {
+		p.add(ru.pg.Progress()) // the publishers live in this process
+	}
+	return p
+}
+
+// each calls fn for every member concurrently and returns the first error.
+func (ru *runner) each(fn func(i int, m member) error) error {
+	errs := make([]error, len(ru.members))
+	var wg sync.WaitGroup
+	for i, m := range ru.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(i, m)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// sourcesFor gives member i of n its share of the source addresses.
+func sourcesFor(src []string, i, n int) []string {
+	if len(src) == 0 {
+		return nil
+	}
+	if len(src) < n {
+		return []string{src[i%len(src)]}
+	}
+	var out []string
+	for j := i; j < len(src); j += n {
+		out = append(out, src[j])
+	}
+	return out
+}
+
+func (ru *runner) setPhase(p string) {
+	ru.mu.Lock()
+	ru.phase = p
+	ru.mu.Unlock()
+}
+
+func (ru *runner) run(ctx context.Context) error {
+	o, r, t := ru.o, ru.r, ru.t
+	ru.setPhase("publishers")
+	if err := ru.pg.ConnectPublishers(ctx, t.Domain, t.Key, o.Topics, o.Sources); err != nil {
+		return err
+	}
+	if err := sleep(ctx, o.Settle); err != nil {
+		return err
+	}
+	if r.ServerMeasured {
+		r.ServerRSSBefore, _ = procfs.RSS(t.PID)
+	}
+
+	ru.setPhase("connect")
+	total := o.Topics * o.SubsPerTopic
+	n := len(ru.members)
+	var mu sync.Mutex
+	var firstDial, lastOpen int64
+	err := ru.each(func(i int, m member) error {
+		first, last := i*total/n, (i+1)*total/n
+		rep, err := m.call(ctx, Command{Op: "subscribe", Subscribe: &SubscribePlan{
+			Domain: t.Domain, Topics: o.Topics, First: first, N: last - first,
+			Sources: sourcesFor(o.Sources, i, n),
+		}})
+		if err != nil {
+			return err
+		}
+		s := rep.Subscribe
+		mu.Lock()
+		defer mu.Unlock()
+		r.Subscribers += s.Opened
+		r.DialFailed += s.Failed
+		for k, v := range s.Errors {
+			if r.DialErrors == nil {
+				r.DialErrors = map[string]int{}
+			}
+			r.DialErrors[k] += v
+		}
+		firstDial = minNonZero(firstDial, s.FirstDial)
+		lastOpen = max(lastOpen, s.LastOpen)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if r.Subscribers == 0 {
+		return fmt.Errorf("cannot connect any of %d subscribers (%s)", total, result.FormatCounts(r.DialErrors))
+	}
+	r.ConnectSeconds = float64(lastOpen-firstDial) / 1e9
+	if r.ConnectSeconds > 0 {
+		r.ConnectRate = float64(r.Subscribers) / r.ConnectSeconds
+	}
+
+	if o.Scenario == "idle" {
+		return ru.idle(ctx)
+	}
+	return ru.flow(ctx)
+}
+
+func (ru *runner) idle(ctx context.Context) error {
+	o, r, t := ru.o, ru.r, ru.t
+	ru.setPhase("hold")
+	cpu0, sched0, _ := ru.serverCPU()
+	self0 := procfs.SelfCPU()
+	if err := ru.mark(ctx, time.Now().UnixNano(), int64(time.Second)); err != nil {
+		return err
+	}
+	if err := sleep(ctx, o.Hold); err != nil {
+		return err
+	}
+	if r.ServerMeasured {
+		r.ServerRSSAfter, _ = procfs.RSS(t.PID)
+		r.ServerPeakRSS, _ = procfs.PeakRSS(t.PID)
+		r.RSSPerConn = float64(r.ServerRSSAfter-r.ServerRSSBefore) / float64(r.Subscribers)
+		cpu1, sched1, _ := ru.serverCPU()
+		r.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
+		r.ServerSchedCPUSeconds = (sched1 - sched0).Seconds()
+	}
+	r.ClientCPUSeconds = (procfs.SelfCPU() - self0).Seconds()
+	part, err := ru.finish(ctx)
+	if err != nil {
+		return err
+	}
+	r.ClientCPUSeconds += float64(part.ClientCPU) / 1e9
+	r.Dropped = part.Dropped
+	r.CloseCodes = part.CloseCodes
+	r.Corrupt = part.Corrupt
+	return nil
+}
+
+// serverCPU reads the hub's CPU time from /proc/PID/stat and, finer, from
+// its threads' schedstat.
+func (ru *runner) serverCPU() (stat, sched time.Duration, err error) {
+	if !ru.r.ServerMeasured {
+		return 0, 0, nil
+	}
+	sched, _ = procfs.SchedCPU(ru.t.PID)
+	stat, err = procfs.CPU(ru.t.PID)
+	return stat, sched, err
+}
+
+func (ru *runner) mark(ctx context.Context, start, width int64) error {
+	mp := &MarkPlan{Start: start, Width: width}
+	if len(ru.members) > 1 {
+		if err := ru.pg.Mark(ctx, start, width); err != nil {
+			return err
+		}
+	}
+	return ru.each(func(_ int, m member) error {
+		_, err := m.call(ctx, Command{Op: "mark", Mark: mp})
+		return err
+	})
+}
+
+func (ru *runner) finish(ctx context.Context) (result.Part, error) {
+	parts := make([]result.Part, len(ru.members))
+	err := ru.each(func(i int, m member) error {
+		rep, err := m.call(ctx, Command{Op: "finish"})
+		if err != nil {
+			return err
+		}
+		parts[i] = *rep.Part
+		return nil
+	})
+	var total result.Part
+	for i := range parts {
+		result.Merge(&total, &parts[i])
+	}
+	return total, err
+}
+
+// seriesWidth picks a bucket width that gives a chart of about 100 to 150
+// points for a run of the expected length: a multiple of the publishing
+// interval when paced (so every bucket holds as many messages), else 10 ms
+// (result.Points merges buckets of long runs).
+func seriesWidth(d time.Duration, interval int64) int64 {
+	step := 10 * time.Millisecond
+	if interval > 0 {
+		step = time.Duration(interval)
+		for step < 10*time.Millisecond {
+			step *= 2
+		}
+	}
+	w := d / 150
+	w = (w + step - 1) / step * step
+	return int64(max(w, step))
+}
+
+func (ru *runner) flow(ctx context.Context) error {
+	o, r, t := ru.o, ru.r, ru.t
+	if err := sleep(ctx, o.Settle); err != nil {
+		return err
+	}
+	interval := int64(0)
+	var pubDur time.Duration
+	if o.Rate > 0 {
+		interval = int64(1e9 / o.Rate)
+		pubDur = time.Duration(interval * int64(o.Count))
+	}
+	ru.expected = int64(r.Subscribers) * int64(o.Count)
+	start := time.Now().Add(50 * time.Millisecond).UnixNano()
+	if err := ru.mark(ctx, start, seriesWidth(pubDur, interval)); err != nil {
+		return err
+	}
+	self0 := procfs.SelfCPU()
+	cpu0, sched0, err := ru.serverCPU()
+	if err != nil {
+		return err
+	}
+	if o.Scenario == "churn" {
+		n := len(ru.members)
+		err := ru.each(func(i int, m member) error {
+			_, err := m.call(ctx, Command{Op: "churn", Churn: &ChurnPlan{
+				Domain: t.Domain, Topics: o.Topics, Rate: o.ChurnRate / float64(n),
+				LifeNs: int64(o.ChurnLife), StartNs: start, StopNs: start + int64(pubDur),
+				Sources: sourcesFor(o.Sources, i, n), Seed: i * 7919,
+			}})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	ru.setPhase("publish")
+	if err := ru.pg.StartPublishing(ctx, start, interval, o.Topics); err != nil {
+		return err
+	}
+	waitErr := ru.drain(ctx, start, pubDur)
+	cpu1, sched1, _ := ru.serverCPU()
+	self1 := procfs.SelfCPU()
+	if r.ServerMeasured {
+		r.ServerRSSAfter, _ = procfs.RSS(t.PID)
+		r.ServerPeakRSS, _ = procfs.PeakRSS(t.PID)
+		if r.Subscribers > 0 {
+			r.RSSPerConn = float64(r.ServerRSSAfter-r.ServerRSSBefore) / float64(r.Subscribers)
+		}
+	}
+	ru.setPhase("finish")
+	part, err := ru.finish(ctx)
+	if err != nil {
+		return errors.Join(waitErr, err)
+	}
+	r.Published = ru.total().Sent
+	r.Expected = part.Expected
+	r.Delivered = part.Delivered
+	r.Lost = part.Lost
+	r.Duplicates = part.Duplicates
+	r.OutOfOrder = part.OutOfOrder
+	r.Corrupt = part.Corrupt
+	r.Dropped = part.Dropped
+	r.CloseCodes = part.CloseCodes
+	if part.LastRecv > start {
+		r.PublishSeconds = float64(part.LastRecv-start) / 1e9
+		r.DeliveriesPerSec = float64(part.Delivered) / r.PublishSeconds
+		r.MBPerSec = float64(part.Bytes) / r.PublishSeconds / 1e6
+	}
+	r.LatencyHist = part.Latency
+	r.Latency = result.Summarize(part.Latency)
+	r.Series = result.Points(&part)
+	if r.ServerMeasured {
+		r.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
+		r.ServerSchedCPUSeconds = (sched1 - sched0).Seconds()
+	}
+	r.ClientCPUSeconds = (self1 - self0).Seconds() + float64(part.ClientCPU)/1e9
+	if part.Delivered > 0 {
+		r.ServerCPUPerDeliveryUs = r.ServerCPUSeconds * 1e6 / float64(part.Delivered)
+		r.ServerSchedCPUPerDeliveryUs = r.ServerSchedCPUSeconds * 1e6 / float64(part.Delivered)
+		r.ClientCPUPerDeliveryUs = r.ClientCPUSeconds * 1e6 / float64(part.Delivered)
+		if part.Reads > 0 {
+			r.MessagesPerRead = float64(part.Delivered) / float64(part.Reads)
+		}
+	}
+	if o.Scenario == "churn" {
+		c := part.Churn
+		r.Churn = &c
+	}
+	return waitErr
+}
+
+// drain waits until every stayed subscriber has every message, or until
+// nothing moved for DrainTimeout once the publishers should be done.
+func (ru *runner) drain(ctx context.Context, start int64, pubDur time.Duration) error {
+	o := ru.o
+	dueEnd := time.Unix(0, start).Add(pubDur)
+	var last Progress
+	lastMove := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cannot finish publishing: %w", ctx.Err())
+		case <-tick.C:
+		}
+		p := ru.total()
+		pubsDone := p.PubsDone >= int64(o.Topics)
+		if pubsDone && p.Received >= ru.expected {
+			return nil
+		}
+		now := time.Now()
+		if p.Sent != last.Sent || p.Delivered != last.Delivered {
+			last = p
+			lastMove = now
+			continue
+		}
+		if now.After(dueEnd) && now.Sub(lastMove) > o.DrainTimeout {
+			if !pubsDone {
+				return fmt.Errorf("publishers stalled: %d of %d messages sent, nothing moved for %v", p.Sent, int64(o.Topics)*int64(o.Count), o.DrainTimeout)
+			}
+			return nil // what is missing is counted as lost
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}

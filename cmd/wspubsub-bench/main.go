@@ -1,0 +1,457 @@
+// Command wspubsub-bench load-tests a WebSocket pub/sub hub that speaks the
+// wspubsub protocol, over cheap epoll clients, and compares it with a
+// reference hub written the common Go way.
+//
+//	wspubsub-bench idle    [flags]   hold N subscribers; connect rate, server memory per connection
+//	wspubsub-bench fanout  [flags]   T topics × S subscribers; throughput, loss, order, latency, CPU per delivery
+//	wspubsub-bench churn   [flags]   subscribers come and go while messages flow; no loss for those that stay
+//	wspubsub-bench smoke   --hub-bin BIN   tiny idle, fanout and churn against ours and the reference (CI)
+//	wspubsub-bench refhub  --listen ADDR --key K --domain D   run the reference hub standalone
+//
+// The hub is started by the bench (--hub-bin, or the reference hub when no
+// target is given) or is already running (--url ws://127.0.0.1:PORT --key K
+// [--server-pid PID]). --compare runs the same scenario against ours and
+// the reference in turn and prints the ratios. Traffic only ever goes to
+// 127.0.0.0/8; every run is bounded by --timeout.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/wspubsub/wspubsub/bench/refhub"
+	"github.com/wspubsub/wspubsub/bench/report"
+	"github.com/wspubsub/wspubsub/bench/result"
+	"github.com/wspubsub/wspubsub/bench/scenario"
+	"github.com/wspubsub/wspubsub/bench/target"
+)
+
+func main() {
+	if ok, err := scenario.RunHelper(); ok {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "wspubsub-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+const usage = `usage: wspubsub-bench idle|fanout|churn|smoke|refhub [flags]
+       wspubsub-bench SCENARIO -h   for the flags`
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "refhub":
+		if err := refhub.Main(args); err != nil {
+			fmt.Fprintln(os.Stderr, "wspubsub-bench refhub:", err)
+			return 1
+		}
+		return 0
+	case "idle", "fanout", "churn", "smoke":
+	case "-h", "--help", "help":
+		fmt.Println(usage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "wspubsub-bench: unknown command %q\n%s\n", cmd, usage)
+		return 2
+	}
+	f, err := parseFlags(cmd, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "wspubsub-bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "wspubsub-bench: cannot write the CPU profile:", err)
+			return 2
+		}
+		pprof.StartCPUProfile(pf)
+		defer func() {
+			pprof.StopCPUProfile()
+			pf.Close()
+		}()
+	}
+	var runs []report.Run
+	if cmd == "smoke" {
+		runs, err = smoke(ctx, f)
+	} else {
+		var r report.Run
+		r, err = one(ctx, f, cmd)
+		if r.Ours != nil {
+			runs = append(runs, r)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wspubsub-bench:", err)
+	}
+	if werr := output(f, cmd, runs); werr != nil {
+		fmt.Fprintln(os.Stderr, "wspubsub-bench:", werr)
+		return 1
+	}
+	if err != nil {
+		return 1
+	}
+	for _, r := range runs {
+		if !r.Ours.Pass() || (r.Reference != nil && !r.Reference.Pass()) {
+			return 1
+		}
+	}
+	return 0
+}
+
+type flags struct {
+	opt scenario.Options
+
+	hubBin     string
+	url        string
+	key        string
+	domain     string
+	serverPID  int
+	compare    bool
+	sources    string
+	json       bool
+	html       string
+	progress   bool
+	cpuProfile string
+	hub        target.HubOptions
+}
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, " ") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+func parseFlags(cmd string, args []string) (*flags, error) {
+	f := &flags{}
+	o := &f.opt
+	o.Scenario = cmd
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	// Target.
+	fs.StringVar(&f.hubBin, "hub-bin", "", "our hub's binary: the bench runs `BIN keys add` and `BIN serve` on a free 127.0.0.1 port")
+	fs.StringVar(&f.url, "url", "", "a hub that is already running, ws://127.0.0.1:PORT (needs --key)")
+	fs.StringVar(&f.key, "key", "", "publisher key for --url")
+	fs.StringVar(&f.domain, "domain", "bench", "domain of the topics")
+	fs.IntVar(&f.serverPID, "server-pid", 0, "process id of the --url hub, to measure its CPU and memory")
+	fs.BoolVar(&f.compare, "compare", false, "run against --hub-bin and then against the reference hub, and print ours/reference ratios")
+	var hubArgs multi
+	fs.Var(&hubArgs, "hub-arg", "extra argument for our hub's serve command (repeatable)")
+	fs.BoolVar(&f.hub.SubscribeWaits, "subscribe-waits", false, "start hubs with --subscribe-waits")
+	fs.Int64Var(&f.hub.MaxBacklog, "max-backlog", 0, "start our hub with --max-backlog BYTES")
+	fs.DurationVar(&f.hub.GracePeriod, "grace-period", 0, "start hubs with --grace-period")
+	fs.StringVar(&f.hub.LogPath, "hub-log", "", "append the output of the hubs the bench starts to FILE and keep it (default: a temporary file, shown on failure)")
+	// Shape.
+	defTopics, defSubs, defCount := 1, 100, 200
+	switch cmd {
+	case "idle":
+		defSubs = 1000
+	case "churn":
+		defTopics, defSubs, defCount = 4, 25, 0
+	}
+	fs.IntVar(&o.Topics, "topics", defTopics, "topics (one publisher each)")
+	fs.IntVar(&o.SubsPerTopic, "subs", defSubs, "subscribers per topic")
+	pubs := fs.Int("pubs", 0, "publishers; the protocol allows one per topic, so this must equal --topics (default)")
+	fs.IntVar(&o.Size, "size", 128, "message size in bytes (at least 32: publisher id, sequence, send time, trailer)")
+	fs.IntVar(&o.Count, "count", defCount, "messages per publisher (churn: rate × duration when 0)")
+	fs.Float64Var(&o.Rate, "rate", 0, "messages per second per publisher; 0 = as fast as it goes (churn default 50)")
+	fs.DurationVar(&o.Hold, "hold", 3*time.Second, "idle: how long to hold the subscribers before measuring memory")
+	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "churn: how long messages flow")
+	fs.Float64Var(&o.ChurnRate, "churn-rate", 50, "churn: subscribers joining per second")
+	fs.DurationVar(&o.ChurnLife, "churn-life", 500*time.Millisecond, "churn: how long each joining subscriber stays")
+	// Clients.
+	fs.IntVar(&o.Procs, "procs", 1, "client processes holding subscribers (the bench re-executes itself)")
+	fs.IntVar(&o.Workers, "workers", 2, "epoll workers per client process")
+	fs.StringVar(&f.sources, "source-addrs", "auto", "local addresses for client sockets: a range 127.0.0.2-127.0.0.9, a comma list, auto (that range) or none")
+	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "handshakes in flight per worker")
+	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 20*time.Second, "bound on one connect plus upgrade")
+	fs.DurationVar(&o.Coalesce, "coalesce", 300*time.Microsecond, "client workers pause this long after handling events so each read brings more frames (latency uses kernel receive timestamps, so this does not inflate it)")
+	fs.DurationVar(&o.Settle, "settle", 300*time.Millisecond, "pause after the last subscriber connects before publishing")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 5*time.Second, "end the run when nothing arrived for this long after publishing")
+	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "bound on the whole run (each target)")
+	// Output.
+	fs.BoolVar(&f.json, "json", false, "print results as JSON on stdout instead of tables")
+	fs.StringVar(&f.html, "html", "", "write a self-contained HTML report with charts to FILE")
+	fs.BoolVar(&f.progress, "progress", false, "print progress lines on stderr even when it is not a terminal")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this (coordinating) process to FILE")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	f.hub.Domain = f.domain
+	f.hub.ExtraArgs = hubArgs
+	if *pubs != 0 && *pubs != o.Topics {
+		return nil, fmt.Errorf("cannot use %d publishers for %d topics: a topic takes one publisher (a second gets 409)", *pubs, o.Topics)
+	}
+	if f.hubBin != "" && f.url != "" {
+		return nil, errors.New("use either --hub-bin or --url")
+	}
+	if f.compare && f.hubBin == "" {
+		return nil, errors.New("--compare needs --hub-bin for our hub")
+	}
+	if f.url != "" && f.key == "" {
+		return nil, errors.New("--url needs --key")
+	}
+	srcs, err := parseSources(f.sources)
+	if err != nil {
+		return nil, err
+	}
+	o.Sources = srcs
+	if f.progress || isTerminal(2) {
+		o.Progress = os.Stderr
+		o.ProgressTTY = isTerminal(2)
+	}
+	return f, nil
+}
+
+// parseSources reads "127.0.0.2-127.0.0.9", "a,b,c", "auto" or "none".
+func parseSources(s string) ([]string, error) {
+	switch s {
+	case "", "none":
+		return nil, nil
+	case "auto":
+		s = "127.0.0.2-127.0.0.9"
+	}
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := netip.ParseAddr(lo)
+		if err != nil || !a.Is4() || !a.IsLoopback() {
+			return nil, fmt.Errorf("cannot use source address %q: it must be IPv4 in 127.0.0.0/8", lo)
+		}
+		if !isRange {
+			out = append(out, a.String())
+			continue
+		}
+		b, err := netip.ParseAddr(hi)
+		if err != nil || !b.Is4() || !b.IsLoopback() || b.Less(a) {
+			return nil, fmt.Errorf("cannot use source range %q: want 127.x.y.z-127.x.y.w, low to high", part)
+		}
+		for x := a; ; x = x.Next() {
+			out = append(out, x.String())
+			if x == b || len(out) > 1024 {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// one runs a scenario against the chosen target, or against ours and the
+// reference with --compare.
+func one(ctx context.Context, f *flags, cmd string) (report.Run, error) {
+	var run report.Run
+	switch {
+	case f.compare:
+		ours, err := against(ctx, f, f.opt, "ours")
+		run.Ours = ours
+		if err != nil {
+			return run, err
+		}
+		ref, err := against(ctx, f, f.opt, "reference")
+		run.Reference = ref
+		return run, err
+	case f.url != "":
+		r, err := against(ctx, f, f.opt, "url")
+		run.Ours = r
+		return run, err
+	case f.hubBin != "":
+		r, err := against(ctx, f, f.opt, "ours")
+		run.Ours = r
+		return run, err
+	default:
+		r, err := against(ctx, f, f.opt, "reference")
+		run.Ours = r
+		return run, err
+	}
+}
+
+// against starts (or attaches to) one target, runs o on it and stops it.
+func against(ctx context.Context, f *flags, o scenario.Options, which string) (*result.Result, error) {
+	var t *target.Target
+	var err error
+	switch which {
+	case "ours":
+		t, err = target.StartOurs(ctx, f.hubBin, f.hub)
+	case "reference":
+		self, serr := os.Executable()
+		if serr != nil {
+			return nil, fmt.Errorf("cannot find the bench binary to start the reference hub: %w", serr)
+		}
+		t, err = target.StartReference(ctx, self, f.hub)
+	case "url":
+		t, err = target.Attach(f.url, f.domain, f.key, f.serverPID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if serr := t.Stop(); serr != nil {
+			fmt.Fprintln(os.Stderr, "wspubsub-bench:", serr)
+		}
+	}()
+	if o.Progress != nil && !o.ProgressTTY {
+		fmt.Fprintf(o.Progress, "running %s against %s (%s, pid %d)\n", o.Scenario, t.Name, t.Server, t.PID)
+	}
+	return scenario.Run(ctx, t, o)
+}
+
+// smoke runs idle, fanout and churn, tiny, against ours and the reference.
+func smoke(ctx context.Context, f *flags) ([]report.Run, error) {
+	base := f.opt
+	base.Workers = 2
+	base.Timeout = 2 * time.Minute
+	base.Settle = 100 * time.Millisecond
+	base.DrainTimeout = 3 * time.Second
+	shapes := []scenario.Options{
+		{Scenario: "idle", Topics: 2, SubsPerTopic: 100, Hold: 500 * time.Millisecond},
+		{Scenario: "fanout", Topics: 2, SubsPerTopic: 50, Count: 100, Size: 128},
+		{Scenario: "fanout", Topics: 4, SubsPerTopic: 10, Count: 40, Size: 256, Rate: 100},
+		{Scenario: "churn", Topics: 2, SubsPerTopic: 10, Rate: 100, Duration: 2 * time.Second, ChurnRate: 40, ChurnLife: 300 * time.Millisecond},
+	}
+	var runs []report.Run
+	var errs []error
+	for _, s := range shapes {
+		o := base
+		o.Scenario, o.Topics, o.SubsPerTopic, o.Count, o.Size, o.Rate = s.Scenario, s.Topics, s.SubsPerTopic, s.Count, s.Size, s.Rate
+		o.Hold, o.Duration, o.ChurnRate, o.ChurnLife = s.Hold, s.Duration, s.ChurnRate, s.ChurnLife
+		if o.Size == 0 {
+			o.Size = 128
+		}
+		var run report.Run
+		if f.hubBin != "" {
+			r, err := against(ctx, f, o, "ours")
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s against ours: %w", o.Scenario, err))
+				continue
+			}
+			run.Ours = r
+			r, err = against(ctx, f, o, "reference")
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s against the reference: %w", o.Scenario, err))
+				continue
+			}
+			run.Reference = r
+		} else {
+			r, err := against(ctx, f, o, "reference")
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s against the reference: %w", o.Scenario, err))
+				continue
+			}
+			run.Ours = r
+		}
+		runs = append(runs, run)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if f.hubBin == "" {
+		errs = append(errs, errors.New("smoke ran against the reference hub only: give --hub-bin for ours"))
+	}
+	return runs, errors.Join(errs...)
+}
+
+type jsonRun struct {
+	Ours      *result.Result `json:"ours"`
+	Reference *result.Result `json:"reference,omitempty"`
+	Ratios    []result.Ratio `json:"ratios,omitempty"`
+}
+
+func output(f *flags, cmd string, runs []report.Run) error {
+	if f.json {
+		out := struct {
+			Command string    `json:"command"`
+			Runs    []jsonRun `json:"runs"`
+		}{Command: cmd}
+		for _, r := range runs {
+			j := jsonRun{Ours: r.Ours, Reference: r.Reference}
+			if r.Reference != nil {
+				j.Ratios = result.Compare(r.Ours, r.Reference)
+			}
+			out.Runs = append(out.Runs, j)
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return fmt.Errorf("cannot write JSON: %w", err)
+		}
+	} else {
+		for i, r := range runs {
+			if i > 0 {
+				fmt.Println()
+			}
+			report.Table(os.Stdout, r.Ours)
+			if r.Reference != nil {
+				fmt.Println()
+				report.Table(os.Stdout, r.Reference)
+				fmt.Println()
+				report.CompareTable(os.Stdout, r.Ours, r.Reference)
+			}
+		}
+		if cmd == "smoke" {
+			fmt.Println()
+			smokeSummary(runs)
+		}
+	}
+	if f.html != "" && len(runs) > 0 {
+		fh, err := os.Create(f.html)
+		if err != nil {
+			return fmt.Errorf("cannot write the HTML report: %w", err)
+		}
+		title := "wspubsub load report: " + cmd
+		if err := report.HTML(fh, title, runs); err != nil {
+			fh.Close()
+			return err
+		}
+		if err := fh.Close(); err != nil {
+			return fmt.Errorf("cannot write the HTML report: %w", err)
+		}
+		fmt.Fprintln(os.Stderr, "wrote", f.html)
+	}
+	return nil
+}
+
+func smokeSummary(runs []report.Run) {
+	for _, run := range runs {
+		for _, r := range []*result.Result{run.Ours, run.Reference} {
+			if r == nil {
+				continue
+			}
+			v := "PASS"
+			if !r.Pass() {
+				v = "FAIL " + strings.Join(append(append([]string{}, r.Errors...), r.Failures...), "; ")
+			}
+			fmt.Printf("smoke %-7s %-10s subs %-5d delivered %-7d lost %d  %s\n", r.Scenario, r.Target, r.Subscribers, r.Delivered, r.Lost, v)
+		}
+	}
+}
+
+// isTerminal reports whether fd is a terminal (TCGETS succeeds).
+func isTerminal(fd int) bool {
+	var t syscall.Termios
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
+	return errno == 0
+}
