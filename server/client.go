@@ -44,10 +44,11 @@ type client struct {
 	buf          []byte // the request head so far, then bytes that came before the 101
 	rd           ws.Reader
 	topic        *topics.Topic[*client]
-	out          []byte // the frames of the read being handled (a publisher's)
-	msgs         int    // how many messages out holds
-	payload      int    // and their payload bytes
-	close        []byte // the close frame to answer with, once the read is handled
+	out          []byte       // the frames of the read being handled (a publisher's)
+	msgs         int          // how many messages out holds
+	payload      int          // and their payload bytes
+	fan          *fanoutState // a publisher's fan-out scratch
+	close        []byte       // the close frame to answer with, once the read is handled
 
 	// A subscriber's input allowance: a token bucket of SubscriberInputLimit
 	// bytes, refilled at that many bytes a second.
@@ -60,6 +61,7 @@ func (s *Server) OnOpen(conn *loop.Conn) {
 	c := &client{srv: s, conn: conn, id: clientIDs.Add(1), opened: time.Now().UnixNano()}
 	conn.Value = c
 	s.clients.add(c)
+	s.stats.handshaking.Add(1) // stateHandshake
 	if s.draining.Load() {
 		// Answer at once, and linger so the client reads the answer before
 		// the socket goes, whatever part of its request is still unread.
@@ -85,7 +87,7 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 			s.stats.Refused.add(refAbandoned, 1)
 		}
 	}
-	c.state = stateClosed
+	c.setState(stateClosed)
 	c.leaveTopic()
 	c.buf, c.out = nil, nil
 	c.mu.Unlock()
@@ -123,6 +125,20 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 			c.conn.Close()
 		}
 	}
+}
+
+// setState moves the client to st, keeping the count of connections in
+// their handshake exact. c.mu is held.
+func (c *client) setState(st state) {
+	was := c.state == stateHandshake || c.state == stateKeyCheck
+	is := st == stateHandshake || st == stateKeyCheck
+	switch {
+	case was && !is:
+		c.srv.stats.handshaking.Add(-1)
+	case is && !was:
+		c.srv.stats.handshaking.Add(1)
+	}
+	c.state = st
 }
 
 func (c *client) isPublisher() bool {
@@ -207,7 +223,7 @@ func (c *client) handshake(data []byte) {
 		c.refuse(refKeyChecksBusy, "too many publisher handshakes in progress")
 		return
 	}
-	c.state = stateKeyCheck
+	c.setState(stateKeyCheck)
 	c.buf = append(c.buf[:0:0], rest...)
 	go c.checkKey(r.topic, key, req.Key)
 }
@@ -248,15 +264,18 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		c.refuse(refConflict, "topic already has its publisher")
 		return
 	}
+	s.stats.Publishers.Add(1) // counted before the 101 is out
 	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey)); err != nil {
+		s.stats.Publishers.Add(-1)
 		s.topics.RemovePublisher(t)
 		return
 	}
-	s.stats.Publishers.Add(1)
 	s.stats.accepted[rolePublisher].Add(1)
 	s.metrics.handshake.Observe(since(c.opened))
 	s.keyUsers.add(c, keys.Hash(key))
-	c.state, c.topic, c.wasPublisher, c.upgraded = statePublisher, t, true, true
+	c.setState(statePublisher)
+	c.topic, c.wasPublisher, c.upgraded = t, true, true
+	c.fan = new(fanoutState)
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
 	c.conn.SetDeadline(time.Time{})
 	early := c.buf
@@ -272,6 +291,11 @@ func (c *client) subscribe(k topics.Key, wsKey string, rest []byte) {
 	s := c.srv
 	err := c.conn.SendFirst(ws.AppendUpgradeResponse(nil, wsKey), func() error {
 		t, err := s.topics.Subscribe(k, c)
+		if err == nil {
+			// Counted before the 101 is out: a client that has it sees itself.
+			s.stats.Subscribers.Add(1)
+			s.stats.accepted[roleSubscriber].Add(1)
+		}
 		c.topic = t
 		return err
 	})
@@ -282,14 +306,14 @@ func (c *client) subscribe(k topics.Key, wsKey string, rest []byte) {
 	case err != nil:
 		if c.topic != nil {
 			s.topics.Unsubscribe(c.topic, c)
+			s.stats.Subscribers.Add(-1)
 			c.topic = nil
 		}
 		return
 	}
-	s.stats.Subscribers.Add(1)
-	s.stats.accepted[roleSubscriber].Add(1)
 	s.metrics.handshake.Observe(since(c.opened))
-	c.state, c.upgraded = stateSubscriber, true
+	c.setState(stateSubscriber)
+	c.upgraded = true
 	c.inAllowance, c.inLast = int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano()
 	c.buf = nil
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
@@ -310,7 +334,7 @@ func (c *client) publish(data []byte) {
 	c.out, c.msgs, c.payload = (*bp)[:0], 0, 0
 	err := c.rd.Feed(data, c)
 	if c.msgs > 0 {
-		c.srv.fanout(c.topic, c.out, c.msgs, c.payload)
+		c.srv.fanout(c.fan, c.topic, c.out, c.msgs, c.payload)
 	}
 	if cap(c.out) <= 4<<20 {
 		*bp = c.out[:0]
@@ -353,7 +377,7 @@ func (c *client) afterRead(err error) {
 		frame := c.close
 		c.close = nil
 		c.leaveTopic()
-		c.state = stateClosing
+		c.setState(stateClosing)
 		c.conn.SendLast(frame, 0)
 	}
 }
@@ -410,7 +434,8 @@ func (c *client) closeLocked(code uint16, reason string) {
 		return
 	}
 	c.leaveTopic()
-	c.state, c.closeCode = stateClosing, code
+	c.setState(stateClosing)
+	c.closeCode = code
 	c.conn.SendLast(ws.AppendClose(nil, code, reason), c.srv.cfg.CloseTimeout)
 }
 
@@ -443,7 +468,7 @@ func (c *client) refuseWith(r refusal, reason, extra string, linger time.Duratio
 	s.stats.Refused.add(r, 1)
 	status := refusals[r].status
 	s.log.Info("handshake refused", "status", status, "reason", reason, "remote", c.conn.RemoteAddr().String())
-	c.state = stateClosing
+	c.setState(stateClosing)
 	c.buf = nil
 	c.conn.SendLast(ws.AppendErrorResponse(nil, status, reason, extra), linger)
 }
@@ -454,7 +479,7 @@ func (c *client) refuseKey(k topics.Key, key, why string) {
 	s := c.srv
 	s.stats.Refused.add(refUnauthorized, 1)
 	s.log.Info("handshake refused", "status", 401, "reason", "API key "+why, "domain", k.Domain, "key", keys.Redact(key), "remote", c.conn.RemoteAddr().String())
-	c.state = stateClosing
+	c.setState(stateClosing)
 	c.buf = nil
 	c.conn.SendLast(ws.AppendErrorResponse(nil, 401, "API key refused for this domain", "WWW-Authenticate: Bearer\r\n"), 0)
 }

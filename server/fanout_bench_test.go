@@ -76,10 +76,11 @@ func benchmarkFanout(b *testing.B, n, msgs, size int) {
 		frames = ws.AppendFrame(frames, ws.OpBinary, make([]byte, size))
 	}
 	t.Subscribers() // take the snapshot before timing
+	var fs fanoutState
 	b.SetBytes(int64(len(frames) * n))
 	b.ReportAllocs()
 	for b.Loop() {
-		s.fanout(t, frames, msgs, msgs*size)
+		s.fanout(&fs, t, frames, msgs, msgs*size)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n*msgs), "ns/delivery")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/write")
@@ -95,7 +96,7 @@ func BenchmarkFanout_1kSubs_Burst50(b *testing.B) { benchmarkFanout(b, 1000, 50,
 // subscribers.
 func BenchmarkPublishRead(b *testing.B) {
 	s, t := benchHub(b, 100)
-	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}}
+	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}, fan: new(fanoutState)}
 	var read []byte
 	for range 50 {
 		read = append(read, 0x82, 0x80|126, 0, 128, 1, 2, 3, 4)

@@ -26,7 +26,8 @@ func (c *client) serveHTTP(req ws.Request) {
 		c.refuse(refHTTPBusy, "too many HTTP requests in progress")
 		return
 	}
-	c.state, c.buf = stateHTTP, nil
+	c.setState(stateHTTP)
+	c.buf = nil
 	c.conn.SetDeadline(time.Now().Add(2 * time.Minute)) // a CPU profile takes its time
 	go func() {
 		defer func() { <-s.https }()

@@ -141,6 +141,7 @@ type Stats struct {
 	TopicsExpired    atomic.Int64 // topics ended by their grace period
 	SubscriberFloods atomic.Int64 // subscribers closed with 1008
 
+	handshaking atomic.Int64 // connections in stateHandshake or stateKeyCheck
 	accepted    [numRoles]atomic.Int64
 	disconnects counters[disconnect]
 	dropped     counters[drop]
@@ -242,7 +243,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	pubs, subs := st.Publishers.Load(), st.Subscribers.Load()
 	gauge(descConnections, pubs, "publisher")
 	gauge(descConnections, subs, "subscriber")
-	gauge(descHandshaking, max(0, int64(c.clients.len())-pubs-subs))
+	gauge(descHandshaking, st.handshaking.Load())
 	gauge(descTopics, int64(c.topics.Len()))
 	for r := range numRoles {
 		counter(descAccepted, st.accepted[r].Load(), roleLabels[r])

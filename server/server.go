@@ -134,6 +134,7 @@ type Server struct {
 	keyUsers keyUsers
 	stats    Stats
 	metrics  metrics
+	pool     *fanoutPool
 
 	draining atomic.Bool
 	done     chan struct{}
@@ -151,6 +152,7 @@ func Start(cfg Config) (*Server, error) {
 		checks:  make(chan struct{}, cfg.MaxPendingKeyChecks),
 		https:   make(chan struct{}, cfg.MaxHTTPRequests),
 		metrics: newMetrics(),
+		pool:    newFanoutPool(lanesFor(cfg.Pollers)),
 		done:    make(chan struct{}),
 	}
 	s.clients.init()
@@ -169,6 +171,7 @@ func Start(cfg Config) (*Server, error) {
 		HardLimit:      2*cfg.MaxBacklog + 2*cfg.MaxMessageSize + 1<<20,
 	}, s)
 	if err != nil {
+		s.pool.stop()
 		return nil, fmt.Errorf("cannot start the hub: %w", err)
 	}
 	s.engine = e
@@ -238,6 +241,7 @@ wait:
 		}
 	}
 	s.engine.Stop()
+	s.pool.stop()
 	return err
 }
 
@@ -248,41 +252,6 @@ func (s *Server) expire(t *topics.Topic[*client], subs []*client) {
 	for _, c := range subs {
 		c.closeWith(ws.CloseTopicClosed, "topic closed: its publisher left")
 	}
-}
-
-// fanout writes frames, the encoding of one read's messages (payload bytes
-// in all), to every subscriber of t: one Send each, no allocation.
-func (s *Server) fanout(t *topics.Topic[*client], frames []byte, messages, payload int) {
-	start := time.Now()
-	subs := t.Subscribers()
-	var written, slow, closing int64
-	for _, sub := range subs {
-		switch err := sub.conn.Send(frames); {
-		case err == nil:
-			written++
-		case errors.Is(err, loop.ErrBacklogFull):
-			slow++
-			s.stats.SlowConsumers.Add(1)
-			sub.closeWith(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
-		default:
-			closing++
-		}
-	}
-	m := int64(messages)
-	st := &s.stats
-	st.Writes.Add(written)
-	st.Deliveries.Add(written * m)
-	st.DeliveredBytes.Add(written * int64(payload))
-	if len(subs) == 0 {
-		st.dropped.add(dropNoSubscribers, m)
-	}
-	if slow > 0 {
-		st.dropped.add(dropSlowConsumer, slow*m)
-	}
-	if closing > 0 {
-		st.dropped.add(dropClosing, closing*m)
-	}
-	s.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
 // KeyRevoked closes, with 4002, every live publisher that presented the key

@@ -1,0 +1,154 @@
+package server
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/wspubsub/wspubsub/loop"
+	"github.com/wspubsub/wspubsub/topics"
+	"github.com/wspubsub/wspubsub/ws"
+)
+
+// minChunk is the fewest subscribers worth handing to another core: below
+// it the hand-off costs more than the writes it saves.
+const minChunk = 512
+
+// maxLanes bounds how many cores one fan-out is split over.
+const maxLanes = 16
+
+// fanoutJob is one chunk of a fan-out, written by a worker of the pool.
+// A publisher owns its jobs and reuses them: its fan-outs are sequential.
+type fanoutJob struct {
+	srv    *Server
+	subs   []*client
+	frames []byte
+	done   *sync.WaitGroup
+	res    chunkResult
+}
+
+type chunkResult struct{ written, slow, closing int64 }
+
+// fanoutPool is a fixed set of workers, one per core besides the
+// publisher's own, with a bounded queue: a publisher whose chunks cannot be
+// queued waits, it never makes the hub hold more.
+type fanoutPool struct {
+	lanes int
+	jobs  chan *fanoutJob
+	quit  chan struct{}
+}
+
+func newFanoutPool(lanes int) *fanoutPool {
+	p := &fanoutPool{lanes: min(max(lanes, 1), maxLanes), jobs: make(chan *fanoutJob, 256), quit: make(chan struct{})}
+	for range p.lanes - 1 {
+		go func() {
+			for {
+				select {
+				case j := <-p.jobs:
+					j.run()
+				case <-p.quit:
+					return
+				}
+			}
+		}()
+	}
+	return p
+}
+
+// stop ends the workers; chunks handed over later are written inline.
+func (p *fanoutPool) stop() { close(p.quit) }
+
+// submit hands j to a worker, or runs it here once the pool has stopped.
+func (p *fanoutPool) submit(j *fanoutJob) {
+	select {
+	case p.jobs <- j:
+	case <-p.quit:
+		j.run()
+	}
+}
+
+func (j *fanoutJob) run() {
+	j.res = j.srv.writeChunk(j.subs, j.frames)
+	j.done.Done()
+}
+
+// fanoutState is a publisher's reusable fan-out scratch.
+type fanoutState struct {
+	wg   sync.WaitGroup
+	jobs [maxLanes]fanoutJob
+}
+
+// fanout writes frames, the encoding of one read's messages (payload bytes
+// in all), to every subscriber of t: one Send each, no allocation. A large
+// topic is split over the cores: the other chunks go to the pool's workers
+// while the publisher's goroutine writes the first, and fanout returns when
+// all are written, so each subscriber gets a publisher's reads in order.
+func (s *Server) fanout(fs *fanoutState, t *topics.Topic[*client], frames []byte, messages, payload int) {
+	start := time.Now()
+	subs := t.Subscribers()
+	lanes := min(s.pool.lanes, len(subs)/minChunk)
+	var res chunkResult
+	if lanes <= 1 {
+		res = s.writeChunk(subs, frames)
+	} else {
+		n := len(subs)
+		fs.wg.Add(lanes - 1)
+		for i := 1; i < lanes; i++ {
+			j := &fs.jobs[i]
+			*j = fanoutJob{srv: s, subs: subs[i*n/lanes : (i+1)*n/lanes], frames: frames, done: &fs.wg}
+			s.pool.submit(j)
+		}
+		res = s.writeChunk(subs[:n/lanes], frames)
+		fs.wg.Wait()
+		for i := 1; i < lanes; i++ {
+			j := &fs.jobs[i]
+			res.written += j.res.written
+			res.slow += j.res.slow
+			res.closing += j.res.closing
+			*j = fanoutJob{} // keep no frames or subscribers alive
+		}
+	}
+	m := int64(messages)
+	st := &s.stats
+	st.Writes.Add(res.written)
+	st.Deliveries.Add(res.written * m)
+	st.DeliveredBytes.Add(res.written * int64(payload))
+	if len(subs) == 0 {
+		st.dropped.add(dropNoSubscribers, m)
+	}
+	if res.slow > 0 {
+		st.dropped.add(dropSlowConsumer, res.slow*m)
+	}
+	if res.closing > 0 {
+		st.dropped.add(dropClosing, res.closing*m)
+	}
+	s.metrics.fanout.Observe(time.Since(start).Seconds())
+}
+
+// writeChunk sends frames to each of subs and closes those whose backlog is
+// full.
+func (s *Server) writeChunk(subs []*client, frames []byte) chunkResult {
+	var r chunkResult
+	for _, sub := range subs {
+		switch err := sub.conn.Send(frames); {
+		case err == nil:
+			r.written++
+		case errors.Is(err, loop.ErrBacklogFull):
+			r.slow++
+			s.stats.SlowConsumers.Add(1)
+			sub.closeWith(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+		default:
+			r.closing++
+		}
+	}
+	return r
+}
+
+// lanesFor is how many cores a fan-out may use: one per event loop.
+func lanesFor(pollers int) int {
+	if pollers <= 0 {
+		return runtime.GOMAXPROCS(0)
+	}
+	return pollers
+}
