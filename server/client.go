@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -62,15 +63,11 @@ func (s *Server) OnOpen(conn *loop.Conn) {
 	conn.Value = c
 	s.clients.add(c)
 	s.stats.handshaking.Add(1) // stateHandshake
+	timeout := s.cfg.HandshakeTimeout
 	if s.draining.Load() {
-		// Answer at once, and linger so the client reads the answer before
-		// the socket goes, whatever part of its request is still unread.
-		c.mu.Lock()
-		c.refuseWith(refShuttingDown, "server shutting down", "", time.Second)
-		c.mu.Unlock()
-		return
+		timeout = min(timeout, time.Second) // it must not hold the shutdown up
 	}
-	conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	conn.SetDeadline(time.Now().Add(timeout))
 }
 
 // OnClose implements loop.Handler.
@@ -101,10 +98,6 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 	defer c.mu.Unlock()
 	switch c.state {
 	case stateHandshake:
-		if s.draining.Load() {
-			c.refuseWith(refShuttingDown, "server shutting down", "", time.Second)
-			return
-		}
 		c.handshake(data)
 	case stateKeyCheck:
 		if len(c.buf)+len(data) > s.cfg.MaxMessageSize {
@@ -158,6 +151,10 @@ func (c *client) handshake(data []byte) {
 	req, n, err := ws.ParseRequest(buf, s.cfg.MaxHeaderBytes)
 	switch {
 	case errors.Is(err, ws.ErrIncomplete):
+		if s.draining.Load() && strings.HasPrefix(requestTarget(buf), "/ws/") {
+			c.drainRefuse() // no need to wait for the rest of a WebSocket request
+			return
+		}
 		if len(c.buf) == 0 {
 			c.buf = append(c.buf, data...)
 		}
@@ -172,7 +169,11 @@ func (c *client) handshake(data []byte) {
 	rest := buf[n:]
 	r, err := parseTarget(req.Target)
 	if errors.Is(err, errNoEndpoint) && s.cfg.HTTP != nil {
-		c.serveHTTP(req) // health, metrics: the handler decides on methods
+		c.serveHTTP(req) // health, metrics, also while draining: the handler decides
+		return
+	}
+	if s.draining.Load() {
+		c.drainRefuse()
 		return
 	}
 	if req.Method != "GET" {
@@ -430,8 +431,10 @@ func (c *client) closeLocked(code uint16, reason string) {
 	case stateClosing, stateClosed:
 		return
 	case stateHandshake, stateKeyCheck:
-		c.refuseWith(refShuttingDown, reason, "", time.Second)
+		c.refuseWith(refShuttingDown, reason, "", drainLinger)
 		return
+	case stateHTTP:
+		return // its answer is on the way
 	}
 	c.leaveTopic()
 	c.setState(stateClosing)
@@ -455,6 +458,31 @@ func (c *client) leaveTopic() {
 		c.srv.topics.Unsubscribe(t, c)
 		c.srv.stats.Subscribers.Add(-1)
 	}
+}
+
+// drainRefuse answers 503 to a handshake that comes while the hub drains,
+// and lingers so the client reads the answer before the socket goes,
+// whatever part of its request is still unread.
+func (c *client) drainRefuse() {
+	c.refuseWith(refShuttingDown, "server shutting down", "", drainLinger)
+}
+
+// drainLinger is how long a refusal during the drain keeps its socket open
+// for the client to read it: short, since the shutdown waits for it.
+const drainLinger = 200 * time.Millisecond
+
+// requestTarget is the target of the request line at the start of buf, or
+// "" while that line is incomplete.
+func requestTarget(buf []byte) string {
+	line, _, ok := bytes.Cut(buf, []byte("\r\n"))
+	if !ok {
+		return ""
+	}
+	fields := bytes.Fields(line)
+	if len(fields) < 2 {
+		return ""
+	}
+	return string(fields[1])
 }
 
 // refuse answers a handshake with an HTTP error and closes the connection.

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +28,7 @@ const usage = `wspubsub: a WebSocket publish/subscribe hub
 usage:
   wspubsub serve [flags]      run the hub (wspubsub serve -h lists the flags)
   wspubsub keys <command>     manage API keys (wspubsub keys help)
+  wspubsub config <command>   print a default config file, or check one (wspubsub config help)
   wspubsub version            print the version
 `
 
@@ -46,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runServe(args[1:], stdout, stderr)
 	case "keys":
 		return runKeys(args[1:], stdout, stderr)
+	case "config":
+		return runConfig(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "wspubsub", version())
 		return 0
@@ -71,10 +73,10 @@ func envOverrides(fs *flag.FlagSet) error {
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		name := "WSPUBSUB_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		name := envName(f.Name)
 		if v, ok := os.LookupEnv(name); ok && !given[f.Name] && err == nil {
 			if e := f.Value.Set(v); e != nil {
-				err = fmt.Errorf("bad %s=%q: %w", name, v, e)
+				err = fmt.Errorf("bad %s=%q: %w%s", name, redact(v), e, want(f))
 			}
 		}
 	})
@@ -122,10 +124,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o serveOptions
 	serveFlags(fs, &o)
+	registerConfig(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if err := envOverrides(fs); err != nil {
+	if _, err := applyConfig(fs); err != nil { // the config file, then the environment
 		fmt.Fprintln(stderr, "wspubsub serve:", err)
 		return 2
 	}
