@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -230,6 +231,15 @@ func TestSlowConsumer(t *testing.T) {
 	slow.send(t, []byte(request("GET", "/ws/sub/test/news", upgradeHeaders()...)))
 	slow.upgraded(t)
 
+	checkSlowConsumer(t, p, healthy, slow, &h.Stats().SlowConsumers, total, batch, size)
+}
+
+// checkSlowConsumer publishes total messages of size bytes, batch at a
+// time, and checks that healthy gets every one while slow, which does not
+// read, gets whole messages in order from the first and then a close with
+// 4000 (or the end of its connection), and that slowCount reaches 1.
+func checkSlowConsumer(t *testing.T, p, healthy *websocket.Conn, slow *rawClient, slowCount *atomic.Int64, total, batch, size int) {
+	t.Helper()
 	message := func(i int) []byte {
 		b := make([]byte, size)
 		binary.BigEndian.PutUint32(b, uint32(i))
@@ -245,7 +255,7 @@ func TestSlowConsumer(t *testing.T) {
 			expect(t, healthy, websocket.BinaryMessage, message(j))
 		}
 	}
-	waitFor(t, "SlowConsumers to count the slow subscriber", func() bool { return h.Stats().SlowConsumers.Load() == 1 })
+	waitFor(t, "SlowConsumers to count the slow subscriber", func() bool { return slowCount.Load() == 1 })
 
 	// The slow subscriber gets whole messages, in order, from the first,
 	// then a close frame with 4000 or the end of the connection.

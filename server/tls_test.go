@@ -276,49 +276,7 @@ func TestTLSSlowConsumer(t *testing.T) {
 	slow.send(t, []byte(request("GET", "/ws/sub/test/news", upgradeHeaders()...)))
 	slow.upgraded(t)
 
-	message := func(i int) []byte {
-		b := make([]byte, size)
-		binary.BigEndian.PutUint32(b, uint32(i))
-		return b
-	}
-	for i := 0; i < total; i += batch {
-		for j := i; j < i+batch; j++ {
-			if err := p.WriteMessage(websocket.BinaryMessage, message(j)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for j := i; j < i+batch; j++ {
-			expect(t, healthy, websocket.BinaryMessage, message(j))
-		}
-	}
-	waitFor(t, "SlowConsumers to count the slow subscriber", func() bool { return h.Stats().SlowConsumers.Load() == 1 })
-
-	got := 0
-	for {
-		slow.SetReadDeadline(time.Now().Add(5 * time.Second))
-		b0, payload, err := slow.readFrame()
-		if err != nil {
-			if isTimeout(err) {
-				t.Fatalf("after %d messages: %v", got, err)
-			}
-			break // dropped
-		}
-		if b0 == finBit|opClose {
-			if code := binary.BigEndian.Uint16(payload); code != 4000 {
-				t.Fatalf("after %d messages: close %d, want 4000", got, code)
-			}
-			slow.closeHandshake(t, 1000)
-			break
-		}
-		if b0 != finBit|opBin || !bytes.Equal(payload, message(got)) {
-			t.Fatalf("message %d: got %#x %.8x", got, b0, payload)
-		}
-		got++
-	}
-	if got >= total {
-		t.Fatalf("the slow subscriber got all %d messages", got)
-	}
-	t.Logf("the slow subscriber got %d of %d messages", got, total)
+	checkSlowConsumer(t, p, healthy, slow, &h.Stats().SlowConsumers, total, batch, size)
 }
 
 // TestTLSRefusesPlaintext: a plain WebSocket or HTTP client, or one that
