@@ -48,3 +48,5 @@ bench-suite: build
 	./wspubsub-bench fanout --compare --hub-bin ./wspubsub --topics 1000 --subs 10 --count 200 --size 256 --procs 2
 	./wspubsub-bench fanout --compare --hub-bin ./wspubsub --topics 1 --subs 10000 --count 120 --rate 4 --procs 2
 	./wspubsub-bench churn  --compare --hub-bin ./wspubsub --topics 10 --subs 200 --rate 100 --duration 10s --churn-rate 300 --churn-life 1s --procs 2
+	./wspubsub-bench slowconsumer --hub-bin ./wspubsub
+	./wspubsub-bench soak --hub-bin ./wspubsub

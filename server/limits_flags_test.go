@@ -3,6 +3,7 @@ package server_test
 import (
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,5 +171,23 @@ func TestMaxPublishRate(t *testing.T) {
 	}
 	if got < 10 || got > 12 {
 		t.Errorf("subscriber got %d messages of a burst of 50 at 10 a second, want the first 10 or so", got)
+	}
+}
+
+// TestConfiguredMaxHeaderBytes: a head up to MaxHeaderBytes is served, one
+// byte more gets 431.
+func TestConfiguredMaxHeaderBytes(t *testing.T) {
+	const limit = 1024
+	h := startHub(t, func(c *server.Config) { c.MaxHeaderBytes = limit })
+	h.pub(t, "test", "news")
+	head := func(pad int) string {
+		return request("GET", "/ws/sub/test/news", upgradeHeaders("X-Pad: "+strings.Repeat("p", pad))...)
+	}
+	base := len(head(0))
+	if resp := h.roundTrip(t, head(limit-base)); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("a %d-byte head: %s, want 101", limit, resp.Status)
+	}
+	if resp := h.roundTrip(t, head(limit-base+1)); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a %d-byte head: %s, want 431", limit+1, resp.Status)
 	}
 }

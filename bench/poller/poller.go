@@ -98,6 +98,11 @@ type DialSpec struct {
 	Path string
 	// Data is the caller's state for the connection (Conn.Data).
 	Data any
+	// Request, when set, is written instead of the upgrade request: for
+	// clients that send a broken or partial handshake on purpose. The
+	// answer is parsed as usual, so anything but a valid 101 fails the
+	// dial (a refusal with a *frame.HandshakeError).
+	Request []byte
 }
 
 // Errors of the engine.
@@ -594,7 +599,11 @@ func (c *Conn) sendRequest() {
 		host = c.spec.Server.String()
 	}
 	c.state = stateHandshake
-	c.out = frame.AppendRequest(c.out[:0], host, c.spec.Path, c.key)
+	if c.spec.Request != nil {
+		c.out = append(c.out[:0], c.spec.Request...)
+	} else {
+		c.out = frame.AppendRequest(c.out[:0], host, c.spec.Path, c.key)
+	}
 	c.flush()
 }
 
@@ -839,6 +848,23 @@ func (c *Conn) Close(code int) {
 		c.sentBye = true
 		c.out = frame.AppendClientFrame(c.out, frame.OpClose, frame.ClosePayload(p[:0], code, ""), uint32(c.w.Rand()))
 		syscall.Write(c.fd, c.out)
+	}
+	wasPending := c.state == stateConnecting || c.state == stateHandshake
+	c.fail(0, nil)
+	if wasPending {
+		c.w.prunePending()
+	}
+}
+
+// Drop closes the connection without a close frame: with a FIN, or with
+// reset a TCP RST (SO_LINGER 0), as a client that crashes or loses its
+// network does. The Handler hears Closed with a nil error.
+func (c *Conn) Drop(reset bool) {
+	if c.state == stateClosed {
+		return
+	}
+	if reset && c.fd >= 0 {
+		syscall.SetsockoptLinger(c.fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
 	}
 	wasPending := c.state == stateConnecting || c.state == stateHandshake
 	c.fail(0, nil)

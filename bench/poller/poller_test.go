@@ -1,7 +1,10 @@
 package poller
 
 import (
+	"bufio"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -158,4 +161,108 @@ func TestEngine(t *testing.T) {
 
 func errorsAs(err error, target **frame.HandshakeError) bool {
 	return errors.As(err, target)
+}
+
+// dropper answers each Open by dropping the connection, with a reset when
+// the dial's Data says so.
+type dropper struct {
+	recorder
+}
+
+func (d *dropper) Open(c *Conn, now int64) { c.Drop(c.Data.(bool)) }
+
+// TestRequestAndDrop: a custom request goes out byte for byte and a refusal
+// fails the dial; Drop ends an upgraded connection with a FIN, or a RST.
+func TestRequestAndDrop(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type seen struct {
+		req string
+		err error
+	}
+	got := make(chan seen, 3)
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				nc.SetDeadline(time.Now().Add(5 * time.Second))
+				r := bufio.NewReader(nc)
+				req, err := http.ReadRequest(r)
+				if err != nil {
+					got <- seen{err: err}
+					return
+				}
+				if req.URL.Path == "/refuse" {
+					io.WriteString(nc, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+					got <- seen{req: req.Header.Get("X-Raw")}
+					return
+				}
+				key := req.Header.Get("Sec-WebSocket-Key")
+				io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+frame.AcceptKey(key)+"\r\n\r\n")
+				_, err = r.ReadByte()
+				got <- seen{req: req.URL.Path, err: err}
+			}()
+		}
+	}()
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	d := &dropper{}
+	e, err := New(Config{Workers: 1, NewHandler: func(int) Handler { return d }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.Do(0, func(w *Worker) {
+		w.Dial(DialSpec{Server: ap, Request: []byte("GET /refuse HTTP/1.1\r\nHost: h\r\nX-Raw: yes\r\n\r\n")})
+		w.Dial(DialSpec{Server: ap, Path: "/fin", Data: false})
+		w.Dial(DialSpec{Server: ap, Path: "/rst", Data: true})
+	})
+	results := map[string]error{}
+	for range 3 {
+		select {
+		case s := <-got:
+			results[s.req] = s.err
+		case <-time.After(10 * time.Second):
+			t.Fatal("timed out")
+		}
+	}
+	if err, ok := results["yes"]; !ok || err != nil {
+		t.Errorf("custom request: %v %v", ok, err)
+	}
+	if err := results["/fin"]; err != io.EOF {
+		t.Errorf("Drop(false): server read %v, want EOF", err)
+	}
+	if err := results["/rst"]; err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Errorf("Drop(true): server read %v, want a reset", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d.mu.Lock()
+		n := d.closed
+		d.mu.Unlock()
+		if n == 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	refused := 0
+	for _, err := range d.errs {
+		var he *frame.HandshakeError
+		if errorsAs(err, &he) && he.Status == 400 {
+			refused++
+		} else if err != nil {
+			t.Errorf("Closed with %v", err)
+		}
+	}
+	if d.closed != 3 || refused != 1 {
+		t.Errorf("closed %d, refused %d; errors %v", d.closed, refused, d.errs)
+	}
 }

@@ -333,6 +333,40 @@ func detailRows(rs []*result.Result) ([]string, [][]string) {
 			return fmt.Sprintf("%d · %d · %d", r.Churn.Opened, r.Churn.Failed, r.Churn.Gaps)
 		}})
 	}
+	if rs[0].Soak != nil {
+		hub := func(h result.HubSample) string {
+			return fmt.Sprintf("%.0f · %.0f · %s · %.0f · %.0f", h.Goroutines, h.OpenFDs, mib(int64(h.RSS)), h.Connections, h.Topics)
+		}
+		rows = append(rows,
+			row{"hub at start: goroutines · files · RSS · connections · topics", func(r *result.Result) string { return hub(r.Soak.Start) }},
+			row{"hub at peak", func(r *result.Result) string { return hub(r.Soak.Peak) }},
+			row{"hub at end", func(r *result.Result) string {
+				return fmt.Sprintf("%s (settled %v after %.0f s)", hub(r.Soak.End), r.Soak.Settled, r.Soak.SettleSeconds)
+			}},
+			row{"short-lived clients · as expected", func(r *result.Result) string {
+				n := 0
+				for _, v := range r.Soak.Clients {
+					n += v
+				}
+				return fmt.Sprintf("%d · %d", n, r.Soak.Expected)
+			}},
+		)
+	}
+	if rs[0].Slow != nil {
+		rows = append(rows,
+			row{"slow one: cut off after · close · queued", func(r *result.Result) string {
+				s := r.Slow
+				return fmt.Sprintf("%.2f s · %d · %s", s.CutoffSeconds, s.CloseCode, mib(s.QueuedBytes))
+			}},
+			row{"fast subscribers' p99 before → after", func(r *result.Result) string {
+				return fmt.Sprintf("%s → %s", dur(r.Slow.Before.P99), dur(r.Slow.After.P99))
+			}},
+			row{"hub RSS before the stall → peak → after", func(r *result.Result) string {
+				s := r.Slow
+				return fmt.Sprintf("%s → %s → %s", mib(int64(s.RSSBaseline)), mib(int64(s.RSSPeak)), mib(int64(s.RSSAfter)))
+			}},
+		)
+	}
 	var out [][]string
 	for _, rw := range rows {
 		line := []string{rw.name}

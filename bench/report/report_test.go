@@ -54,3 +54,28 @@ func TestTables(t *testing.T) {
 		}
 	}
 }
+
+func TestRobustTables(t *testing.T) {
+	soak := sample("ours", 1)
+	soak.Scenario = "soak"
+	soak.Soak = &result.Soak{Start: result.HubSample{Goroutines: 11, RSS: 14 << 20}, End: result.HubSample{T: 130, Goroutines: 11, RSS: 18 << 20},
+		Settled: true, Tolerance: result.DefaultTolerance, Clients: map[string]int{"subscriber": 3}, Expected: 3}
+	slow := sample("ours", 1)
+	slow.Scenario = "slowconsumer"
+	slow.Slow = &result.SlowConsumer{MaxBacklog: 1 << 20, CutOff: true, CloseCode: 4000, QueuedBytes: 3 << 20, Disconnects: 1,
+		Before: result.Latency{Count: 1, P99: 4000}, After: result.Latency{Count: 1, P99: 5000}, MaxP99JumpUs: 5000, Tolerance: result.DefaultTolerance}
+	var b bytes.Buffer
+	for _, r := range []*result.Result{soak, slow} {
+		r.Check()
+		Table(&b, r)
+	}
+	if err := HTML(&b, "robust", []Run{{Ours: soak}, {Ours: slow}}); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"hub at end", "back within tolerance", "close 4000", "before 4.00ms", "hub at peak", "p99 before → after"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}

@@ -23,6 +23,11 @@ func Describe(r *result.Result) string {
 	switch r.Scenario {
 	case "idle":
 		what = fmt.Sprintf("%s, held %s", subs, p.Hold)
+	case "soak":
+		what = fmt.Sprintf("%s staying, %g msg/s × %d B each; %g short-lived clients/s living ~%s, for %s",
+			subs, p.Rate, p.Size, p.ChurnRate, p.ChurnLife, p.Duration)
+	case "slowconsumer":
+		what = fmt.Sprintf("1 topic × %d fast subs + 1 that stops reading, %g msg/s × %d B", p.SubsPerTopic, p.Rate, p.Size)
 	default:
 		rate := "as fast as possible"
 		if p.Rate > 0 {
@@ -72,6 +77,43 @@ func Table(w io.Writer, r *result.Result) {
 		row("client CPU", "%.2f s = %.3f µs per delivery (%.1f messages per read)", r.ClientCPUSeconds, r.ClientCPUPerDeliveryUs, r.MessagesPerRead)
 	} else {
 		row("client CPU", "%.2f s while holding", r.ClientCPUSeconds)
+	}
+	if s := r.Slow; s != nil {
+		row("slow one", "stopped reading at %.1f s; cut off %.2f s later, close %d; %s queued for it (bound %s + kernel ≤ %s)",
+			s.StallSeconds, s.CutoffSeconds, s.CloseCode, mib(s.QueuedBytes), mib(s.MaxBacklog), mib(s.KernelBuffer))
+		row("hub counted", "disconnects{slow_consumer} +%.0f, dropped_messages{slow_consumer} +%.0f", s.Disconnects, s.Dropped)
+		row("fast subs p99", "before %s (max %s), after %s (max %s); limit +%s (windows of %.0f s)",
+			dur(s.Before.P99), dur(s.Before.Max), dur(s.After.P99), dur(s.After.Max), dur(s.MaxP99JumpUs), s.WindowSeconds)
+		row("hub RSS", "%s before the stall, peak %s, %s after the cut-off (limit %s)",
+			mib(int64(s.RSSBaseline)), mib(int64(s.RSSPeak)), mib(int64(s.RSSAfter)), mib(int64(s.Tolerance.RSSLimit(s.RSSBaseline))))
+		row("hub heap in use", "%s before the stall, peak %s, %s after the cut-off",
+			mib(int64(s.HeapBaseline)), mib(int64(s.HeapPeak)), mib(int64(s.HeapAfter)))
+	}
+	if s := r.Soak; s != nil {
+		sample := func(h result.HubSample) string {
+			return fmt.Sprintf("goroutines %.0f, files %.0f, RSS %s, connections %.0f, topics %.0f",
+				h.Goroutines, h.OpenFDs, mib(int64(h.RSS)), h.Connections, h.Topics)
+		}
+		row("hub at start", "%s", sample(s.Start))
+		row("hub at peak", "%s", sample(s.Peak))
+		settled := "back within tolerance"
+		if !s.Settled {
+			settled = "NOT back within tolerance"
+		}
+		row("hub at end", "%s (%s after %.0f s)", sample(s.End), settled, s.SettleSeconds)
+		row("tolerance", "goroutines ±%.0f, files ±%.0f, RSS +%s or +%.0f%%, connections and topics 0",
+			s.Tolerance.Goroutines, s.Tolerance.OpenFDs, mib(int64(s.Tolerance.RSSBytes)), 100*s.Tolerance.RSSFraction)
+		n, bad := 0, 0
+		for _, v := range s.Clients {
+			n += v
+		}
+		for _, v := range s.Unexpected {
+			bad += v
+		}
+		row("short-lived", "%d clients (%s); %d answered as expected, %d not %s",
+			n, result.FormatCounts(s.Clients), s.Expected, bad, paren(result.FormatCounts(s.Unexpected)))
+		row("their messages", "%d published, %d delivered; %d gaps, %d duplicates, %d out of order",
+			s.Published, s.Delivered, s.Gaps, s.Duplicates, s.OutOfOrder)
 	}
 	if c := r.Churn; c != nil {
 		row("churn", "%d opened, %d failed, %d cut by server; %d deliveries, %d gaps, %d duplicates, %d out of order %s",

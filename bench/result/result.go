@@ -174,6 +174,7 @@ type Params struct {
 	ChurnRate    float64 `json:"churn_rate,omitempty"`
 	ChurnLife    string  `json:"churn_life,omitempty"`
 	Hold         string  `json:"hold,omitempty"`
+	Duration     string  `json:"duration,omitempty"`
 	Procs        int     `json:"procs"`
 	Workers      int     `json:"workers"`
 	SourceAddrs  int     `json:"source_addrs"`
@@ -305,6 +306,9 @@ type Result struct {
 
 	Series []Point `json:"series,omitempty"`
 	Churn  *Churn  `json:"churn,omitempty"`
+	// Soak and Slow are the soak and slow-consumer scenarios' own findings.
+	Soak *Soak         `json:"soak,omitempty"`
+	Slow *SlowConsumer `json:"slow_consumer,omitempty"`
 
 	// Errors are what went wrong; Failures are the checks the run failed
 	// (loss, duplicates, disorder, failed connects). Both empty means pass.
@@ -345,6 +349,12 @@ func (r *Result) Check() {
 		if c.Failed > 0 {
 			add("%d churning subscriber connects failed (%s)", c.Failed, FormatCounts(c.Errors))
 		}
+	}
+	if r.Soak != nil {
+		r.Soak.check(add)
+	}
+	if r.Slow != nil {
+		r.Slow.check(add)
 	}
 }
 

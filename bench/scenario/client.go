@@ -363,6 +363,39 @@ func (g *Group) StartPublishing(ctx context.Context, start, interval int64, publ
 	})
 }
 
+// StopPublishing ends every publisher after what it has sent so far, and
+// makes that what each subscriber is owed. Every publisher must have sent
+// the same number of messages (one topic, or the same schedule), which it
+// returns.
+func (g *Group) StopPublishing(ctx context.Context) (uint64, error) {
+	sent := make([][]uint64, len(g.clients))
+	err := g.each(ctx, func(c *client) {
+		for _, p := range c.pubs {
+			if !p.done {
+				p.count = p.sent
+				p.done = true
+				c.pubsDone.Add(1)
+			}
+			sent[c.idx] = append(sent[c.idx], p.sent)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	first := true
+	for _, s := range sent {
+		for _, v := range s {
+			if !first && v != n {
+				return 0, fmt.Errorf("cannot stop publishers that sent different counts (%d and %d)", n, v)
+			}
+			n, first = v, false
+		}
+	}
+	err = g.each(ctx, func(c *client) { c.count = n })
+	return n, err
+}
+
 // Finish computes what each worker measured and merges it; connections stay
 // open. Subscribers that stayed owe Count messages each. remote adds this
 // process's CPU time since Mark (a group in the coordinator's own process

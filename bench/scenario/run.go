@@ -1,6 +1,10 @@
 // Package scenario runs the load scenarios — idle, fanout and churn —
 // against a hub, over the poller's epoll clients, in this process or split
 // over worker processes, and sums up what they measured in a result.Result.
+// Two robustness scenarios run in this process alone and read the hub's
+// /metrics: soak (clients of every kind come and go for minutes; the hub
+// must come back to where it started, see soak.go) and slowconsumer (one
+// subscriber stops reading among many; see slow.go).
 //
 // Shape of a run: publishers connect first (one per topic), then the
 // subscribers, spread over the processes and the source addresses; after a
@@ -86,13 +90,41 @@ type Options struct {
 	// it a single line rewritten in place.
 	Progress    io.Writer
 	ProgressTTY bool
+
+	// The soak and slowconsumer scenarios read the hub's /metrics at
+	// MetricsURL; default http://SERVER/metrics, where our hub serves it.
+	// They run in this process alone (Procs is ignored).
+	MetricsURL string
+	// Tolerance is how near the start the hub's resources must come back:
+	// after the soak, and (RSS only) after the slow consumer's cut-off.
+	// Default result.DefaultTolerance.
+	Tolerance result.Tolerance
+	// SettleTimeout bounds the soak's wait for the hub to come back within
+	// Tolerance once every client left. Default 60 s.
+	SettleTimeout time.Duration
+
+	// MaxBacklog is the hub's --max-backlog (slowconsumer); default 1 MiB,
+	// the hub's own default.
+	MaxBacklog int64
+	// Stall is when the slow subscriber stops reading, counted from the
+	// first message (default 5 s); Window the length of the latency
+	// windows before the stall and after the cut-off (default 3 s);
+	// CutoffTimeout bounds the wait for the cut-off (default 60 s);
+	// SlowRcvBuf is the slow subscriber's SO_RCVBUF (default 4096);
+	// MaxP99Jump is how much the fast subscribers' p99 latency may grow
+	// from the window before to the window after (default 5 ms).
+	Stall         time.Duration
+	Window        time.Duration
+	CutoffTimeout time.Duration
+	SlowRcvBuf    int
+	MaxP99Jump    time.Duration
 }
 
 func (o *Options) defaults() error {
 	switch o.Scenario {
-	case "idle", "fanout", "churn":
+	case "idle", "fanout", "churn", "soak", "slowconsumer":
 	default:
-		return fmt.Errorf("cannot run scenario %q: want idle, fanout or churn", o.Scenario)
+		return fmt.Errorf("cannot run scenario %q: want idle, fanout, churn, soak or slowconsumer", o.Scenario)
 	}
 	def := func(v *int, d int) {
 		if *v <= 0 {
@@ -132,6 +164,40 @@ func (o *Options) defaults() error {
 			o.ChurnRate = 50
 		}
 		defD(&o.ChurnLife, 500*time.Millisecond)
+	case "soak":
+		defD(&o.Duration, 2*time.Minute)
+		if o.Rate <= 0 {
+			o.Rate = 10
+		}
+		o.Count = max(1, int(o.Rate*o.Duration.Seconds()))
+		if o.ChurnRate <= 0 {
+			o.ChurnRate = 100
+		}
+		defD(&o.ChurnLife, 2*time.Second)
+		o.Procs = 1
+	case "slowconsumer":
+		o.Topics = 1
+		if o.Rate <= 0 {
+			o.Rate = 100
+		}
+		if o.MaxBacklog <= 0 {
+			o.MaxBacklog = 1 << 20
+		}
+		defD(&o.Stall, 5*time.Second)
+		defD(&o.Window, 3*time.Second)
+		defD(&o.CutoffTimeout, time.Minute)
+		def(&o.SlowRcvBuf, 4096)
+		defD(&o.MaxP99Jump, 5*time.Millisecond)
+		o.Procs = 1
+		if o.Stall < o.Window {
+			return fmt.Errorf("cannot stall the slow subscriber after %v: the window before the stall is %v", o.Stall, o.Window)
+		}
+	}
+	if o.Scenario == "soak" || o.Scenario == "slowconsumer" {
+		if o.Tolerance == (result.Tolerance{}) {
+			o.Tolerance = result.DefaultTolerance
+		}
+		defD(&o.SettleTimeout, time.Minute)
 	}
 	if o.Rate < 0 {
 		return errors.New("cannot publish at a negative rate")
@@ -159,6 +225,10 @@ func (o *Options) params() result.Params {
 	case "churn":
 		p.ChurnRate = o.ChurnRate
 		p.ChurnLife = o.ChurnLife.String()
+	case "soak":
+		p.ChurnRate = o.ChurnRate
+		p.ChurnLife = o.ChurnLife.String()
+		p.Duration = o.Duration.String()
 	}
 	return p
 }
@@ -177,6 +247,23 @@ func Run(ctx context.Context, t *target.Target, o Options) (*result.Result, erro
 	r := &result.Result{
 		Scenario: o.Scenario, Target: t.Name, Started: time.Now(), Params: o.params(),
 		Publishers: o.Topics, ServerMeasured: t.PID != 0 && !t.InProcess,
+	}
+	if o.Scenario == "soak" || o.Scenario == "slowconsumer" {
+		if o.MetricsURL == "" {
+			o.MetricsURL = "http://" + t.Server.String() + "/metrics"
+		}
+		run := runSlow
+		if o.Scenario == "soak" {
+			run = runSoak
+		}
+		if err := run(ctx, t, o, r); err != nil {
+			r.Errors = append(r.Errors, err.Error())
+		}
+		if t.Exited() {
+			r.Errors = append(r.Errors, "hub exited during the run: "+t.LogTail(1024))
+		}
+		r.Check()
+		return r, nil
 	}
 	setup := Setup{
 		Server: t.Server.String(), Size: o.Size, Count: o.Count, Workers: o.Workers,

@@ -5,7 +5,12 @@
 //	wspubsub-bench idle    [flags]   hold N subscribers; connect rate, server memory per connection
 //	wspubsub-bench fanout  [flags]   T topics × S subscribers; throughput, loss, order, latency, CPU per delivery
 //	wspubsub-bench churn   [flags]   subscribers come and go while messages flow; no loss for those that stay
-//	wspubsub-bench smoke   --hub-bin BIN   tiny idle, fanout and churn against ours and the reference (CI)
+//	wspubsub-bench soak    [flags]   minutes of clients of every kind coming and going; the hub's goroutines,
+//	                                 files, memory, connections and topics must come back (reads /metrics)
+//	wspubsub-bench slowconsumer [flags]  one subscriber stops reading among 1,000 fast ones: it is cut off
+//	                                 at --max-backlog, the others lose nothing and keep their latency
+//	wspubsub-bench smoke   --hub-bin BIN   tiny idle, fanout, churn (ours and the reference), soak and
+//	                                 slowconsumer (ours) (CI)
 //	wspubsub-bench refhub  --listen ADDR --key K --domain D   run the reference hub standalone
 //
 // The hub is started by the bench (--hub-bin, or the reference hub when no
@@ -48,7 +53,7 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-const usage = `usage: wspubsub-bench idle|fanout|churn|smoke|refhub [flags]
+const usage = `usage: wspubsub-bench idle|fanout|churn|soak|slowconsumer|smoke|refhub [flags]
        wspubsub-bench SCENARIO -h   for the flags`
 
 func run(args []string) int {
@@ -64,7 +69,7 @@ func run(args []string) int {
 			return 1
 		}
 		return 0
-	case "idle", "fanout", "churn", "smoke":
+	case "idle", "fanout", "churn", "soak", "slowconsumer", "smoke":
 	case "-h", "--help", "help":
 		fmt.Println(usage)
 		return 0
@@ -137,6 +142,7 @@ type flags struct {
 	progress   bool
 	cpuProfile string
 	hub        target.HubOptions
+	tolRSSMiB  float64
 }
 
 type multi []string
@@ -163,23 +169,41 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.DurationVar(&f.hub.GracePeriod, "grace-period", 0, "start hubs with --grace-period")
 	fs.StringVar(&f.hub.LogPath, "hub-log", "", "append the output of the hubs the bench starts to FILE and keep it (default: a temporary file, shown on failure)")
 	// Shape.
-	defTopics, defSubs, defCount := 1, 100, 200
+	defTopics, defSubs, defCount, defSize, defRate := 1, 100, 200, 128, 0.0
+	defDuration, defChurnRate, defChurnLife := 5*time.Second, 50.0, 500*time.Millisecond
 	switch cmd {
 	case "idle":
 		defSubs = 1000
 	case "churn":
 		defTopics, defSubs, defCount = 4, 25, 0
+	case "soak":
+		defTopics, defSubs, defCount, defSize, defRate = 10, 50, 0, 256, 10
+		defDuration, defChurnRate, defChurnLife = 2*time.Minute, 200, 4*time.Second
+	case "slowconsumer":
+		defSubs, defCount, defSize, defRate = 1000, 0, 8192, 100
 	}
 	fs.IntVar(&o.Topics, "topics", defTopics, "topics (one publisher each)")
 	fs.IntVar(&o.SubsPerTopic, "subs", defSubs, "subscribers per topic")
 	pubs := fs.Int("pubs", 0, "publishers; the protocol allows one per topic, so this must equal --topics (default)")
-	fs.IntVar(&o.Size, "size", 128, "message size in bytes (at least 32: publisher id, sequence, send time, trailer)")
-	fs.IntVar(&o.Count, "count", defCount, "messages per publisher (churn: rate × duration when 0)")
-	fs.Float64Var(&o.Rate, "rate", 0, "messages per second per publisher; 0 = as fast as it goes (churn default 50)")
+	fs.IntVar(&o.Size, "size", defSize, "message size in bytes (at least 32: publisher id, sequence, send time, trailer)")
+	fs.IntVar(&o.Count, "count", defCount, "messages per publisher (churn, soak: rate × duration when 0; slowconsumer: until the end)")
+	fs.Float64Var(&o.Rate, "rate", defRate, "messages per second per publisher; 0 = as fast as it goes (churn default 50)")
 	fs.DurationVar(&o.Hold, "hold", 3*time.Second, "idle: how long to hold the subscribers before measuring memory")
-	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "churn: how long messages flow")
-	fs.Float64Var(&o.ChurnRate, "churn-rate", 50, "churn: subscribers joining per second")
-	fs.DurationVar(&o.ChurnLife, "churn-life", 500*time.Millisecond, "churn: how long each joining subscriber stays")
+	fs.DurationVar(&o.Duration, "duration", defDuration, "churn, soak: how long messages flow and clients come and go")
+	fs.Float64Var(&o.ChurnRate, "churn-rate", defChurnRate, "churn: subscribers joining per second; soak: short-lived clients of every kind per second")
+	fs.DurationVar(&o.ChurnLife, "churn-life", defChurnLife, "churn: how long each joining subscriber stays; soak: their mean life (each lives up to twice it)")
+	// Soak and slow consumer.
+	fs.StringVar(&o.MetricsURL, "metrics-url", "", "soak, slowconsumer: the hub's metrics (default http://HUB/metrics; give it for a --url hub with --metrics-listen)")
+	fs.DurationVar(&o.SettleTimeout, "settle-timeout", time.Minute, "soak: how long the hub gets to come back to its start once every client left")
+	fs.Float64Var(&o.Tolerance.Goroutines, "tolerance-goroutines", 5, "soak: goroutines may end this far from the start (±)")
+	fs.Float64Var(&o.Tolerance.OpenFDs, "tolerance-fds", 5, "soak: open files may end this far from the start (±)")
+	fs.Float64Var(&f.tolRSSMiB, "tolerance-rss-mib", 8, "soak, slowconsumer: RSS may end this many MiB above the start ...")
+	fs.Float64Var(&o.Tolerance.RSSFraction, "tolerance-rss-fraction", 0.2, "... or this fraction above it, whichever is more")
+	fs.DurationVar(&o.Stall, "stall", 5*time.Second, "slowconsumer: when the slow subscriber stops reading, after the first message")
+	fs.DurationVar(&o.Window, "window", 3*time.Second, "slowconsumer: latency window before the stall, and after the cut-off")
+	fs.DurationVar(&o.CutoffTimeout, "cutoff-timeout", time.Minute, "slowconsumer: fail if the hub has not cut the slow subscriber off by then")
+	fs.IntVar(&o.SlowRcvBuf, "slow-rcvbuf", 4096, "slowconsumer: SO_RCVBUF of the slow subscriber")
+	fs.DurationVar(&o.MaxP99Jump, "max-p99-jump", 5*time.Millisecond, "slowconsumer: how much the fast subscribers' p99 latency may grow from before to after")
 	// Clients.
 	fs.IntVar(&o.Procs, "procs", 1, "client processes holding subscribers (the bench re-executes itself)")
 	fs.IntVar(&o.Workers, "workers", 2, "epoll workers per client process")
@@ -203,6 +227,16 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	}
 	f.hub.Domain = f.domain
 	f.hub.ExtraArgs = hubArgs
+	o.Tolerance.RSSBytes = f.tolRSSMiB * (1 << 20)
+	o.MaxBacklog = f.hub.MaxBacklog
+	if cmd == "soak" || cmd == "slowconsumer" {
+		if f.compare {
+			return nil, fmt.Errorf("%s reads our hub's /metrics: the reference hub has none, so --compare does not apply", cmd)
+		}
+		if f.hubBin == "" && f.url == "" {
+			return nil, fmt.Errorf("%s reads our hub's /metrics: give --hub-bin or --url", cmd)
+		}
+	}
 	if *pubs != 0 && *pubs != o.Topics {
 		return nil, fmt.Errorf("cannot use %d publishers for %d topics: a topic takes one publisher (a second gets 409)", *pubs, o.Topics)
 	}
@@ -293,15 +327,16 @@ func one(ctx context.Context, f *flags, cmd string) (report.Run, error) {
 func against(ctx context.Context, f *flags, o scenario.Options, which string) (*result.Result, error) {
 	var t *target.Target
 	var err error
+	hub := hubOptions(f.hub, o)
 	switch which {
 	case "ours":
-		t, err = target.StartOurs(ctx, f.hubBin, f.hub)
+		t, err = target.StartOurs(ctx, f.hubBin, hub)
 	case "reference":
 		self, serr := os.Executable()
 		if serr != nil {
 			return nil, fmt.Errorf("cannot find the bench binary to start the reference hub: %w", serr)
 		}
-		t, err = target.StartReference(ctx, self, f.hub)
+		t, err = target.StartReference(ctx, self, hub)
 	case "url":
 		t, err = target.Attach(f.url, f.domain, f.key, f.serverPID)
 	}
@@ -319,7 +354,25 @@ func against(ctx context.Context, f *flags, o scenario.Options, which string) (*
 	return scenario.Run(ctx, t, o)
 }
 
-// smoke runs idle, fanout and churn, tiny, against ours and the reference.
+// hubOptions adapts the options of a hub the bench starts to scenario o:
+// the soak and the slow consumer want topics to end soon after their
+// publisher (--grace-period 1s unless given), and the slow consumer's
+// --max-backlog.
+func hubOptions(h target.HubOptions, o scenario.Options) target.HubOptions {
+	switch o.Scenario {
+	case "soak", "slowconsumer":
+		if h.GracePeriod == 0 {
+			h.GracePeriod = time.Second
+		}
+		if o.MaxBacklog > 0 {
+			h.MaxBacklog = o.MaxBacklog
+		}
+	}
+	return h
+}
+
+// smoke runs idle, fanout and churn, tiny, against ours and the reference,
+// then a short soak and slow consumer against ours.
 func smoke(ctx context.Context, f *flags) ([]report.Run, error) {
 	base := f.opt
 	base.Workers = 2
@@ -366,6 +419,27 @@ func smoke(ctx context.Context, f *flags) ([]report.Run, error) {
 		runs = append(runs, run)
 		if ctx.Err() != nil {
 			break
+		}
+	}
+	if f.hubBin != "" && ctx.Err() == nil {
+		soak := base
+		soak.Scenario, soak.Topics, soak.SubsPerTopic, soak.Size, soak.Rate = "soak", 2, 20, 256, 20
+		soak.Count, soak.Duration, soak.ChurnRate, soak.ChurnLife = 0, 10*time.Second, 50, 500*time.Millisecond
+		soak.SettleTimeout = 30 * time.Second
+		slow := base
+		slow.Scenario, slow.Topics, slow.SubsPerTopic, slow.Size, slow.Rate, slow.Count = "slowconsumer", 1, 100, 8192, 100, 0
+		slow.MaxBacklog, slow.Stall, slow.Window, slow.CutoffTimeout = 256<<10, 2*time.Second, time.Second, 30*time.Second
+		// One-second windows on a shared CI machine: the smoke checks the
+		// cut-off, the loss and the memory; the latency claim is the full
+		// run's (5 ms over 3-second windows).
+		slow.MaxP99Jump = 50 * time.Millisecond
+		for _, o := range []scenario.Options{soak, slow} {
+			r, err := against(ctx, f, o, "ours")
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s against ours: %w", o.Scenario, err))
+				continue
+			}
+			runs = append(runs, report.Run{Ours: r})
 		}
 	}
 	if f.hubBin == "" {
