@@ -28,6 +28,10 @@ type Cluster interface {
 	// blocks and must not call into the hub: it runs under the topic
 	// table's lock.
 	Started(k topics.Key) bool
+	// Lookup reports whether k is started anywhere when Started does not
+	// know it yet (the view lags the cluster by a moment): it reads the
+	// topic's ownership and waits until Started agrees. It may block.
+	Lookup(ctx context.Context, k topics.Key) (bool, error)
 	// Keep is asked when k's grace period runs out on this node: it reports
 	// whether the topic lives on elsewhere (a publisher took it over on
 	// another node), in which case the local subscribers stay. It may block
@@ -122,38 +126,72 @@ func (h *clusterHub) ClaimLost(k topics.Key) {
 // subscribeCluster is subscribe on a cluster node: the subscriber's
 // interest in the topic is recorded across the cluster before its 101, so
 // that it gets every message published after the 101 on any node. When
-// that takes a network round trip, the handshake waits off the loop.
-// c.mu is held.
+// that takes a network round trip, or the node's view of the cluster does
+// not know the topic yet, the handshake waits off the loop. c.mu is held.
 func (c *client) subscribeCluster(k topics.Key, wsKey string, rest []byte) {
 	s := c.srv
-	if !s.cfg.SubscribeWaits && !s.topics.Has(k) && !s.cluster.Started(k) {
-		c.refuse(refTopicNotStarted, "topic not started: no publisher")
-		return
+	known := s.cfg.SubscribeWaits || s.topics.Has(k) || s.cluster.Started(k)
+	if known {
+		c.interest, c.joined = k, true
+		if s.cluster.Join(k) {
+			c.subscribe(k, wsKey, rest)
+			return
+		}
 	}
-	c.interest, c.joined = k, true
-	if s.cluster.Join(k) {
-		c.subscribe(k, wsKey, rest)
+	select {
+	case s.checks <- struct{}{}:
+	default:
+		c.refuse(refKeyChecksBusy, "too many handshakes waiting on the cluster")
 		return
 	}
 	c.setState(stateKeyCheck)
 	c.buf = append(c.buf[:0:0], rest...)
-	go c.confirmInterest(k, wsKey)
+	go c.awaitCluster(k, wsKey, known)
 }
 
-// confirmInterest waits, off the loop, until the cluster carries the
-// topic's messages here, then completes the subscriber's handshake. When
-// NATS cannot be reached, only a topic with a local publisher can be
-// served; the others get 503.
-func (c *client) confirmInterest(k topics.Key, wsKey string) {
+// awaitCluster completes a subscriber's handshake off the loop: it asks
+// the cluster whether a topic this node's view does not know is started
+// (404 if not), then waits until the cluster carries the topic's messages
+// here. When NATS cannot be reached, only a topic with a local publisher
+// can be served; the others get 503.
+func (c *client) awaitCluster(k topics.Key, wsKey string, known bool) {
 	s := c.srv
+	defer func() { <-s.checks }()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
-	err := s.cluster.Confirm(ctx, k)
-	cancel()
+	defer cancel()
+	var err error
+	if !known {
+		var started bool
+		started, err = s.cluster.Lookup(ctx, k)
+		c.mu.Lock()
+		switch {
+		case c.state != stateKeyCheck:
+			c.mu.Unlock()
+			return // the client left while we asked
+		case err != nil:
+			s.log.Warn("cannot look a topic up across the cluster", "domain", k.Domain, "topic", k.Topic, "err", err)
+			c.refuse(refClusterUnavailable, "cluster unavailable, try again")
+			c.mu.Unlock()
+			return
+		case !started:
+			c.refuse(refTopicNotStarted, "topic not started: no publisher")
+			c.mu.Unlock()
+			return
+		}
+		c.interest, c.joined = k, true
+		confirmed := s.cluster.Join(k)
+		c.mu.Unlock()
+		if !confirmed {
+			err = s.cluster.Confirm(ctx, k)
+		}
+	} else {
+		err = s.cluster.Confirm(ctx, k)
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateKeyCheck {
-		return // the client left while we waited
+		return
 	}
 	if err != nil && !s.topics.HasPublisher(k) {
 		s.log.Warn("cannot subscribe across the cluster", "domain", k.Domain, "topic", k.Topic, "err", err)
