@@ -208,6 +208,7 @@ var configGroups = []struct {
 	{"API keys", []string{"keys-file", "database-url", "migrate"}},
 	{"Topics", []string{"grace-period", "subscribe-waits", "publishers-per-topic"}},
 	{"Limits", []string{"max-message-size", "max-backlog", "subscriber-input-limit", "max-header-bytes", "handshake-timeout", "close-timeout"}},
+	{"Cluster", []string{"nats-url", "node-name", "cluster-name"}},
 	{"Shutdown", []string{"drain-period", "shutdown-timeout"}},
 	{"Performance", []string{"pollers"}},
 	{"Logging", []string{"log-level", "log-format"}},
