@@ -138,31 +138,36 @@ func (c *client) subscribeCluster(k topics.Key, wsKey string, rest []byte) {
 			return
 		}
 	}
-	select {
-	case s.checks <- struct{}{}:
-	default:
-		c.refuse(refKeyChecksBusy, "too many handshakes waiting on the cluster")
-		return
+	if !known {
+		// A lookup reads the bucket: bounded like key checks, since any
+		// name can be asked for.
+		select {
+		case s.checks <- struct{}{}:
+		default:
+			c.refuse(refKeyChecksBusy, "too many handshakes waiting on the cluster")
+			return
+		}
 	}
 	c.setState(stateKeyCheck)
 	c.buf = append(c.buf[:0:0], rest...)
 	go c.awaitCluster(k, wsKey, known)
 }
 
-// awaitCluster completes a subscriber's handshake off the loop: it asks
+// awaitCluster completes a subscriber's handshake off the loop (one
+// goroutine per handshake, for as long as a round trip to NATS): it asks
 // the cluster whether a topic this node's view does not know is started
 // (404 if not), then waits until the cluster carries the topic's messages
 // here. When NATS cannot be reached, only a topic with a local publisher
 // can be served; the others get 503.
 func (c *client) awaitCluster(k topics.Key, wsKey string, known bool) {
 	s := c.srv
-	defer func() { <-s.checks }()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
 	defer cancel()
 	var err error
 	if !known {
 		var started bool
 		started, err = s.cluster.Lookup(ctx, k)
+		<-s.checks
 		c.mu.Lock()
 		switch {
 		case c.state != stateKeyCheck:
