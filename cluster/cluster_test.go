@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -629,4 +630,109 @@ func TestNATSRestartUnderLoad(t *testing.T) {
 	t.Logf("a sent %v runs; b received %v, lost %v; a's reconnect buffer refused %v", sent,
 		metric(t, b, "wspubsub_cluster_received_batches_total"), metric(t, b, "wspubsub_cluster_lost_batches_total"),
 		metric(t, a, "wspubsub_cluster_dropped_batches_total", "reason", "publish_error"))
+}
+
+// proxy forwards TCP connections to target until cut, which drops them all
+// and refuses new ones until restored.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  []net.Conn
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.setCut(true) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.cut {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+func (p *proxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+// TestClaimLostAfterPartition: a node cut off from NATS longer than its
+// claims live loses its topic to a publisher on another node, and when it is
+// back it closes its own publisher of that topic with 1001 rather than
+// keep two publishers.
+func TestClaimLostAfterPartition(t *testing.T) {
+	tc := newCluster(t)
+	fast := func(s *server.Config, c *cluster.Config) { c.ClaimTTL = time.Second }
+	px := startProxy(t, strings.TrimPrefix(tc.nats.URL, "nats://"))
+	a := tc.node(t, px.url(), fast)
+	b := tc.node(t, "", fast)
+	p := a.pub(t, "news")
+	sb := b.sub(t, "news")
+	publish(t, p, websocket.TextMessage, []byte("from a"))
+	expect(t, sb, websocket.TextMessage, []byte("from a"))
+
+	px.setCut(true)
+	waitFor(t, "a to notice", func() bool { return a.Ready() != nil })
+	// a's record lapses; a publisher on b takes the topic.
+	var p2 *websocket.Conn
+	waitFor(t, "a publisher on b to take the topic over", func() bool {
+		conn, status, err := b.dial("/ws/pub/" + tc.key + "/test/news")
+		if err == nil {
+			p2 = conn
+			return true
+		}
+		if status != http.StatusConflict {
+			t.Fatalf("publisher on b: %d %v", status, err)
+		}
+		return false
+	})
+	defer p2.Close()
+	publish(t, p2, websocket.TextMessage, []byte("from b"))
+	expect(t, sb, websocket.TextMessage, []byte("from b"))
+
+	px.setCut(false)
+	expectClosed(t, p, 1001) // a's publisher, once a is back and sees b's record
+	if got := metric(t, a, "wspubsub_cluster_claims_lost_total"); got != 1 {
+		t.Fatalf("a counted %v lost claims, want 1", got)
+	}
+	// a's subscribers, if any, would now be fed from b: a new one is.
+	waitFor(t, "a to be ready", func() bool { return a.Ready() == nil })
+	sa := a.sub(t, "news")
+	publish(t, p2, websocket.TextMessage, []byte("to both"))
+	expect(t, sb, websocket.TextMessage, []byte("to both"))
+	expect(t, sa, websocket.TextMessage, []byte("to both"))
 }
