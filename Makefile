@@ -40,8 +40,11 @@ bench:
 bench-smoke: build
 	./wspubsub-bench smoke --hub-bin ./wspubsub
 
-# Minutes: the suite's target scenarios, each against ours and the reference.
+# Minutes: the target scenarios of BENCHMARKS.md, each against ours and the
+# reference in one run.
 bench-suite: build
+	./wspubsub-bench idle   --compare --hub-bin ./wspubsub --subs 19000 --procs 2
 	./wspubsub-bench fanout --compare --hub-bin ./wspubsub --topics 1 --subs 10000 --count 200 --size 128 --procs 2
 	./wspubsub-bench fanout --compare --hub-bin ./wspubsub --topics 1000 --subs 10 --count 200 --size 256 --procs 2
-	./wspubsub-bench idle --compare --hub-bin ./wspubsub --subs 19000 --procs 2
+	./wspubsub-bench fanout --compare --hub-bin ./wspubsub --topics 1 --subs 10000 --count 120 --rate 4 --procs 2
+	./wspubsub-bench churn  --compare --hub-bin ./wspubsub --topics 10 --subs 200 --rate 100 --duration 10s --churn-rate 300 --churn-life 1s --procs 2

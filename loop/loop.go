@@ -10,6 +10,13 @@
 // what the kernel does not take at once joins the connection's backlog and is
 // written when the socket turns writable. No goroutine is started per
 // connection.
+//
+// With Config.TLS set, every connection speaks TLS, still without a
+// goroutine of its own: the loop feeds what it reads to the connection's TLS
+// state, which runs the handshake as its messages arrive and hands the
+// Handler plaintext; Send encrypts, on the goroutine that calls it, and the
+// backlog holds and counts ciphertext. Without it, TLS costs a nil check per
+// Send.
 package loop
 
 import (
@@ -21,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/logging"
 )
@@ -58,6 +66,11 @@ type Config struct {
 	// by closing it without a word; it only matters if the bound above is
 	// bypassed (close frames are). 0 means 2*MaxBacklog + 8 MiB.
 	HardLimit int
+	// TLS, if set, makes every connection TLS (1.2 or 1.3) with this
+	// certificate, which may be reloaded while serving. Each connection's
+	// bytes are encrypted on their own: a broadcast encoded once is still
+	// encrypted once per subscriber, in its Send. nil: plaintext.
+	TLS *KeyPair
 }
 
 // Engine owns the listener and the loops.
@@ -66,6 +79,8 @@ type Engine struct {
 	h       Handler
 	max     int64
 	stopped atomic.Bool
+	tls     *tls.Config // nil: plaintext
+	plain   sync.Pool   // buffers of ReadBufferSize for decrypted input
 }
 
 // Conn is one connection. Value is the Handler's own state for it.
@@ -78,6 +93,7 @@ type Conn struct {
 	closing bool  // guarded by mu
 	queued  int64 // bytes handed to nc.Write; guarded by mu
 	written atomic.Int64
+	tls     *tlsConn // nil: plaintext; guarded by mu
 }
 
 func init() {
@@ -99,6 +115,11 @@ func Start(cfg Config, h Handler) (*Engine, error) {
 		cfg.HardLimit = 2*cfg.MaxBacklog + 8<<20
 	}
 	e := &Engine{h: h, max: int64(cfg.MaxBacklog)}
+	if cfg.TLS != nil {
+		e.tls = serverConfig(cfg.TLS)
+		size := cfg.ReadBufferSize
+		e.plain.New = func() any { b := make([]byte, size); return &b }
+	}
 	e.nb = nbio.NewEngine(nbio.Config{
 		Name:               "wspubsub",
 		Network:            "tcp",
@@ -109,14 +130,25 @@ func Start(cfg Config, h Handler) (*Engine, error) {
 	})
 	e.nb.OnOpen(func(nc *nbio.Conn) {
 		c := &Conn{nc: nc, max: e.max}
+		if e.tls != nil {
+			c.tls = newTLSConn(nc, e.tls)
+		}
 		nc.SetSession(c)
 		h.OnOpen(c)
 	})
-	e.nb.OnData(func(nc *nbio.Conn, data []byte) {
-		if c, ok := nc.Session().(*Conn); ok {
-			h.OnData(c, data)
-		}
-	})
+	if e.tls == nil {
+		e.nb.OnData(func(nc *nbio.Conn, data []byte) {
+			if c, ok := nc.Session().(*Conn); ok {
+				h.OnData(c, data)
+			}
+		})
+	} else {
+		e.nb.OnData(func(nc *nbio.Conn, data []byte) {
+			if c, ok := nc.Session().(*Conn); ok {
+				e.onTLSData(c, data)
+			}
+		})
+	}
 	e.nb.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		if c, ok := nc.Session().(*Conn); ok {
 			c.written.Add(int64(n))
@@ -147,7 +179,8 @@ func (e *Engine) Stop() {
 // RemoteAddr is the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
-// Backlog is the number of bytes waiting to be taken by the kernel.
+// Backlog is the number of bytes waiting to be taken by the kernel
+// (ciphertext, under TLS).
 func (c *Conn) Backlog() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -157,20 +190,32 @@ func (c *Conn) Backlog() int {
 // Send writes b, or queues what the kernel does not take at once behind the
 // bytes already waiting, so one later write carries them all. It fails with
 // ErrBacklogFull, queuing nothing, when the backlog is not empty and b would
-// take it past the bound, and with ErrClosing after SendLast.
+// take it past the bound (under TLS, b's ciphertext: at most 29 bytes more
+// per 16 KiB), and with ErrClosing after SendLast.
 func (c *Conn) Send(b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return ErrClosing
 	}
-	if backlog := c.queued - c.written.Load(); backlog > 0 && backlog+int64(len(b)) > c.max {
+	if backlog := c.queued - c.written.Load(); backlog > 0 && backlog+c.size(b) > c.max {
 		return ErrBacklogFull
 	}
 	return c.write(b)
 }
 
+// size is how many bytes b takes in the backlog. c.mu is held.
+func (c *Conn) size(b []byte) int64 {
+	if c.tls != nil {
+		return tlsSize(len(b))
+	}
+	return int64(len(b))
+}
+
 func (c *Conn) write(b []byte) error {
+	if c.tls != nil {
+		return c.writeTLS(b)
+	}
 	c.queued += int64(len(b))
 	if _, err := c.nc.Write(b); err != nil {
 		return fmt.Errorf("cannot write to %v: %w", c.nc.RemoteAddr(), err)
@@ -229,6 +274,15 @@ func (c *Conn) Closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closing
+}
+
+// CloseFlushed closes the connection now if nothing is waiting for the
+// kernel; otherwise the deadline SendLast set ends it, so the backlog still
+// has its chance to go.
+func (c *Conn) CloseFlushed() {
+	if c.Backlog() == 0 {
+		c.nc.Close()
+	}
 }
 
 // Close drops the connection at once; bytes still waiting are discarded.

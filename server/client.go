@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,9 +56,16 @@ type client struct {
 	joined       bool
 
 	// A subscriber's input allowance: a token bucket of SubscriberInputLimit
-	// bytes, refilled at that many bytes a second.
+	// bytes, refilled at that many bytes a second; a publisher's, of
+	// MaxPublishRate messages.
 	inAllowance int64
 	inLast      int64 // UnixNano of the last refill
+
+	lastRead int64      // UnixNano of the last read, for keepalive
+	pingSent int64      // UnixNano of the unanswered ping, 0 if none
+	addr     netip.Addr // the peer's address, when admitted by the per-address limits
+	refusal  refusal    // a limit the connection broke at accept, answered at its request
+	lost     bool       // closing, and its input can no longer be parsed
 }
 
 // OnOpen implements loop.Handler.
@@ -66,8 +74,18 @@ func (s *Server) OnOpen(conn *loop.Conn) {
 	conn.Value = c
 	s.clients.add(c)
 	s.stats.handshaking.Add(1) // stateHandshake
+	if s.clients.len() > s.cfg.MaxConnections {
+		c.refusal = refTooManyConnections
+	} else if s.limits.on() {
+		a := addrOf(conn.RemoteAddr())
+		if r, ok := s.limits.open(a, c.opened); ok {
+			c.addr = a
+		} else {
+			c.refusal = r
+		}
+	}
 	timeout := s.cfg.HandshakeTimeout
-	if s.draining.Load() {
+	if s.draining.Load() || c.refusal != 0 {
 		timeout = min(timeout, time.Second) // it must not hold the shutdown up
 	}
 	conn.SetDeadline(time.Now().Add(timeout))
@@ -76,7 +94,9 @@ func (s *Server) OnOpen(conn *loop.Conn) {
 // OnClose implements loop.Handler.
 func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	c := conn.Value.(*client)
+	defer s.clients.remove(c)
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	switch {
 	case c.upgraded:
 		s.stats.disconnects.add(disconnectOf(c.closeCode), 1)
@@ -93,9 +113,10 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 		s.cluster.Leave(c.interest)
 		c.joined = false
 	}
+	if c.addr.IsValid() {
+		s.limits.close(c.addr)
+	}
 	c.buf, c.out = nil, nil
-	c.mu.Unlock()
-	s.clients.remove(c)
 }
 
 // OnData implements loop.Handler.
@@ -103,6 +124,7 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 	c := conn.Value.(*client)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.lastRead, c.pingSent = time.Now().UnixNano(), 0
 	switch c.state {
 	case stateHandshake:
 		c.handshake(data)
@@ -119,10 +141,18 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 	case stateSubscriber:
 		c.subscriberInput(data)
 	case stateClosing:
-		// Wait for the peer's close frame; everything else is dropped.
+		// Wait for the peer's close frame; everything else is dropped. When
+		// it comes, or the framing is lost (RFC 6455 7.1.7: fail the
+		// connection), close once our own bytes are out: closing with a
+		// backlog would discard the close frame queued behind it. A backlog
+		// that does not drain is ended by the close timeout.
+		if c.lost {
+			return
+		}
 		c.rd.Discard = true
 		if err := c.rd.Feed(data, c); err != nil || c.rd.Closed() {
-			c.conn.Close()
+			c.lost = err != nil
+			c.conn.CloseFlushed()
 		}
 	}
 }
@@ -183,6 +213,10 @@ func (c *client) handshake(data []byte) {
 		c.drainRefuse()
 		return
 	}
+	if c.refusal != 0 {
+		c.refuseWith(c.refusal, limitReason[c.refusal], "", drainLinger)
+		return
+	}
 	if req.Method != "GET" {
 		c.refuseWith(refMethodNotAllowed, "only GET is served", "Allow: GET\r\n", 0)
 		return
@@ -200,11 +234,17 @@ func (c *client) handshake(data []byte) {
 	case req.Version != "13":
 		c.refuseWith(refUpgradeRequired, "unsupported WebSocket version: want 13", "Sec-WebSocket-Version: 13\r\n", 0)
 		return
+	case req.Body:
+		c.refuse(refBadRequest, "an upgrade request has no body")
+		return
 	case !ws.ValidKey(req.Key):
 		c.refuse(refBadRequest, "missing or invalid Sec-WebSocket-Key")
 		return
 	case req.Host == "":
 		c.refuse(refBadRequest, "missing Host header")
+		return
+	case !originAllowed(s.cfg.AllowedOrigins, req.Origin):
+		c.refuse(refOriginForbidden, "origin not allowed: "+req.Origin)
 		return
 	}
 	if !r.publisher {
@@ -288,7 +328,14 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		return
 	}
 	t, err := s.topics.AddPublisher(k)
-	if err != nil {
+	switch {
+	case errors.Is(err, topics.ErrTooManyTopics):
+		if claim != nil {
+			claim.Release()
+		}
+		c.refuse(refTooManyTopics, "domain has too many topics")
+		return
+	case err != nil:
 		if claim != nil {
 			claim.Release()
 		}
@@ -311,6 +358,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	c.topic, c.wasPublisher, c.upgraded = t, true, true
 	c.claim = claim
 	c.fan = new(fanoutState)
+	c.inAllowance, c.inLast = int64(s.cfg.MaxPublishRate), time.Now().UnixNano()
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
 	c.conn.SetDeadline(time.Time{})
 	early := c.buf
@@ -337,6 +385,9 @@ func (c *client) subscribe(k topics.Key, wsKey string, rest []byte) {
 	switch {
 	case errors.Is(err, topics.ErrNotStarted):
 		c.refuse(refTopicNotStarted, "topic not started: no publisher")
+		return
+	case errors.Is(err, topics.ErrTooManyTopics):
+		c.refuse(refTooManyTopics, "domain has too many topics")
 		return
 	case err != nil:
 		if c.topic != nil {
@@ -387,7 +438,7 @@ func (c *client) publish(data []byte) {
 func (c *client) subscriberInput(data []byte) {
 	s := c.srv
 	limit := int64(s.cfg.SubscriberInputLimit)
-	now := time.Now().UnixNano()
+	now := c.lastRead
 	elapsed := min(now-c.inLast, int64(time.Second))
 	c.inAllowance = min(limit, c.inAllowance+elapsed*limit/int64(time.Second))
 	c.inLast = now
@@ -422,6 +473,14 @@ func (c *client) afterRead(err error) {
 // Message implements ws.Handler for publishers: each message is appended to
 // the read's run of frames.
 func (c *client) Message(op ws.Opcode, payload []byte) error {
+	if rate := int64(c.srv.cfg.MaxPublishRate); rate > 0 {
+		elapsed := min(c.lastRead-c.inLast, int64(time.Second))
+		c.inAllowance = min(rate, c.inAllowance+elapsed*rate/int64(time.Second))
+		c.inLast = c.lastRead
+		if c.inAllowance--; c.inAllowance < 0 {
+			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + itoa(int(rate)) + " messages a second"}
+		}
+	}
 	c.out = ws.AppendFrame(c.out, op, payload)
 	c.msgs++
 	c.payload += len(payload)
@@ -437,6 +496,7 @@ func (c *client) Control(op ws.Opcode, payload []byte) error {
 	case ws.OpPing:
 		var b [2 + ws.MaxControlPayload]byte
 		if err := c.conn.Send(ws.AppendFrame(b[:0], ws.OpPong, payload)); errors.Is(err, loop.ErrBacklogFull) {
+			c.srv.stats.SlowConsumers.Add(1)
 			return &ws.CloseError{Code: ws.CloseSlowConsumer, Reason: "slow consumer: backlog over --max-backlog"}
 		}
 	case ws.OpClose:
@@ -498,6 +558,13 @@ func (c *client) leaveTopic() {
 		c.srv.topics.Unsubscribe(t, c)
 		c.srv.stats.Subscribers.Add(-1)
 	}
+}
+
+// limitReason is what a refusal for a broken connection limit says.
+var limitReason = [numRefusals]string{
+	refTooManyConnections: "too many connections",
+	refTooManyFromAddr:    "too many connections from your address",
+	refHandshakeRate:      "too many new connections from your address: slow down",
 }
 
 // drainRefuse answers 503 to a handshake that comes while the hub drains,

@@ -29,6 +29,11 @@ const (
 	refShuttingDown
 	refHTTPBusy
 	refClusterUnavailable
+	refTooManyConnections
+	refTooManyFromAddr
+	refHandshakeRate
+	refOriginForbidden
+	refTooManyTopics
 	refHandshakeTimeout // no answer: the connection is dropped
 	refAbandoned        // the client left before the handshake ended
 	numRefusals
@@ -51,6 +56,11 @@ var refusals = [numRefusals]struct {
 	refShuttingDown:        {503, "shutting_down"},
 	refHTTPBusy:            {503, "http_busy"},
 	refClusterUnavailable:  {503, "cluster_unavailable"},
+	refTooManyConnections:  {503, "too_many_connections"},
+	refTooManyFromAddr:     {503, "too_many_connections_from_address"},
+	refHandshakeRate:       {429, "handshake_rate"},
+	refOriginForbidden:     {403, "origin_forbidden"},
+	refTooManyTopics:       {429, "too_many_topics"},
 	refHandshakeTimeout:    {0, "handshake_timeout"},
 	refAbandoned:           {0, "abandoned"},
 }
@@ -68,12 +78,13 @@ const (
 	discProtocolError
 	discMessageTooBig
 	discFlood
+	discPublishRate
 	numDisconnects
 )
 
 var disconnectLabels = [numDisconnects]string{
 	"client", "slow_consumer", "idle_timeout", "key_revoked", "topic_closed",
-	"shutdown", "protocol_error", "message_too_big", "flood",
+	"shutdown", "protocol_error", "message_too_big", "flood", "publish_rate",
 }
 
 // disconnectOf maps the close code the hub sent to its reason.
@@ -95,6 +106,8 @@ func disconnectOf(code uint16) disconnect {
 		return discMessageTooBig
 	case 1008:
 		return discFlood
+	case 4004:
+		return discPublishRate
 	}
 	return discProtocolError
 }
@@ -151,7 +164,16 @@ type Stats struct {
 }
 
 // counters is a counter per value of a small label set.
-type counters[K ~uint8] [16]atomic.Int64
+type counters[K ~uint8] [maxLabels]atomic.Int64
+
+// maxLabels bounds every label set above; the compiler checks each fits.
+const maxLabels = 32
+
+var (
+	_ [maxLabels - numRefusals]struct{}
+	_ [maxLabels - numDisconnects]struct{}
+	_ [maxLabels - numDrops]struct{}
+)
 
 func (c *counters[K]) add(k K, n int64) { c[k].Add(n) }
 

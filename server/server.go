@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/wspubsub/wspubsub/loop"
@@ -89,6 +90,41 @@ type Config struct {
 	// period hold across them. Nil: a single hub, with no cluster work on
 	// any path. Start binds it; the caller closes it after Shutdown.
 	Cluster Cluster
+	// TLS, if set, serves wss:// (and https:// for HTTP) with its
+	// certificate, which KeyPair.Reload swaps without dropping connections.
+	// A broadcast is still encoded once, but encrypted once per subscriber.
+	// Default nil: plaintext.
+	TLS *loop.KeyPair
+
+	// PingInterval is how long an upgraded connection may send nothing
+	// before the hub pings it; negative turns keepalive off. Default 30s.
+	PingInterval time.Duration
+	// PongTimeout is how long a pinged connection has to send anything
+	// (its pong) before it is closed with 4003. Default 10s.
+	PongTimeout time.Duration
+	// MaxConnections bounds open connections; more get 503. Default: the
+	// process's open-file limit less 64.
+	MaxConnections int
+	// MaxConnectionsPerAddr bounds open connections from one IP address;
+	// more get 503. Default 0: no bound (a hub behind a proxy sees one
+	// address).
+	MaxConnectionsPerAddr int
+	// HandshakeRate bounds new connections a second from one IP address,
+	// with bursts of HandshakeBurst; more get 429. Default 0: no bound.
+	HandshakeRate  float64
+	HandshakeBurst int
+	// MaxTopicsPerDomain bounds a domain's live topics; a handshake that
+	// would start one more gets 429. Default 100,000; negative: no bound.
+	MaxTopicsPerDomain int
+	// MaxPublishRate bounds the messages a second a publisher may send
+	// (in bursts of as many); past it the publisher is closed with 4004.
+	// Default 0: no bound.
+	MaxPublishRate int
+	// AllowedOrigins lists the Origin headers browsers may connect with:
+	// exact origins, "https://*.example.com" for subdomains, or "*".
+	// Requests without Origin (not browsers) are always allowed. Default:
+	// any origin.
+	AllowedOrigins []string
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +143,23 @@ func (c *Config) setDefaults() {
 	def(&c.SubscriberInputLimit, 64<<10)
 	def(&c.MaxPendingKeyChecks, 256)
 	def(&c.MaxHTTPRequests, 16)
+	def(&c.MaxConnections, openFileLimit()-64)
+	def(&c.HandshakeBurst, max(1, int(c.HandshakeRate)))
+	switch {
+	case c.MaxTopicsPerDomain == 0:
+		c.MaxTopicsPerDomain = 100_000
+	case c.MaxTopicsPerDomain < 0:
+		c.MaxTopicsPerDomain = 0
+	}
+	switch {
+	case c.PingInterval == 0:
+		c.PingInterval = 30 * time.Second
+	case c.PingInterval < 0:
+		c.PingInterval = 0
+	}
+	if c.PongTimeout <= 0 {
+		c.PongTimeout = 10 * time.Second
+	}
 	if c.Version == "" {
 		c.Version = buildVersion()
 	}
@@ -142,8 +195,11 @@ type Server struct {
 	pool     *fanoutPool
 	cluster  Cluster // nil on a single hub
 
+	limits *addrLimits
+
 	draining atomic.Bool
-	done     chan struct{}
+	done     chan struct{} // closed when Shutdown returns
+	stop     chan struct{} // closed when the loops stop: background work ends
 }
 
 // Start listens and serves until Shutdown.
@@ -161,14 +217,17 @@ func Start(cfg Config) (*Server, error) {
 		pool:    newFanoutPool(lanesFor(cfg.Pollers)),
 		cluster: cfg.Cluster,
 		done:    make(chan struct{}),
+		stop:    make(chan struct{}),
+		limits:  newAddrLimits(cfg.MaxConnectionsPerAddr, cfg.HandshakeRate, cfg.HandshakeBurst),
 	}
 	s.clients.init()
 	s.keyUsers.m = make(map[*client][32]byte)
 	tc := topics.Config[*client]{
-		MaxPublishers:  cfg.PublishersPerTopic,
-		SubscribeWaits: cfg.SubscribeWaits,
-		GracePeriod:    cfg.GracePeriod,
-		OnExpire:       s.expire,
+		MaxPublishers:      cfg.PublishersPerTopic,
+		MaxTopicsPerDomain: cfg.MaxTopicsPerDomain,
+		SubscribeWaits:     cfg.SubscribeWaits,
+		GracePeriod:        cfg.GracePeriod,
+		OnExpire:           s.expire,
 	}
 	if s.cluster != nil {
 		tc.Started, tc.Keep = s.cluster.Started, s.cluster.Keep
@@ -183,12 +242,14 @@ func Start(cfg Config) (*Server, error) {
 		MaxBacklog:     cfg.MaxBacklog,
 		ReadBufferSize: 64 << 10,
 		HardLimit:      2*cfg.MaxBacklog + 2*cfg.MaxMessageSize + 1<<20,
+		TLS:            cfg.TLS,
 	}, s)
 	if err != nil {
 		s.pool.stop()
 		return nil, fmt.Errorf("cannot start the hub: %w", err)
 	}
 	s.engine = e
+	go s.keepalive()
 	return s, nil
 }
 
@@ -256,6 +317,7 @@ wait:
 	}
 	s.engine.Stop()
 	s.pool.stop()
+	close(s.stop)
 	return err
 }
 
@@ -316,6 +378,15 @@ func (k *keyUsers) of(hash [32]byte) []*client {
 	return out
 }
 
+// openFileLimit is the process's soft limit on open files.
+func openFileLimit() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 20
+	}
+	return int(rl.Cur)
+}
+
 // clientSet holds every open connection, sharded to keep opens and closes
 // from contending.
 type clientSet struct {
@@ -355,8 +426,10 @@ func (cs *clientSet) remove(c *client) {
 func (cs *clientSet) len() int { return int(cs.n.Load()) }
 
 // each calls f for every client, holding no lock during the call.
-func (cs *clientSet) each(f func(c *client)) {
-	var batch []*client
+func (cs *clientSet) each(f func(c *client)) { cs.eachInto(nil, f) }
+
+// eachInto is each with a buffer to reuse, which it returns.
+func (cs *clientSet) eachInto(batch []*client, f func(c *client)) []*client {
 	for i := range cs.shards {
 		sh := &cs.shards[i]
 		sh.mu.Lock()
@@ -369,4 +442,6 @@ func (cs *clientSet) each(f func(c *client)) {
 			f(c)
 		}
 	}
+	clear(batch[:cap(batch)]) // keep no client alive through the buffer
+	return batch[:0]
 }

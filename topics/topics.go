@@ -29,6 +29,9 @@ var ErrNotStarted = errors.New("topics: topic has no publisher")
 // ErrHasPublisher means a topic already has as many publishers as it may.
 var ErrHasPublisher = errors.New("topics: topic already has its publisher")
 
+// ErrTooManyTopics means a domain already has as many topics as it may.
+var ErrTooManyTopics = errors.New("topics: domain has too many topics")
+
 // Key names a topic: topics of different domains never mix.
 type Key struct {
 	Domain, Topic string
@@ -39,6 +42,8 @@ type Key struct {
 type Config[S comparable] struct {
 	// MaxPublishers is how many publishers a topic may have at once; 0 means 1.
 	MaxPublishers int
+	// MaxTopicsPerDomain bounds a domain's live topics; 0 means no bound.
+	MaxTopicsPerDomain int
 	// SubscribeWaits lets a subscriber join a topic before its publisher
 	// starts it; otherwise such a subscriber gets ErrNotStarted.
 	SubscribeWaits bool
@@ -70,6 +75,9 @@ type Table[S comparable] struct {
 	seed   maphash.Seed
 	topics atomic.Int64
 	shards [numShards]shard[S]
+
+	dmu     sync.Mutex     // taken under a shard's mutex, never the reverse
+	domains map[string]int // live topics per domain, with MaxTopicsPerDomain
 }
 
 type shard[S comparable] struct {
@@ -100,7 +108,7 @@ func New[S comparable](cfg Config[S]) *Table[S] {
 	if cfg.MaxPublishers <= 0 {
 		cfg.MaxPublishers = 1
 	}
-	t := &Table[S]{cfg: cfg, seed: maphash.MakeSeed()}
+	t := &Table[S]{cfg: cfg, seed: maphash.MakeSeed(), domains: make(map[string]int)}
 	for i := range t.shards {
 		t.shards[i].m = make(map[Key]*Topic[S])
 	}
@@ -122,7 +130,10 @@ func (tb *Table[S]) AddPublisher(k Key) (*Topic[S], error) {
 	defer sh.mu.Unlock()
 	t := sh.m[k]
 	if t == nil {
-		t = tb.create(sh, k)
+		var err error
+		if t, err = tb.create(sh, k); err != nil {
+			return nil, err
+		}
 	}
 	if t.publishers >= tb.cfg.MaxPublishers {
 		return nil, ErrHasPublisher
@@ -198,7 +209,10 @@ func (tb *Table[S]) Subscribe(k Key, s S) (*Topic[S], error) {
 		if !tb.cfg.SubscribeWaits && (tb.cfg.Started == nil || !tb.cfg.Started(k)) {
 			return nil, ErrNotStarted
 		}
-		t = tb.create(sh, k)
+		var err error
+		if t, err = tb.create(sh, k); err != nil {
+			return nil, err
+		}
 	}
 	if _, ok := t.index[s]; ok {
 		return t, nil
@@ -273,11 +287,21 @@ func (tb *Table[S]) End(k Key) (subscribers []S, ok bool) {
 	return subs, true
 }
 
-func (tb *Table[S]) create(sh *shard[S], k Key) *Topic[S] {
+func (tb *Table[S]) create(sh *shard[S], k Key) (*Topic[S], error) {
+	if max := tb.cfg.MaxTopicsPerDomain; max > 0 {
+		tb.dmu.Lock()
+		n := tb.domains[k.Domain]
+		if n >= max {
+			tb.dmu.Unlock()
+			return nil, ErrTooManyTopics
+		}
+		tb.domains[k.Domain] = n + 1
+		tb.dmu.Unlock()
+	}
 	t := &Topic[S]{key: k, shard: sh, index: make(map[S]int)}
 	sh.m[k] = t
 	tb.topics.Add(1)
-	return t
+	return t, nil
 }
 
 func (tb *Table[S]) remove(sh *shard[S], t *Topic[S]) {
@@ -288,6 +312,15 @@ func (tb *Table[S]) remove(sh *shard[S], t *Topic[S]) {
 	t.count.Store(0)
 	delete(sh.m, t.key)
 	tb.topics.Add(-1)
+	if tb.cfg.MaxTopicsPerDomain > 0 {
+		tb.dmu.Lock()
+		if n := tb.domains[t.key.Domain] - 1; n > 0 {
+			tb.domains[t.key.Domain] = n
+		} else {
+			delete(tb.domains, t.key.Domain)
+		}
+		tb.dmu.Unlock()
+	}
 }
 
 // Range calls f for every live topic, holding no lock during the call.

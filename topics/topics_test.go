@@ -276,3 +276,25 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestMaxTopicsPerDomain(t *testing.T) {
+	tb := New(Config[*sub]{MaxTopicsPerDomain: 2, SubscribeWaits: true})
+	a, _ := tb.AddPublisher(Key{"d", "a"})
+	if _, err := tb.AddPublisher(Key{"d", "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.AddPublisher(Key{"d", "c"}); !errors.Is(err, ErrTooManyTopics) {
+		t.Fatalf("third topic of d: %v", err)
+	}
+	if _, err := tb.Subscribe(Key{"d", "c"}, &sub{1}); !errors.Is(err, ErrTooManyTopics) {
+		t.Fatalf("a waiting subscriber made a third topic of d: %v", err)
+	}
+	if _, err := tb.AddPublisher(Key{"e", "c"}); err != nil {
+		t.Fatal("another domain is limited too:", err)
+	}
+	tb.RemovePublisher(a) // no grace: ends at once
+	time.Sleep(10 * time.Millisecond)
+	if _, err := tb.AddPublisher(Key{"d", "c"}); err != nil {
+		t.Fatal("a topic ended but its domain's count did not go down:", err)
+	}
+}

@@ -33,6 +33,7 @@ const (
 	CloseTopicClosed     uint16 = 4001 // the publisher left and the grace period ran out
 	CloseKeyRevoked      uint16 = 4002 // the publisher's key was revoked or deactivated
 	CloseIdleTimeout     uint16 = 4003 // the peer did not answer pings
+	ClosePublishRate     uint16 = 4004 // a publisher sent faster than its topic may
 )
 
 // CloseError is a protocol failure: the connection must be closed with Code.
@@ -153,7 +154,19 @@ func (r *Reader) Feed(data []byte, h Handler) error {
 	for len(buf) > 0 && !r.closed {
 		n, err := r.frame(buf, h)
 		if err != nil {
-			r.pending = nil
+			if n == 0 {
+				// A protocol error: where the next frame starts is lost.
+				r.pending = nil
+				return err
+			}
+			// The Handler's error, after a whole frame: keep the rest, so a
+			// caller who goes on feeding starts at a frame boundary.
+			buf = buf[n:]
+			if carried {
+				r.pending = r.pending[:copy(r.pending, buf)]
+			} else {
+				r.pending = append(r.pending[:0], buf...)
+			}
 			return err
 		}
 		if n == 0 {

@@ -31,6 +31,10 @@ type Request struct {
 	Authorization string
 	Origin        string
 	Host          string
+	// Body is true when the request announces a body (Content-Length other
+	// than 0, or Transfer-Encoding): an upgrade request has none, and the
+	// hub reads none.
+	Body bool
 }
 
 var crlfcrlf = []byte("\r\n\r\n")
@@ -73,6 +77,12 @@ func ParseRequest(buf []byte, max int) (Request, int, error) {
 	req.Target = string(target)
 
 	var upgrade, connUpgrade bool
+	var seen uint8 // headers that may appear once
+	once := func(bit uint8) bool {
+		dup := seen&bit != 0
+		seen |= bit
+		return !dup
+	}
 	for len(rest) > 0 {
 		line, rest = cutLine(rest)
 		colon := bytes.IndexByte(line, ':')
@@ -92,15 +102,34 @@ func ParseRequest(buf []byte, max int) (Request, int, error) {
 		case equalFold(name, "connection"):
 			connUpgrade = connUpgrade || hasToken(value, "upgrade")
 		case equalFold(name, "sec-websocket-key"):
+			if !once(1) {
+				return req, 0, ErrMalformed
+			}
 			req.Key = string(value)
 		case equalFold(name, "sec-websocket-version"):
+			if !once(2) {
+				return req, 0, ErrMalformed
+			}
 			req.Version = string(value)
 		case equalFold(name, "authorization"):
+			if !once(4) {
+				return req, 0, ErrMalformed
+			}
 			req.Authorization = string(value)
 		case equalFold(name, "origin"):
+			if !once(8) {
+				return req, 0, ErrMalformed
+			}
 			req.Origin = string(value)
 		case equalFold(name, "host"):
+			if !once(16) { // RFC 9112 3.2: more than one Host is a 400
+				return req, 0, ErrMalformed
+			}
 			req.Host = string(value)
+		case equalFold(name, "content-length"):
+			req.Body = req.Body || string(value) != "0"
+		case equalFold(name, "transfer-encoding"):
+			req.Body = true
 		}
 	}
 	req.Upgrade = upgrade && connUpgrade

@@ -204,10 +204,13 @@ var configGroups = []struct {
 	title string
 	names []string
 }{
-	{"Listening", []string{"listen", "metrics-listen", "pprof"}},
+	{"Listening", []string{"listen", "tls-cert", "tls-key", "metrics-listen", "pprof"}},
 	{"API keys", []string{"keys-file", "database-url", "migrate"}},
 	{"Topics", []string{"grace-period", "subscribe-waits", "publishers-per-topic"}},
-	{"Limits", []string{"max-message-size", "max-backlog", "subscriber-input-limit", "max-header-bytes", "handshake-timeout", "close-timeout"}},
+	{"Limits", []string{"max-message-size", "max-backlog", "subscriber-input-limit", "max-header-bytes", "handshake-timeout", "close-timeout",
+		"max-connections", "max-connections-per-addr", "handshake-rate", "handshake-burst", "max-topics-per-domain", "max-publish-rate"}},
+	{"Keepalive", []string{"ping-interval", "pong-timeout"}},
+	{"Browsers", []string{"allowed-origins"}},
 	{"Cluster", []string{"nats-url", "node-name", "cluster-name"}},
 	{"Shutdown", []string{"drain-period", "shutdown-timeout"}},
 	{"Performance", []string{"pollers"}},

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -97,12 +98,14 @@ type serveOptions struct {
 	natsURL         string
 	nodeName        string
 	clusterName     string
+	tls             tlsOptions
 }
 
 // serveFlags registers serve's flags on fs, each filling o.
 func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	cfg := &o.cfg
 	o.store.register(fs)
+	o.tls.register(fs)
 	fs.BoolVar(&o.migrate, "migrate", false, "create or upgrade the PostgreSQL schema before serving (with --database-url)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to serve on")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<20, "largest message a publisher may send, in bytes (larger: close 1009)")
@@ -116,6 +119,15 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.IntVar(&cfg.SubscriberInputLimit, "subscriber-input-limit", 64<<10, "bytes a subscriber may send per second before it is closed with 1008")
 	fs.IntVar(&cfg.Pollers, "pollers", 0, "event loops (0: one per core)")
 	fs.DurationVar(&cfg.DrainPeriod, "drain-period", 5*time.Second, "at shutdown, spread the closing of subscribers over this long")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection that has sent nothing for this long (0: never)")
+	fs.DurationVar(&cfg.PongTimeout, "pong-timeout", 10*time.Second, "close with 4003 a pinged connection silent for this long")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", 0, "most open connections; more get 503 (0: the open-file limit less 64)")
+	fs.IntVar(&cfg.MaxConnectionsPerAddr, "max-connections-per-addr", 0, "most open connections from one IP address; more get 503 (0: no limit)")
+	fs.Float64Var(&cfg.HandshakeRate, "handshake-rate", 0, "new connections a second from one IP address; more get 429 (0: no limit)")
+	fs.IntVar(&cfg.HandshakeBurst, "handshake-burst", 0, "bursts allowed above --handshake-rate (0: one second's worth)")
+	fs.IntVar(&cfg.MaxTopicsPerDomain, "max-topics-per-domain", 100_000, "most live topics of one domain; more get 429 (0: no limit)")
+	fs.IntVar(&cfg.MaxPublishRate, "max-publish-rate", 0, "messages a second a publisher may send; past it, close 4004 (0: no limit)")
+	fs.Var(originList{&cfg.AllowedOrigins}, "allowed-origins", "comma-separated Origins browsers may connect from: https://app.example, https://*.example, * (default: any)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "at shutdown, exit after this long whatever is left")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (and /debug/pprof) on this address instead of --listen")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve the pprof endpoints under /debug/pprof/ beside /metrics")
@@ -140,8 +152,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg := o.cfg
+	// Config's zero values mean its defaults; on the command line 0 means none.
 	if cfg.GracePeriod == 0 {
-		cfg.GracePeriod = -1 // Config's zero value means the default; 0 here means none
+		cfg.GracePeriod = -1
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = -1
+	}
+	if cfg.MaxTopicsPerDomain == 0 {
+		cfg.MaxTopicsPerDomain = -1
 	}
 	log, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
@@ -150,6 +169,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Logger = log
 	cfg.Version = version()
+	if cfg.TLS, err = o.tls.load(); err != nil {
+		fmt.Fprintln(stderr, "wspubsub serve:", err)
+		return 2
+	}
 
 	openCtx, cancelOpen := context.WithTimeout(context.Background(), 30*time.Second)
 	store, err := o.store.openServe(openCtx, o.migrate, log)
@@ -214,8 +237,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	hub.Store(srv)
+	defer reloadOnHangup(cfg.TLS, log)()
 	store.serving(srv)
-	log.Info("wspubsub serving", "addr", "ws://"+srv.Addr(), "keys", store.where, "version", version())
+	log.Info("wspubsub serving", "addr", o.tls.scheme()+"://"+srv.Addr(), "keys", store.where, "version", version())
 	if node != nil {
 		log.Info("cluster node", "id", node.ID(), "nats", redact(o.natsURL), "cluster_name", o.clusterName)
 	}
@@ -264,6 +288,26 @@ func validClusterName(name string) bool {
 		}
 	}
 	return true
+}
+
+// originList is the --allowed-origins flag: a comma-separated list.
+type originList struct{ list *[]string }
+
+func (o originList) String() string {
+	if o.list == nil {
+		return ""
+	}
+	return strings.Join(*o.list, ",")
+}
+
+func (o originList) Set(v string) error {
+	*o.list = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*o.list = append(*o.list, s)
+		}
+	}
+	return nil
 }
 
 // lazy serves the handler h makes of the hub once it has started (the

@@ -1,0 +1,58 @@
+package server
+
+import (
+	"time"
+
+	"github.com/wspubsub/wspubsub/ws"
+)
+
+// keepalive pings each upgraded connection that has sent nothing for
+// PingInterval, and closes with 4003 one that then sends nothing (a pong or
+// anything else) within PongTimeout: dead peers and half-open TCP
+// connections do not pile up. One goroutine per hub scans the connections a
+// few times per PongTimeout; there is no timer per connection. It also
+// sweeps the per-address limits' idle entries.
+func (s *Server) keepalive() {
+	every := time.Second
+	if s.cfg.PingInterval > 0 {
+		every = max(min(s.cfg.PingInterval, s.cfg.PongTimeout)/4, 10*time.Millisecond)
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var buf []*client
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+		}
+		now := time.Now().UnixNano()
+		if s.cfg.PingInterval > 0 {
+			buf = s.clients.eachInto(buf, func(c *client) { c.keepalive(now) })
+		}
+		s.limits.sweep(now)
+	}
+}
+
+// keepalive pings c or closes it, as its silence demands.
+func (c *client) keepalive(now int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != statePublisher && c.state != stateSubscriber {
+		return
+	}
+	cfg := &c.srv.cfg
+	switch {
+	case c.pingSent != 0:
+		if now-c.pingSent >= int64(cfg.PongTimeout) {
+			c.closeLocked(ws.CloseIdleTimeout, "idle timeout: no answer to ping")
+		}
+	case now-c.lastRead >= int64(cfg.PingInterval):
+		var b [2]byte
+		c.pingSent = now
+		if err := c.conn.Send(ws.AppendFrame(b[:0], ws.OpPing, nil)); err != nil && !c.conn.Closing() {
+			c.srv.stats.SlowConsumers.Add(1)
+			c.closeLocked(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+		}
+	}
+}
