@@ -21,7 +21,7 @@ type state uint8
 
 const (
 	stateHandshake  state = iota // reading the request head
-	stateKeyCheck                // a publisher's key is being checked
+	stateKeyCheck                // off the loop: a publisher's key is being checked, or a subscriber waits for the cluster
 	statePublisher               // upgraded publisher
 	stateSubscriber              // upgraded subscriber
 	stateHTTP                    // a plain HTTP request is being answered
@@ -51,6 +51,9 @@ type client struct {
 	payload      int          // and their payload bytes
 	fan          *fanoutState // a publisher's fan-out scratch
 	close        []byte       // the close frame to answer with, once the read is handled
+	claim        ClusterTopic // a cluster node's claim for its publisher; nil on a single hub
+	interest     topics.Key   // a subscriber's topic, whose cluster interest it holds if joined
+	joined       bool
 
 	// A subscriber's input allowance: a token bucket of SubscriberInputLimit
 	// bytes, refilled at that many bytes a second; a publisher's, of
@@ -106,6 +109,10 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	}
 	c.setState(stateClosed)
 	c.leaveTopic()
+	if c.joined {
+		s.cluster.Leave(c.interest)
+		c.joined = false
+	}
 	if c.addr.IsValid() {
 		s.limits.close(c.addr)
 	}
@@ -241,6 +248,10 @@ func (c *client) handshake(data []byte) {
 		return
 	}
 	if !r.publisher {
+		if s.cluster != nil {
+			c.subscribeCluster(r.topic, req.Key, rest)
+			return
+		}
 		c.subscribe(r.topic, req.Key, rest)
 		return
 	}
@@ -270,17 +281,26 @@ func (c *client) handshake(data []byte) {
 }
 
 // checkKey asks the key store about a publisher's key off the event loop,
-// then completes or refuses the handshake.
+// and on a cluster node claims the topic across the cluster, then completes
+// or refuses the handshake.
 func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	s := c.srv
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
 	err := s.cfg.Keys.Check(ctx, key, k.Domain)
+	var claim ClusterTopic
+	var claimErr error
+	if err == nil && s.cluster != nil {
+		claim, claimErr = s.cluster.Claim(ctx, k)
+	}
 	cancel()
 	<-s.checks
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateKeyCheck {
+		if claim != nil {
+			claim.Release()
+		}
 		return // the client left while we asked
 	}
 	switch {
@@ -299,13 +319,26 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		s.log.Warn("cannot check a publisher's API key", "domain", k.Domain, "key", keys.Redact(key), "err", err)
 		c.refuse(refKeyStoreUnavailable, "key store unavailable, try again")
 		return
+	case errors.Is(claimErr, topics.ErrHasPublisher):
+		c.refuse(refConflict, "topic already has its publisher (on another hub node)")
+		return
+	case claimErr != nil:
+		s.log.Warn("cannot claim a topic across the cluster", "domain", k.Domain, "topic", k.Topic, "err", claimErr)
+		c.refuse(refClusterUnavailable, "cluster unavailable, try again")
+		return
 	}
 	t, err := s.topics.AddPublisher(k)
 	switch {
 	case errors.Is(err, topics.ErrTooManyTopics):
+		if claim != nil {
+			claim.Release()
+		}
 		c.refuse(refTooManyTopics, "domain has too many topics")
 		return
 	case err != nil:
+		if claim != nil {
+			claim.Release()
+		}
 		c.refuse(refConflict, "topic already has its publisher")
 		return
 	}
@@ -313,6 +346,9 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey)); err != nil {
 		s.stats.Publishers.Add(-1)
 		s.topics.RemovePublisher(t)
+		if claim != nil {
+			claim.Release()
+		}
 		return
 	}
 	s.stats.accepted[rolePublisher].Add(1)
@@ -320,6 +356,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	s.keyUsers.add(c, keys.Hash(key))
 	c.setState(statePublisher)
 	c.topic, c.wasPublisher, c.upgraded = t, true, true
+	c.claim = claim
 	c.fan = new(fanoutState)
 	c.inAllowance, c.inLast = int64(s.cfg.MaxPublishRate), time.Now().UnixNano()
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
@@ -383,7 +420,9 @@ func (c *client) publish(data []byte) {
 	c.out, c.msgs, c.payload = (*bp)[:0], 0, 0
 	err := c.rd.Feed(data, c)
 	if c.msgs > 0 {
-		c.srv.fanout(c.fan, c.topic, c.out, c.msgs, c.payload)
+		// On a cluster node the same frames go to the other nodes first.
+		sent := c.claim != nil && c.claim.Publish(c.out, c.msgs, c.payload)
+		c.srv.fanout(c.fan, c.topic, c.out, c.msgs, c.payload, sent)
 	}
 	if cap(c.out) <= 4<<20 {
 		*bp = c.out[:0]
@@ -511,6 +550,10 @@ func (c *client) leaveTopic() {
 		c.srv.keyUsers.remove(c)
 		c.srv.topics.RemovePublisher(t)
 		c.srv.stats.Publishers.Add(-1)
+		if c.claim != nil {
+			c.claim.Release()
+			c.claim = nil
+		}
 	} else {
 		c.srv.topics.Unsubscribe(t, c)
 		c.srv.stats.Subscribers.Add(-1)

@@ -80,11 +80,13 @@ type fanoutState struct {
 }
 
 // fanout writes frames, the encoding of one read's messages (payload bytes
-// in all), to every subscriber of t: one Send each, no allocation. A large
+// in all), to every subscriber of t: one Send each, no allocation. When the
+// frames also went to other hub nodes (elsewhere), a topic without local
+// subscribers drops nothing. A large
 // topic is split over the cores: the other chunks go to the pool's workers
 // while the publisher's goroutine writes the first, and fanout returns when
 // all are written, so each subscriber gets a publisher's reads in order.
-func (s *Server) fanout(fs *fanoutState, t *topics.Topic[*client], frames []byte, messages, payload int) {
+func (s *Server) fanout(fs *fanoutState, t *topics.Topic[*client], frames []byte, messages, payload int, elsewhere bool) {
 	start := time.Now()
 	subs := t.Subscribers()
 	lanes := min(s.pool.lanes, len(subs)/minChunk)
@@ -114,7 +116,7 @@ func (s *Server) fanout(fs *fanoutState, t *topics.Topic[*client], frames []byte
 	st.Writes.Add(res.written)
 	st.Deliveries.Add(res.written * m)
 	st.DeliveredBytes.Add(res.written * int64(payload))
-	if len(subs) == 0 {
+	if len(subs) == 0 && !elsewhere {
 		st.dropped.add(dropNoSubscribers, m)
 	}
 	if res.slow > 0 {

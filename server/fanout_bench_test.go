@@ -80,7 +80,7 @@ func benchmarkFanout(b *testing.B, n, msgs, size int) {
 	b.SetBytes(int64(len(frames) * n))
 	b.ReportAllocs()
 	for b.Loop() {
-		s.fanout(&fs, t, frames, msgs, msgs*size)
+		s.fanout(&fs, t, frames, msgs, msgs*size, false)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n*msgs), "ns/delivery")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/write")

@@ -28,6 +28,7 @@ const (
 	refKeyChecksBusy
 	refShuttingDown
 	refHTTPBusy
+	refClusterUnavailable
 	refTooManyConnections
 	refTooManyFromAddr
 	refHandshakeRate
@@ -54,6 +55,7 @@ var refusals = [numRefusals]struct {
 	refKeyChecksBusy:       {503, "key_checks_busy"},
 	refShuttingDown:        {503, "shutting_down"},
 	refHTTPBusy:            {503, "http_busy"},
+	refClusterUnavailable:  {503, "cluster_unavailable"},
 	refTooManyConnections:  {503, "too_many_connections"},
 	refTooManyFromAddr:     {503, "too_many_connections_from_address"},
 	refHandshakeRate:       {429, "handshake_rate"},
@@ -314,6 +316,9 @@ func (s *Server) Registry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister((*collector)(s), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if c, ok := s.cluster.(prometheus.Collector); ok {
+		reg.MustRegister(c) // the cluster's own metrics
+	}
 	return reg
 }
 
@@ -323,13 +328,19 @@ func (s *Server) MetricsHandler() http.Handler {
 }
 
 // Ready says whether the hub accepts new connections: not while it drains,
-// nor while a key store it needs cannot answer.
+// nor while a key store it needs cannot answer, nor while a cluster node
+// cannot reach the rest of its cluster.
 func (s *Server) Ready() error {
 	if s.draining.Load() {
 		return errDraining
 	}
 	if r, ok := s.cfg.Keys.(readier); ok {
-		return r.Ready()
+		if err := r.Ready(); err != nil {
+			return err
+		}
+	}
+	if s.cluster != nil {
+		return s.cluster.Ready()
 	}
 	return nil
 }

@@ -100,7 +100,7 @@ func unescape(s string) (string, error) {
 	if n == 0 {
 		return s, nil
 	}
-	b := make([]byte, 0, len(s)-2*n)
+	b := make([]byte, 0, len(s)) // a '%' without its two digits is refused below
 	for i := 0; i < len(s); i++ {
 		if s[i] != '%' {
 			b = append(b, s[i])

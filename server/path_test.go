@@ -34,7 +34,7 @@ func TestParseTarget(t *testing.T) {
 	for _, bad := range []string{
 		"/ws/sub", "/ws/sub/", "/ws/sub/a", "/ws/sub/a/", "/ws/sub//b", "/ws/sub/a/b/", "/ws/sub/a/b/c",
 		"/ws/pub/a", "/ws/pub/k/a/b/c", "/ws/pub//a/b", "/ws/pub/k//b",
-		"/ws/sub/%zz/b", "/ws/sub/a/%4", "/ws/sub/a%2Fb/c", "/ws/sub/%FF/b", "/ws/sub/a/%C3",
+		"/ws/sub/%zz/b", "/ws/sub/a/%4", "/ws/sub/%%%/b", "/ws/sub/a/%%", "/ws/sub/%/x", "/ws/sub/a%2Fb/c", "/ws/sub/%FF/b", "/ws/sub/a/%C3",
 		"/ws/sub/" + strings.Repeat("d", 65) + "/t", "/ws/sub/d/" + strings.Repeat("t", 256),
 		"/ws/pub/" + strings.Repeat("k", 129) + "/a/b",
 	} {
@@ -46,7 +46,7 @@ func TestParseTarget(t *testing.T) {
 
 func FuzzParseTarget(f *testing.F) {
 	for _, s := range []string{"/ws/sub/a/b", "/ws/pub/k/a/b", "/ws/pub/a/b", "/ws/sub/%C3%A9/%2F", "/ws/sub//", "/ws/sub/a/b/c",
-		"/ws/pub/%", "/ws/sub/%ff%fe/x", "/ws/sub/a/b?q=%zz", "/ws/sub/" + strings.Repeat("%41", 70) + "/b"} {
+		"/ws/pub/%", "/ws/sub/%ff%fe/x", "/ws/sub/%%%/x", "/ws/pub/%%/%/%", "/ws/sub/a/b?q=%zz", "/ws/sub/" + strings.Repeat("%41", 70) + "/b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {

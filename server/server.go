@@ -85,6 +85,11 @@ type Config struct {
 	// DrainPeriod spreads the closing of subscribers at Shutdown, so that
 	// they do not all reconnect at once. Default 0: all at once.
 	DrainPeriod time.Duration
+	// Cluster, if set, makes the hub a node of a cluster (package cluster):
+	// messages cross to the other nodes, and topic ownership and the grace
+	// period hold across them. Nil: a single hub, with no cluster work on
+	// any path. Start binds it; the caller closes it after Shutdown.
+	Cluster Cluster
 	// TLS, if set, serves wss:// (and https:// for HTTP) with its
 	// certificate, which KeyPair.Reload swaps without dropping connections.
 	// A broadcast is still encoded once, but encrypted once per subscriber.
@@ -188,6 +193,7 @@ type Server struct {
 	stats    Stats
 	metrics  metrics
 	pool     *fanoutPool
+	cluster  Cluster // nil on a single hub
 
 	limits *addrLimits
 
@@ -209,19 +215,27 @@ func Start(cfg Config) (*Server, error) {
 		https:   make(chan struct{}, cfg.MaxHTTPRequests),
 		metrics: newMetrics(),
 		pool:    newFanoutPool(lanesFor(cfg.Pollers)),
+		cluster: cfg.Cluster,
 		done:    make(chan struct{}),
 		stop:    make(chan struct{}),
 		limits:  newAddrLimits(cfg.MaxConnectionsPerAddr, cfg.HandshakeRate, cfg.HandshakeBurst),
 	}
 	s.clients.init()
 	s.keyUsers.m = make(map[*client][32]byte)
-	s.topics = topics.New(topics.Config[*client]{
+	tc := topics.Config[*client]{
 		MaxPublishers:      cfg.PublishersPerTopic,
 		MaxTopicsPerDomain: cfg.MaxTopicsPerDomain,
 		SubscribeWaits:     cfg.SubscribeWaits,
 		GracePeriod:        cfg.GracePeriod,
 		OnExpire:           s.expire,
-	})
+	}
+	if s.cluster != nil {
+		tc.Started, tc.Keep = s.cluster.Started, s.cluster.Keep
+	}
+	s.topics = topics.New(tc)
+	if s.cluster != nil {
+		s.cluster.Bind((*clusterHub)(s), cfg.GracePeriod)
+	}
 	e, err := loop.Start(loop.Config{
 		Addr:           cfg.Listen,
 		Pollers:        cfg.Pollers,
@@ -309,11 +323,7 @@ wait:
 
 // expire closes the subscribers of a topic whose grace period ran out.
 func (s *Server) expire(t *topics.Topic[*client], subs []*client) {
-	s.stats.TopicsExpired.Add(1)
-	s.log.Debug("topic closed", "domain", t.Key().Domain, "topic", t.Key().Topic, "subscribers", len(subs))
-	for _, c := range subs {
-		c.closeWith(ws.CloseTopicClosed, "topic closed: its publisher left")
-	}
+	s.closeTopic(t.Key(), subs)
 }
 
 // KeyRevoked closes, with 4002, every live publisher that presented the key
@@ -344,6 +354,16 @@ func (k *keyUsers) remove(c *client) {
 	k.mu.Lock()
 	delete(k.m, c)
 	k.mu.Unlock()
+}
+
+func (k *keyUsers) all() []*client {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]*client, 0, len(k.m))
+	for c := range k.m {
+		out = append(out, c)
+	}
+	return out
 }
 
 func (k *keyUsers) of(hash [32]byte) []*client {

@@ -6,9 +6,11 @@
 // their shard's mutex for O(1) work. Subscribers, the fan-out's read, takes no
 // lock while the subscriber set is unchanged since its last call: it returns
 // an immutable snapshot. After a change, the first call copies the set once,
-// under the shard mutex. The grace timer runs Config.OnExpire on its own
-// goroutine, outside every lock. Lock order: a caller may hold its own locks
-// while calling in here; this package calls out (OnExpire) holding none.
+// under the shard mutex. The grace timer runs Config.Keep and then
+// Config.OnExpire on its own goroutine, outside every lock. Config.Started is
+// the one call out made under a shard mutex. Lock order: a caller may hold
+// its own locks while calling in here; this package calls out holding none,
+// except Started, which must not call back into the table.
 package topics
 
 import (
@@ -52,6 +54,17 @@ type Config[S comparable] struct {
 	// period ran out and the subscribers it still had. The topic is gone
 	// from the table by then.
 	OnExpire func(t *Topic[S], subscribers []S)
+	// Started, if set, says whether a topic that is not in the table has a
+	// publisher elsewhere (another hub node); a subscriber to such a topic
+	// joins it as a topic without local publishers. It is called under the
+	// shard mutex: it must not block or call into the table. Nil means never.
+	Started func(k Key) bool
+	// Keep, if set, is asked when a topic's grace period runs out, outside
+	// every lock, whether the topic lives on elsewhere (its publisher
+	// reconnected to another hub node). If it says so, the topic stays, without
+	// local publishers and out of its grace period, and OnExpire is not
+	// called. It may block briefly.
+	Keep func(k Key) bool
 }
 
 const numShards = 64
@@ -152,6 +165,26 @@ func (tb *Table[S]) RemovePublisher(t *Topic[S]) {
 
 func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
 	sh := t.shard
+	if tb.cfg.Keep != nil {
+		sh.mu.Lock()
+		pending := !t.gone && t.graceGen == gen && t.publishers == 0
+		sh.mu.Unlock()
+		if !pending {
+			return
+		}
+		if tb.cfg.Keep(t.key) {
+			sh.mu.Lock()
+			if !t.gone && t.graceGen == gen && t.publishers == 0 {
+				t.inGrace = false
+				t.graceGen++
+				if len(t.subs) == 0 {
+					tb.remove(sh, t)
+				}
+			}
+			sh.mu.Unlock()
+			return
+		}
+	}
 	sh.mu.Lock()
 	if t.gone || t.graceGen != gen || t.publishers > 0 {
 		sh.mu.Unlock()
@@ -173,7 +206,7 @@ func (tb *Table[S]) Subscribe(k Key, s S) (*Topic[S], error) {
 	defer sh.mu.Unlock()
 	t := sh.m[k]
 	if t == nil {
-		if !tb.cfg.SubscribeWaits {
+		if !tb.cfg.SubscribeWaits && (tb.cfg.Started == nil || !tb.cfg.Started(k)) {
 			return nil, ErrNotStarted
 		}
 		var err error
@@ -215,6 +248,43 @@ func (tb *Table[S]) Unsubscribe(t *Topic[S], s S) {
 	if len(t.subs) == 0 && t.publishers == 0 && !t.inGrace && !t.gone {
 		tb.remove(sh, t)
 	}
+}
+
+// Lookup returns the live topic k, or nil.
+func (tb *Table[S]) Lookup(k Key) *Topic[S] {
+	sh := tb.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.m[k]
+}
+
+// Has reports whether topic k is live.
+func (tb *Table[S]) Has(k Key) bool { return tb.Lookup(k) != nil }
+
+// HasPublisher reports whether topic k has a publisher here.
+func (tb *Table[S]) HasPublisher(k Key) bool {
+	sh := tb.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.m[k]
+	return t != nil && t.publishers > 0
+}
+
+// End ends topic k because it ended elsewhere: its remote publisher left and
+// the grace period ran out. A topic with a publisher here or in its own
+// grace period is left alone (ok false). Otherwise the topic is gone from
+// the table and its subscribers are returned, for the caller to close.
+func (tb *Table[S]) End(k Key) (subscribers []S, ok bool) {
+	sh := tb.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.m[k]
+	if t == nil || t.publishers > 0 || t.inGrace {
+		return nil, false
+	}
+	subs := t.subs
+	tb.remove(sh, t)
+	return subs, true
 }
 
 func (tb *Table[S]) create(sh *shard[S], k Key) (*Topic[S], error) {

@@ -172,6 +172,111 @@ func BenchmarkJoinLeave(b *testing.B) {
 	}
 }
 
+func TestStartedElsewhere(t *testing.T) {
+	remote := map[Key]bool{{"a", "news"}: true}
+	tb := New(Config[*sub]{Started: func(k Key) bool { return remote[k] }})
+	if _, err := tb.Subscribe(Key{"a", "other"}, &sub{1}); !errors.Is(err, ErrNotStarted) {
+		t.Fatalf("subscribe to a topic started nowhere: %v", err)
+	}
+	k := Key{"a", "news"}
+	s1 := &sub{1}
+	tp, err := tb.Subscribe(k, s1)
+	if err != nil {
+		t.Fatalf("subscribe to a topic started elsewhere: %v", err)
+	}
+	if tb.Lookup(k) != tp || tb.HasPublisher(k) {
+		t.Fatal("Lookup or HasPublisher wrong for a topic without local publishers")
+	}
+	// Its last subscriber leaving ends it here.
+	tb.Unsubscribe(tp, s1)
+	if tb.Has(k) {
+		t.Fatal("a topic with neither publisher nor subscriber lives on")
+	}
+	// End closes a remote topic, but never one with a local publisher.
+	tb.Subscribe(k, s1)
+	subs, ok := tb.End(k)
+	if !ok || len(subs) != 1 || subs[0] != s1 || tb.Has(k) {
+		t.Fatalf("End: %v %v, still there %v", subs, ok, tb.Has(k))
+	}
+	tb.AddPublisher(k)
+	tb.Subscribe(k, s1)
+	if _, ok := tb.End(k); ok || !tb.Has(k) {
+		t.Fatal("End ended a topic with a local publisher")
+	}
+}
+
+func TestKeepAtExpiry(t *testing.T) {
+	keep := make(chan bool, 1)
+	expired := make(chan []*sub, 1)
+	asked := make(chan Key, 1)
+	tb := New(Config[*sub]{
+		GracePeriod: 10 * time.Millisecond,
+		Keep:        func(k Key) bool { asked <- k; return <-keep },
+		OnExpire:    func(_ *Topic[*sub], s []*sub) { expired <- s },
+	})
+	k := Key{"a", "news"}
+	tp, _ := tb.AddPublisher(k)
+	s1 := &sub{1}
+	tb.Subscribe(k, s1)
+	// The topic lives on elsewhere: kept, out of grace, subscribers kept.
+	tb.RemovePublisher(tp)
+	<-asked
+	keep <- true
+	waitUntil(t, func() bool { tb.shard(k).mu.Lock(); defer tb.shard(k).mu.Unlock(); return !tp.inGrace })
+	if tb.Lookup(k) != tp || tp.Len() != 1 {
+		t.Fatal("a kept topic lost its subscribers")
+	}
+	select {
+	case <-expired:
+		t.Fatal("a kept topic expired")
+	default:
+	}
+	// It can now be ended from elsewhere.
+	if subs, ok := tb.End(k); !ok || len(subs) != 1 {
+		t.Fatal("a kept topic cannot be ended")
+	}
+	// Not kept: expires as usual.
+	tp, _ = tb.AddPublisher(k)
+	tb.Subscribe(k, s1)
+	tb.RemovePublisher(tp)
+	<-asked
+	keep <- false
+	select {
+	case s := <-expired:
+		if len(s) != 1 {
+			t.Fatalf("expired with %d subscribers", len(s))
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("grace never ran out")
+	}
+	// A publisher that arrives while Keep is being asked wins.
+	tp, _ = tb.AddPublisher(k)
+	tb.RemovePublisher(tp)
+	<-asked
+	tb.AddPublisher(k)
+	keep <- false
+	time.Sleep(20 * time.Millisecond)
+	if !tb.HasPublisher(k) {
+		t.Fatal("the topic expired under its new publisher")
+	}
+	select {
+	case <-expired:
+		t.Fatal("the topic expired under its new publisher")
+	default:
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestMaxTopicsPerDomain(t *testing.T) {
 	tb := New(Config[*sub]{MaxTopicsPerDomain: 2, SubscribeWaits: true})
 	a, _ := tb.AddPublisher(Key{"d", "a"})

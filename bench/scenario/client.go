@@ -27,13 +27,14 @@ const maxSeriesBuckets = 4000
 
 // Setup configures a Group: where the hub is and what the messages are.
 type Setup struct {
-	Server          string `json:"server"` // 127.x.x.x:port
-	Size            int    `json:"size"`
-	Count           int    `json:"count"` // messages per publisher
-	Workers         int    `json:"workers"`
-	DialConcurrency int    `json:"dial_concurrency"`
-	HandshakeMs     int64  `json:"handshake_ms"`
-	CoalesceUs      int64  `json:"coalesce_us"`
+	Server          string   `json:"server"`            // 127.x.x.x:port: the publishers' hub
+	Servers         []string `json:"servers,omitempty"` // the hubs subscribers are spread over; default Server
+	Size            int      `json:"size"`
+	Count           int      `json:"count"` // messages per publisher
+	Workers         int      `json:"workers"`
+	DialConcurrency int      `json:"dial_concurrency"`
+	HandshakeMs     int64    `json:"handshake_ms"`
+	CoalesceUs      int64    `json:"coalesce_us"`
 }
 
 // Group is the client connections of one process: an engine of epoll
@@ -43,6 +44,7 @@ type Setup struct {
 type Group struct {
 	setup   Setup
 	server  netip.AddrPort
+	subTo   []netip.AddrPort // subscriber i goes to subTo[i % len]
 	eng     *poller.Engine
 	clients []*client
 	cpuMark time.Duration
@@ -120,7 +122,17 @@ func NewGroup(s Setup) (*Group, error) {
 	if s.Size < payload.MinSize {
 		return nil, fmt.Errorf("cannot publish %d-byte messages: the smallest is %d", s.Size, payload.MinSize)
 	}
-	g := &Group{setup: s, server: ap}
+	g := &Group{setup: s, server: ap, subTo: []netip.AddrPort{ap}}
+	if len(s.Servers) > 0 {
+		g.subTo = g.subTo[:0]
+		for _, srv := range s.Servers {
+			a, err := netip.ParseAddrPort(srv)
+			if err != nil {
+				return nil, fmt.Errorf("cannot parse server address %q: %w", srv, err)
+			}
+			g.subTo = append(g.subTo, a)
+		}
+	}
 	g.clients = make([]*client, max(1, s.Workers))
 	for i := range g.clients {
 		g.clients[i] = &client{g: g, idx: i, size: s.Size, count: uint64(s.Count), latency: result.NewLatency()}
@@ -216,7 +228,7 @@ func (g *Group) Subscribe(ctx context.Context, p SubscribePlan) (SubscribeReply,
 				s := &subState{topic: uint32(i % p.Topics), seen: make([]uint64, (g.setup.Count+63)/64)}
 				c.subs = append(c.subs, s)
 				spec := poller.DialSpec{
-					Server: g.server,
+					Server: g.subTo[i%len(g.subTo)],
 					Path:   "/ws/sub/" + p.Domain + "/" + topicName(int(s.topic)),
 					Data:   s,
 				}

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -246,7 +247,7 @@ func Run(ctx context.Context, t *target.Target, o Options) (*result.Result, erro
 	defer cancel()
 	r := &result.Result{
 		Scenario: o.Scenario, Target: t.Name, Started: time.Now(), Params: o.params(),
-		Publishers: o.Topics, ServerMeasured: t.PID != 0 && !t.InProcess,
+		Publishers: o.Topics, ServerMeasured: len(t.Processes()) > 0 && !t.InProcess,
 	}
 	if o.Scenario == "soak" || o.Scenario == "slowconsumer" {
 		if o.MetricsURL == "" {
@@ -266,7 +267,7 @@ func Run(ctx context.Context, t *target.Target, o Options) (*result.Result, erro
 		return r, nil
 	}
 	setup := Setup{
-		Server: t.Server.String(), Size: o.Size, Count: o.Count, Workers: o.Workers,
+		Server: t.Server.String(), Servers: addrs(t.Servers()), Size: o.Size, Count: o.Count, Workers: o.Workers,
 		DialConcurrency: o.DialConcurrency, HandshakeMs: o.HandshakeTimeout.Milliseconds(),
 		CoalesceUs: o.Coalesce.Microseconds(),
 	}
@@ -388,7 +389,7 @@ func (ru *runner) run(ctx context.Context) error {
 		return err
 	}
 	if r.ServerMeasured {
-		r.ServerRSSBefore, _ = procfs.RSS(t.PID)
+		r.ServerRSSBefore, _ = serverRSS(t)
 	}
 
 	ru.setPhase("connect")
@@ -449,8 +450,8 @@ func (ru *runner) idle(ctx context.Context) error {
 		return err
 	}
 	if r.ServerMeasured {
-		r.ServerRSSAfter, _ = procfs.RSS(t.PID)
-		r.ServerPeakRSS, _ = procfs.PeakRSS(t.PID)
+		r.ServerRSSAfter, _ = serverRSS(t)
+		r.ServerPeakRSS, _ = serverPeakRSS(t)
 		r.RSSPerConn = float64(r.ServerRSSAfter-r.ServerRSSBefore) / float64(r.Subscribers)
 		cpu1, sched1, _ := ru.serverCPU()
 		r.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
@@ -474,9 +475,43 @@ func (ru *runner) serverCPU() (stat, sched time.Duration, err error) {
 	if !ru.r.ServerMeasured {
 		return 0, 0, nil
 	}
-	sched, _ = procfs.SchedCPU(ru.t.PID)
-	stat, err = procfs.CPU(ru.t.PID)
+	for _, pid := range ru.t.Processes() {
+		sc, _ := procfs.SchedCPU(pid)
+		st, e := procfs.CPU(pid)
+		sched, stat, err = sched+sc, stat+st, errors.Join(err, e)
+	}
 	return stat, sched, err
+}
+
+// serverRSS is the resident memory of the hub's processes (every node of
+// a cluster), summed.
+func serverRSS(t *target.Target) (int64, error) {
+	var sum int64
+	var err error
+	for _, pid := range t.Processes() {
+		n, e := procfs.RSS(pid)
+		sum, err = sum+n, errors.Join(err, e)
+	}
+	return sum, err
+}
+
+// serverPeakRSS sums the processes' peaks.
+func serverPeakRSS(t *target.Target) (int64, error) {
+	var sum int64
+	var err error
+	for _, pid := range t.Processes() {
+		n, e := procfs.PeakRSS(pid)
+		sum, err = sum+n, errors.Join(err, e)
+	}
+	return sum, err
+}
+
+func addrs(aps []netip.AddrPort) []string {
+	out := make([]string, len(aps))
+	for i, a := range aps {
+		out[i] = a.String()
+	}
+	return out
 }
 
 func (ru *runner) mark(ctx context.Context, start, width int64) error {
@@ -569,8 +604,8 @@ func (ru *runner) flow(ctx context.Context) error {
 	cpu1, sched1, _ := ru.serverCPU()
 	self1 := procfs.SelfCPU()
 	if r.ServerMeasured {
-		r.ServerRSSAfter, _ = procfs.RSS(t.PID)
-		r.ServerPeakRSS, _ = procfs.PeakRSS(t.PID)
+		r.ServerRSSAfter, _ = serverRSS(t)
+		r.ServerPeakRSS, _ = serverPeakRSS(t)
 		if r.Subscribers > 0 {
 			r.RSSPerConn = float64(r.ServerRSSAfter-r.ServerRSSBefore) / float64(r.Subscribers)
 		}

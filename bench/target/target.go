@@ -45,6 +45,14 @@ type Target struct {
 	// InProcess is true when the hub runs inside the bench's own process, so
 	// its CPU and memory cannot be told from the client's.
 	InProcess bool
+	// Nodes are the hubs of a cluster target, Server first: subscribers are
+	// spread over them, publishers go to Server. Nil for a single hub.
+	Nodes []netip.AddrPort
+	// PIDs are the processes of every node of a cluster target, measured
+	// together; nil for a single hub (PID).
+	PIDs []int
+
+	children []*Target // the nodes a cluster target started
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -104,6 +112,59 @@ func Attach(rawURL, domain, key string, pid int) (*Target, error) {
 	return &Target{Name: rawURL, Server: ap, Domain: domain, Key: key, PID: pid, stop: func() error { return nil }}, nil
 }
 
+// AttachCluster returns a target for the nodes of a running cluster, at
+// rawURLs (the first gets the publishers); pids, if given, are their
+// processes.
+func AttachCluster(rawURLs []string, domain, key string, pids []int) (*Target, error) {
+	if len(rawURLs) == 0 {
+		return nil, errors.New("cannot attach to a cluster of no hubs")
+	}
+	var t *Target
+	for i, u := range rawURLs {
+		pid := 0
+		if len(pids) > 0 {
+			if len(pids) != len(rawURLs) {
+				return nil, fmt.Errorf("cannot measure %d hubs with %d process ids", len(rawURLs), len(pids))
+			}
+			pid = pids[i]
+		}
+		n, err := Attach(u, domain, key, pid)
+		if err != nil {
+			return nil, err
+		}
+		if t == nil {
+			t = n
+		}
+		t.Nodes = append(t.Nodes, n.Server)
+		if pid != 0 {
+			t.PIDs = append(t.PIDs, pid)
+		}
+	}
+	if len(rawURLs) > 1 {
+		t.Name = fmt.Sprintf("%s and %d more nodes", rawURLs[0], len(rawURLs)-1)
+	}
+	return t, nil
+}
+
+// Servers are the addresses subscribers go to: every node.
+func (t *Target) Servers() []netip.AddrPort {
+	if len(t.Nodes) > 0 {
+		return t.Nodes
+	}
+	return []netip.AddrPort{t.Server}
+}
+
+// Processes are the hub processes to measure: every node's, or none.
+func (t *Target) Processes() []int {
+	if len(t.PIDs) > 0 {
+		return t.PIDs
+	}
+	if t.PID != 0 {
+		return []int{t.PID}
+	}
+	return nil
+}
+
 // InProcess starts the reference hub inside this process on a free
 // loopback port; tests use it.
 func InProcess(domain string, cfg refhub.Config) (*Target, error) {
@@ -146,29 +207,96 @@ type HubOptions struct {
 // StartOurs runs `bin keys add` for a fresh key and `bin serve` on a free
 // loopback port, and waits until it accepts connections.
 func StartOurs(ctx context.Context, bin string, opt HubOptions) (*Target, error) {
-	dir, err := os.MkdirTemp("", "wspubsub-bench-")
+	dir, keys, key, err := addKey(ctx, bin, opt.Domain)
 	if err != nil {
-		return nil, fmt.Errorf("cannot make a directory for the hub's keys: %w", err)
+		return nil, err
 	}
-	keys := filepath.Join(dir, "keys")
-	out, err := exec.CommandContext(ctx, bin, "keys", "add", "--domain", opt.Domain, "--keys-file", keys).Output()
+	t, err := startOne(ctx, bin, dir, keys, key, nil, opt)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	t.dir = dir
+	return t, nil
+}
+
+// StartCluster runs n nodes of our hub, clustered over the NATS server at
+// natsURL under a cluster name of their own, sharing one key file; the
+// first node gets the publishers. It waits until every node is ready.
+func StartCluster(ctx context.Context, bin string, n int, natsURL string, opt HubOptions) (*Target, error) {
+	dir, keys, key, err := addKey(ctx, bin, opt.Domain)
+	if err != nil {
+		return nil, err
+	}
+	t := &Target{Name: fmt.Sprintf("ours, %d nodes", n), Domain: opt.Domain, Key: key, dir: dir}
+	t.stop = func() error {
+		var errs []error
+		for _, c := range t.children {
+			errs = append(errs, c.Stop())
+		}
+		return errors.Join(errs...)
+	}
+	name := "bench" + strings.ToLower(rand.Text()[:8])
+	for i := range n {
+		o := opt
+		if o.LogPath != "" {
+			o.LogPath = fmt.Sprintf("%s.node%d", opt.LogPath, i+1)
+		}
+		extra := []string{"--nats-url", natsURL, "--cluster-name", name, "--node-name", fmt.Sprintf("node%d", i+1)}
+		logDir := filepath.Join(dir, fmt.Sprintf("node%d", i+1))
+		if err := os.Mkdir(logDir, 0o755); err != nil {
+			t.Stop()
+			return nil, fmt.Errorf("cannot make a directory for node %d's log: %w", i+1, err)
+		}
+		c, err := startOne(ctx, bin, logDir, keys, key, extra, o)
+		if err != nil {
+			t.Stop()
+			return nil, fmt.Errorf("node %d: %w", i+1, err)
+		}
+		t.children = append(t.children, c)
+		t.Nodes = append(t.Nodes, c.Server)
+		t.PIDs = append(t.PIDs, c.PID)
+	}
+	t.Server, t.PID = t.Nodes[0], t.PIDs[0]
+	for _, c := range t.children {
+		if err := c.waitReady(ctx, 15*time.Second); err != nil {
+			t.Stop()
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// addKey makes a key file with a key for domain in a new directory.
+func addKey(ctx context.Context, bin, domain string) (dir, keys, key string, err error) {
+	dir, err = os.MkdirTemp("", "wspubsub-bench-")
+	if err != nil {
+		return "", "", "", fmt.Errorf("cannot make a directory for the hub's keys: %w", err)
+	}
+	keys = filepath.Join(dir, "keys")
+	out, err := exec.CommandContext(ctx, bin, "keys", "add", "--domain", domain, "--keys-file", keys).Output()
 	if err != nil {
 		os.RemoveAll(dir)
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
 		}
-		return nil, fmt.Errorf("cannot add a key with %s keys add: %w", bin, err)
+		return "", "", "", fmt.Errorf("cannot add a key with %s keys add: %w", bin, err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	key := strings.TrimSpace(lines[len(lines)-1])
+	key = strings.TrimSpace(lines[len(lines)-1])
 	if key == "" {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("cannot add a key: %s keys add printed nothing", bin)
+		return "", "", "", fmt.Errorf("cannot add a key: %s keys add printed nothing", bin)
 	}
+	return dir, keys, key, nil
+}
+
+// startOne runs `bin serve` on a free port with the key file keys, its
+// output in dir (removed by the caller).
+func startOne(ctx context.Context, bin, dir, keys, key string, extra []string, opt HubOptions) (*Target, error) {
 	port, err := freePort()
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	listen := "127.0.0.1:" + strconv.Itoa(port)
@@ -182,13 +310,40 @@ func StartOurs(ctx context.Context, bin string, opt HubOptions) (*Target, error)
 	if opt.GracePeriod > 0 {
 		args = append(args, "--grace-period", opt.GracePeriod.String())
 	}
+	args = append(args, extra...)
 	args = append(args, opt.ExtraArgs...)
 	t := &Target{Name: "ours", Domain: opt.Domain, Key: key, dir: dir}
-	if err := t.spawn(ctx, bin, args, nil, listen, opt); err != nil {
-		os.RemoveAll(dir)
+	err = t.spawn(ctx, bin, args, nil, listen, opt)
+	t.dir = "" // the caller's
+	if err != nil {
 		return nil, fmt.Errorf("cannot start %s: %w", bin, err)
 	}
 	return t, nil
+}
+
+// waitReady waits until the hub's /readyz answers 200.
+func (t *Target) waitReady(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		c, err := net.DialTimeout("tcp", t.Server.String(), time.Second)
+		if err == nil {
+			c.SetDeadline(time.Now().Add(time.Second))
+			fmt.Fprintf(c, "GET /readyz HTTP/1.1\r\nHost: bench\r\n\r\n")
+			var buf [32]byte
+			n, _ := io.ReadAtLeast(c, buf[:], 12)
+			c.Close()
+			if n >= 12 && string(buf[9:12]) == "200" {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("hub %s not ready within %v: %s", t.Server, d, t.LogTail(1024))
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // StartReference runs the reference hub as a subprocess of the bench binary
@@ -304,6 +459,11 @@ func (t *Target) stopProcess() error {
 
 // Exited reports whether a hub the bench started has exited.
 func (t *Target) Exited() bool {
+	for _, c := range t.children {
+		if c.Exited() {
+			return true
+		}
+	}
 	if t.exited == nil {
 		return false
 	}
@@ -317,6 +477,15 @@ func (t *Target) Exited() bool {
 
 // LogTail returns up to the last n bytes the started hub wrote.
 func (t *Target) LogTail(n int) string {
+	if len(t.children) > 0 {
+		var parts []string
+		for i, c := range t.children {
+			if tail := c.LogTail(n / len(t.children)); tail != "" {
+				parts = append(parts, fmt.Sprintf("node %d: %s", i+1, tail))
+			}
+		}
+		return strings.Join(parts, "\n")
+	}
 	if t.logPath == "" {
 		return ""
 	}

@@ -15,7 +15,10 @@
 //
 // The hub is started by the bench (--hub-bin, or the reference hub when no
 // target is given) or is already running (--url ws://127.0.0.1:PORT --key K
-// [--server-pid PID]). --compare runs the same scenario against ours and
+// [--server-pid PID]). Several --url (or --hub-bin with --nodes N and
+// --nats-url) make the target a cluster of hub nodes: subscribers are spread
+// over them, publishers go to the first, and the server figures sum every
+// node's process. --compare runs the same scenario against ours and
 // the reference in turn and prints the ratios. Traffic only ever goes to
 // 127.0.0.0/8; every run is bounded by --timeout.
 package main
@@ -30,6 +33,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -131,10 +135,12 @@ type flags struct {
 	opt scenario.Options
 
 	hubBin     string
-	url        string
+	urls       []string
 	key        string
 	domain     string
-	serverPID  int
+	serverPIDs []int
+	nodes      int
+	natsURL    string
 	compare    bool
 	sources    string
 	json       bool
@@ -157,10 +163,13 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	// Target.
 	fs.StringVar(&f.hubBin, "hub-bin", "", "our hub's binary: the bench runs `BIN keys add` and `BIN serve` on a free 127.0.0.1 port")
-	fs.StringVar(&f.url, "url", "", "a hub that is already running, ws://127.0.0.1:PORT (needs --key)")
+	var urls, pids multi
+	fs.Var(&urls, "url", "a hub that is already running, ws://127.0.0.1:PORT (needs --key); repeat it or give a comma-separated list for the nodes of a cluster: subscribers are spread over them, publishers go to the first")
 	fs.StringVar(&f.key, "key", "", "publisher key for --url")
 	fs.StringVar(&f.domain, "domain", "bench", "domain of the topics")
-	fs.IntVar(&f.serverPID, "server-pid", 0, "process id of the --url hub, to measure its CPU and memory")
+	fs.Var(&pids, "server-pid", "process id of the --url hub, to measure its CPU and memory; for several --url, one per URL in their order (repeated or comma-separated)")
+	fs.IntVar(&f.nodes, "nodes", 1, "with --hub-bin: start this many hub nodes clustered over --nats-url, sharing one key file")
+	fs.StringVar(&f.natsURL, "nats-url", "nats://127.0.0.1:4222", "the NATS server the nodes of --nodes cluster over")
 	fs.BoolVar(&f.compare, "compare", false, "run against --hub-bin and then against the reference hub, and print ours/reference ratios")
 	var hubArgs multi
 	fs.Var(&hubArgs, "hub-arg", "extra argument for our hub's serve command (repeatable)")
@@ -233,20 +242,45 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 		if f.compare {
 			return nil, fmt.Errorf("%s reads our hub's /metrics: the reference hub has none, so --compare does not apply", cmd)
 		}
-		if f.hubBin == "" && f.url == "" {
+		if f.hubBin == "" && len(f.urls) == 0 {
 			return nil, fmt.Errorf("%s reads our hub's /metrics: give --hub-bin or --url", cmd)
 		}
+	}
+	for _, u := range urls {
+		for _, part := range strings.Split(u, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				f.urls = append(f.urls, part)
+			}
+		}
+	}
+	for _, p := range pids {
+		for _, part := range strings.Split(p, ",") {
+			pid, err := strconv.Atoi(strings.TrimSpace(part))
+			if err != nil || pid <= 0 {
+				return nil, fmt.Errorf("bad --server-pid %q: want process ids", part)
+			}
+			f.serverPIDs = append(f.serverPIDs, pid)
+		}
+	}
+	if len(f.serverPIDs) > 0 && len(f.serverPIDs) != len(f.urls) {
+		return nil, fmt.Errorf("cannot match %d --server-pid to %d --url", len(f.serverPIDs), len(f.urls))
+	}
+	if f.nodes < 1 || (f.nodes > 1 && f.hubBin == "") {
+		return nil, errors.New("--nodes takes a count of at least 1, and --hub-bin")
+	}
+	if f.nodes > 1 && f.compare {
+		return nil, errors.New("--nodes cannot --compare: the reference hub has no cluster")
 	}
 	if *pubs != 0 && *pubs != o.Topics {
 		return nil, fmt.Errorf("cannot use %d publishers for %d topics: a topic takes one publisher (a second gets 409)", *pubs, o.Topics)
 	}
-	if f.hubBin != "" && f.url != "" {
+	if f.hubBin != "" && len(f.urls) > 0 {
 		return nil, errors.New("use either --hub-bin or --url")
 	}
 	if f.compare && f.hubBin == "" {
 		return nil, errors.New("--compare needs --hub-bin for our hub")
 	}
-	if f.url != "" && f.key == "" {
+	if len(f.urls) > 0 && f.key == "" {
 		return nil, errors.New("--url needs --key")
 	}
 	srcs, err := parseSources(f.sources)
@@ -308,7 +342,7 @@ func one(ctx context.Context, f *flags, cmd string) (report.Run, error) {
 		ref, err := against(ctx, f, f.opt, "reference")
 		run.Reference = ref
 		return run, err
-	case f.url != "":
+	case len(f.urls) > 0:
 		r, err := against(ctx, f, f.opt, "url")
 		run.Ours = r
 		return run, err
@@ -330,7 +364,11 @@ func against(ctx context.Context, f *flags, o scenario.Options, which string) (*
 	hub := hubOptions(f.hub, o)
 	switch which {
 	case "ours":
-		t, err = target.StartOurs(ctx, f.hubBin, hub)
+		if f.nodes > 1 {
+			t, err = target.StartCluster(ctx, f.hubBin, f.nodes, f.natsURL, hub)
+		} else {
+			t, err = target.StartOurs(ctx, f.hubBin, hub)
+		}
 	case "reference":
 		self, serr := os.Executable()
 		if serr != nil {
@@ -338,7 +376,7 @@ func against(ctx context.Context, f *flags, o scenario.Options, which string) (*
 		}
 		t, err = target.StartReference(ctx, self, hub)
 	case "url":
-		t, err = target.Attach(f.url, f.domain, f.key, f.serverPID)
+		t, err = target.AttachCluster(f.urls, f.domain, f.key, f.serverPIDs)
 	}
 	if err != nil {
 		return nil, err
@@ -349,7 +387,7 @@ func against(ctx context.Context, f *flags, o scenario.Options, which string) (*
 		}
 	}()
 	if o.Progress != nil && !o.ProgressTTY {
-		fmt.Fprintf(o.Progress, "running %s against %s (%s, pid %d)\n", o.Scenario, t.Name, t.Server, t.PID)
+		fmt.Fprintf(o.Progress, "running %s against %s (%v, pids %v)\n", o.Scenario, t.Name, t.Servers(), t.Processes())
 	}
 	return scenario.Run(ctx, t, o)
 }

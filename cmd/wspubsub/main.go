@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wspubsub/wspubsub/cluster"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -94,6 +95,9 @@ type serveOptions struct {
 	metricsListen   string
 	pprof           bool
 	shutdownTimeout time.Duration
+	natsURL         string
+	nodeName        string
+	clusterName     string
 	tls             tlsOptions
 }
 
@@ -127,6 +131,9 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "at shutdown, exit after this long whatever is left")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (and /debug/pprof) on this address instead of --listen")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve the pprof endpoints under /debug/pprof/ beside /metrics")
+	fs.StringVar(&o.natsURL, "nats-url", "", "make this hub a cluster node over the NATS server(s) at this URL, e.g. nats://127.0.0.1:4222 (JetStream required)")
+	fs.StringVar(&o.nodeName, "node-name", "", "this node's name in logs and topic ownership records (default: the host name)")
+	fs.StringVar(&o.clusterName, "cluster-name", "wspubsub", "nodes with the same NATS and cluster name form one cluster: the prefix of their subjects and of their key-value bucket")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 }
@@ -177,6 +184,31 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	defer store.Close()
 	cfg.Keys = store
 
+	var node *cluster.Node
+	if o.natsURL != "" {
+		if !validClusterName(o.clusterName) {
+			log.Error("bad --cluster-name: want letters, digits, - and _", "cluster_name", o.clusterName)
+			return 2
+		}
+		node, err = cluster.Connect(cluster.Config{
+			URL:    o.natsURL,
+			Name:   o.nodeName,
+			Prefix: o.clusterName,
+			Bucket: o.clusterName + "_topics",
+			Logger: log,
+		})
+		if err != nil {
+			log.Error("cannot join the cluster", "err", err)
+			return 1
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			node.Close(ctx)
+		}()
+		cfg.Cluster = node
+	}
+
 	// The main listener answers plain HTTP for health and, unless
 	// --metrics-listen moves them, metrics and pprof.
 	var hub atomic.Pointer[server.Server]
@@ -208,6 +240,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	defer reloadOnHangup(cfg.TLS, log)()
 	store.serving(srv)
 	log.Info("wspubsub serving", "addr", o.tls.scheme()+"://"+srv.Addr(), "keys", store.where, "version", version())
+	if node != nil {
+		log.Info("cluster node", "id", node.ID(), "nats", redact(o.natsURL), "cluster_name", o.clusterName)
+	}
 	if o.metricsListen != "" {
 		ms := &http.Server{Addr: o.metricsListen, Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
 		ln, err := net.Listen("tcp", o.metricsListen)
@@ -239,6 +274,20 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// validClusterName reports whether name can prefix subjects and name a
+// key-value bucket: letters, digits, '-' and '_'.
+func validClusterName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // originList is the --allowed-origins flag: a comma-separated list.

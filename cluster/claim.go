@@ -1,0 +1,551 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/wspubsub/wspubsub/server"
+	"github.com/wspubsub/wspubsub/topics"
+)
+
+// record is a topic's ownership record in the bucket.
+type record struct {
+	// Node is the owning node's ID.
+	Node string `json:"node"`
+	// Pubs is how many publishers it has there; 0 while in grace.
+	Pubs int `json:"pubs"`
+	// GraceUntil is when the grace period ends, Unix milliseconds, once
+	// Pubs is 0.
+	GraceUntil int64 `json:"grace_until,omitempty"`
+}
+
+func (n *Node) encode(pubs int, graceUntil time.Time) []byte {
+	r := record{Node: n.id, Pubs: pubs}
+	if pubs == 0 {
+		r.GraceUntil = graceUntil.UnixMilli()
+	}
+	b, _ := json.Marshal(r)
+	return b
+}
+
+func decodeRecord(b []byte) (record, error) {
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil || r.Node == "" || r.Pubs < 0 {
+		return record{}, fmt.Errorf("cluster: bad ownership record %.60q", b)
+	}
+	return r, nil
+}
+
+// owned reports whether the record, written at created, holds a live
+// publisher that a claim must not take over.
+func (r record) owned(created time.Time, ttl time.Duration) bool {
+	return r.Pubs > 0 && time.Since(created) < ttl
+}
+
+type leaseState uint8
+
+const (
+	leaseClaiming leaseState = iota // the first claim's round trips are in progress
+	leaseOwned                      // this node owns the topic (live, or in grace)
+	leaseGone                       // released, expired or lost
+)
+
+// lease is this node's ownership of one topic.
+type lease struct {
+	n       *Node
+	key     topics.Key
+	kvKey   string
+	subject string
+	io      sync.Mutex // held while the record is written, by a claim or the worker
+
+	// Guarded by n.mu.
+	state      leaseState
+	pubs       int
+	graceUntil time.Time
+	rev        uint64 // the record's revision as this node last wrote it
+	dirty      bool
+	claimed    chan struct{} // closed when the first claim ends
+
+	lost atomic.Bool
+
+	// The publishing side, guarded by pub: publishers of the topic on
+	// several event loops take turns, so a run's parts stay together and the
+	// sequence is the publishing order.
+	pub    sync.Mutex
+	sender uint64
+	seq    uint64
+	buf    []byte
+}
+
+// claim is one publisher's share of a lease.
+type claim struct {
+	l        *lease
+	released atomic.Bool
+}
+
+var _ server.ClusterTopic = (*claim)(nil)
+
+// Publish implements server.ClusterTopic.
+func (c *claim) Publish(frames []byte, msgs, payload int) bool {
+	return c.l.publish(frames, msgs, payload)
+}
+
+// Release implements server.ClusterTopic.
+func (c *claim) Release() {
+	if c.released.CompareAndSwap(false, true) {
+		c.l.n.release(c.l)
+	}
+}
+
+func (n *Node) newLease(k topics.Key) *lease {
+	var b [8]byte
+	rand.Read(b[:])
+	return &lease{
+		n: n, key: k, kvKey: kvKeyOf(k), subject: subjectOf(n.cfg.Prefix, k),
+		state: leaseClaiming, claimed: make(chan struct{}),
+		sender: binary.BigEndian.Uint64(b[:]),
+	}
+}
+
+// Claim implements server.Cluster. A topic this node already owns takes
+// another publisher (the hub's table enforces the limit) or, in its grace
+// period, is taken back with one compare-and-set; any other topic is read
+// from the bucket and created or taken over (when in grace, or lapsed) with
+// a compare-and-set. A live record of another node is waited on for up to
+// ClaimWait before the claim is refused.
+func (n *Node) Claim(ctx context.Context, k topics.Key) (server.ClusterTopic, error) {
+	deadline := time.Now().Add(n.cfg.ClaimWait)
+	for attempt := 0; ; attempt++ {
+		if attempt == 16 {
+			n.stats.claims[claimError].Add(1)
+			return nil, errContention
+		}
+		n.mu.Lock()
+		l := n.leases[k]
+		switch {
+		case l == nil:
+			l = n.newLease(k)
+			n.leases[k] = l
+			n.mu.Unlock()
+			rev, err := n.acquire(ctx, l)
+			n.mu.Lock()
+			if err != nil {
+				l.state = leaseGone
+				if n.leases[k] == l {
+					delete(n.leases, k)
+				}
+				close(l.claimed)
+				n.mu.Unlock()
+				if errors.Is(err, topics.ErrHasPublisher) {
+					if time.Now().Before(deadline) && sleep(ctx, 50*time.Millisecond) {
+						attempt--
+						continue
+					}
+					n.stats.claims[claimConflict].Add(1)
+				} else {
+					n.stats.claims[claimError].Add(1)
+				}
+				return nil, err
+			}
+			l.state, l.pubs, l.rev = leaseOwned, 1, rev
+			close(l.claimed)
+			n.mu.Unlock()
+			n.stats.claims[claimWon].Add(1)
+			return &claim{l: l}, nil
+		case l.state == leaseClaiming:
+			ch := l.claimed
+			n.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				n.stats.claims[claimError].Add(1)
+				return nil, ctx.Err()
+			}
+		case l.pubs > 0:
+			l.pubs++
+			n.mu.Unlock()
+			n.stats.claims[claimWon].Add(1)
+			return &claim{l: l}, nil
+		default: // ours, in grace
+			n.mu.Unlock()
+			ok, err := n.reclaim(ctx, l)
+			if err != nil {
+				n.stats.claims[claimError].Add(1)
+				return nil, err
+			}
+			if ok {
+				n.stats.claims[claimWon].Add(1)
+				return &claim{l: l}, nil
+			}
+			// Lost meanwhile: claim afresh.
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// acquire claims a topic this node has no lease on, returning the record's
+// revision.
+func (n *Node) acquire(ctx context.Context, l *lease) (uint64, error) {
+	if !n.nc.IsConnected() {
+		return 0, ErrNotConnected
+	}
+	kv := n.bucket()
+	if kv == nil {
+		return 0, ErrNotReady
+	}
+	rec := n.encode(1, time.Time{})
+	for range 4 {
+		e, err := kv.Get(ctx, l.kvKey)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			rev, err := kv.Create(ctx, l.kvKey, rec)
+			if err == nil {
+				return rev, nil
+			}
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue // claimed at the same moment: look again
+			}
+			return 0, fmt.Errorf("cannot create the topic's ownership record: %w", err)
+		case err != nil:
+			return 0, fmt.Errorf("cannot read the topic's ownership record: %w", err)
+		}
+		if r, err := decodeRecord(e.Value()); err == nil && r.Node != n.id && r.owned(e.Created(), n.cfg.ClaimTTL) {
+			return 0, fmt.Errorf("cluster: topic owned by node %s: %w", r.Node, topics.ErrHasPublisher)
+		}
+		// In grace, lapsed, unreadable or ours: take it over.
+		rev, err := kv.Update(ctx, l.kvKey, rec, e.Revision())
+		if err == nil {
+			return rev, nil
+		}
+		if !isConflict(err) {
+			return 0, fmt.Errorf("cannot take the topic's ownership record over: %w", err)
+		}
+	}
+	return 0, errContention
+}
+
+// reclaim takes back a topic this node owns in its grace period; false
+// means the lease was lost meanwhile.
+func (n *Node) reclaim(ctx context.Context, l *lease) (bool, error) {
+	l.io.Lock()
+	defer l.io.Unlock()
+	n.mu.Lock()
+	if l.state != leaseOwned {
+		n.mu.Unlock()
+		return false, nil
+	}
+	if l.pubs > 0 {
+		l.pubs++
+		n.mu.Unlock()
+		return true, nil
+	}
+	rev := l.rev
+	n.mu.Unlock()
+	kv := n.bucket()
+	if kv == nil || !n.nc.IsConnected() {
+		return false, ErrNotConnected
+	}
+	newRev, err := kv.Update(ctx, l.kvKey, n.encode(1, time.Time{}), rev)
+	if isConflict(err) {
+		n.drop(l) // another node wrote the record: claim afresh
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cannot take the topic's ownership record back: %w", err)
+	}
+	n.mu.Lock()
+	l.rev, l.pubs, l.graceUntil = newRev, 1, time.Time{}
+	n.mu.Unlock()
+	return true, nil
+}
+
+// release records that one publisher of l left; the last one's leaving
+// starts the grace period, which the worker writes.
+func (n *Node) release(l *lease) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if l.state != leaseOwned || l.pubs == 0 {
+		return
+	}
+	l.pubs--
+	if l.pubs == 0 {
+		l.graceUntil = time.Now().Add(n.graceFor())
+		n.markDirty(l)
+	}
+}
+
+// Keep implements server.Cluster: the topic's grace period ran out here. If
+// this node still owns it, its record is deleted with a compare-and-set, so
+// that either a takeover on another node or the deletion wins; a takeover
+// means the topic lives on there and the local subscribers stay.
+func (n *Node) Keep(k topics.Key) bool {
+	n.mu.Lock()
+	l := n.leases[k]
+	n.mu.Unlock()
+	if l == nil {
+		return n.view.heldElsewhere(n, k)
+	}
+	l.io.Lock()
+	defer l.io.Unlock()
+	n.mu.Lock()
+	switch {
+	case l.state != leaseOwned:
+		n.mu.Unlock()
+		return n.view.heldElsewhere(n, k)
+	case l.pubs > 0:
+		n.mu.Unlock()
+		return true // a publisher came back here meanwhile
+	}
+	rev := l.rev
+	n.mu.Unlock()
+	n.drop(l)
+	kv := n.bucket()
+	if kv == nil || !n.nc.IsConnected() {
+		return n.view.heldElsewhere(n, k) // the record lapses by itself
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := kv.Delete(ctx, l.kvKey, jetstream.LastRevision(rev))
+	switch {
+	case err == nil:
+		return false
+	case isConflict(err):
+		e, err := kv.Get(ctx, l.kvKey)
+		if err != nil {
+			return false
+		}
+		r, err := decodeRecord(e.Value())
+		return err == nil && r.Node != n.id && (r.Pubs > 0 || time.Now().UnixMilli() < r.GraceUntil)
+	default:
+		n.stats.kvErrors.Add(1)
+		n.log.Warn("cannot delete an expired topic's ownership record", "domain", k.Domain, "topic", k.Topic, "err", err)
+		return n.view.heldElsewhere(n, k)
+	}
+}
+
+// drop forgets a lease that has no publishers.
+func (n *Node) drop(l *lease) {
+	n.mu.Lock()
+	l.state = leaseGone
+	if n.leases[l.key] == l {
+		delete(n.leases, l.key)
+	}
+	n.mu.Unlock()
+}
+
+// lose forgets a lease that another node took over, and has the hub close
+// the publishers it still had.
+func (n *Node) lose(l *lease) {
+	n.mu.Lock()
+	l.state = leaseGone
+	if n.leases[l.key] == l {
+		delete(n.leases, l.key)
+	}
+	pubs := l.pubs
+	n.mu.Unlock()
+	l.lost.Store(true)
+	if pubs == 0 {
+		return // in grace: a publisher took it over elsewhere, as it may
+	}
+	n.stats.claimsLost.Add(1)
+	n.log.Warn("lost a topic to another node while NATS was away; closing its publishers here", "domain", l.key.Domain, "topic", l.key.Topic)
+	if h := n.theHub(); h != nil {
+		h.ClaimLost(l.key)
+	}
+}
+
+// markDirty queues l's record to be written. n.mu is held.
+func (n *Node) markDirty(l *lease) {
+	if !l.dirty {
+		l.dirty = true
+		n.dirty = append(n.dirty, l)
+	}
+	n.wake(n.kick)
+}
+
+func (n *Node) markAllDirty() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, l := range n.leases {
+		if l.state == leaseOwned {
+			n.markDirty(l)
+		}
+	}
+}
+
+// syncDirty writes the records of the leases marked dirty; while NATS is
+// away they wait for the reconnection, which marks every lease again.
+func (n *Node) syncDirty() {
+	n.mu.Lock()
+	list := n.dirty
+	n.dirty = nil
+	for _, l := range list {
+		l.dirty = false
+	}
+	n.mu.Unlock()
+	for _, l := range list {
+		if !n.nc.IsConnected() || n.bucket() == nil {
+			return
+		}
+		n.sync(l)
+	}
+}
+
+// flushLeases writes what is dirty, for at most d.
+func (n *Node) flushLeases(d time.Duration) {
+	done := make(chan struct{})
+	go func() { n.syncDirty(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+var errLost = errors.New("cluster: topic owned by another node now")
+
+// sync writes l's record: a refresh, a grace period starting, or a record
+// that lapsed while NATS was away.
+func (n *Node) sync(l *lease) {
+	l.io.Lock()
+	defer l.io.Unlock()
+	n.mu.Lock()
+	if l.state != leaseOwned {
+		n.mu.Unlock()
+		return
+	}
+	rec, rev := n.encode(l.pubs, l.graceUntil), l.rev
+	n.mu.Unlock()
+	kv := n.bucket()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	newRev, err := kv.Update(ctx, l.kvKey, rec, rev)
+	if isConflict(err) {
+		newRev, err = n.rewrite(ctx, kv, l, rec)
+	}
+	switch {
+	case err == nil:
+		n.mu.Lock()
+		if l.state == leaseOwned {
+			l.rev = newRev
+		}
+		n.mu.Unlock()
+	case errors.Is(err, errLost):
+		n.lose(l)
+	default:
+		n.stats.kvErrors.Add(1)
+		n.log.Debug("cannot write a topic's ownership record; retrying", "domain", l.key.Domain, "topic", l.key.Topic, "err", err)
+	}
+}
+
+// rewrite writes a record whose revision moved: it lapsed (write it anew),
+// this node's last write landed though its answer did not (adopt it), or
+// another node took it (lost).
+func (n *Node) rewrite(ctx context.Context, kv jetstream.KeyValue, l *lease, rec []byte) (uint64, error) {
+	e, err := kv.Get(ctx, l.kvKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev, err := kv.Create(ctx, l.kvKey, rec)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, errLost
+		}
+		return rev, err
+	case err != nil:
+		return 0, err
+	}
+	if r, err := decodeRecord(e.Value()); err == nil && r.Node == n.id {
+		rev, err := kv.Update(ctx, l.kvKey, rec, e.Revision())
+		if isConflict(err) {
+			return 0, errLost
+		}
+		return rev, err
+	}
+	return 0, errLost
+}
+
+// verify has the worker check l's record soon: the view saw another node
+// write it.
+func (n *Node) verify(k topics.Key) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if l := n.leases[k]; l != nil && l.state == leaseOwned {
+		n.markDirty(l)
+	}
+}
+
+// isConflict reports whether a compare-and-set failed on the revision.
+func isConflict(err error) bool {
+	return err != nil && (errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists))
+}
+
+// publish sends one run of frames to the other nodes, in parts no larger
+// than the NATS server takes.
+func (l *lease) publish(frames []byte, msgs, payload int) bool {
+	n := l.n
+	if l.lost.Load() {
+		n.stats.dropped[dropPublishError].Add(1)
+		return false
+	}
+	limit := int(n.nc.MaxPayload()) - maxHeaderSize
+	if limit <= 0 {
+		limit = 1<<20 - maxHeaderSize
+	}
+	l.pub.Lock()
+	defer l.pub.Unlock()
+	h := header{sender: l.sender, sent: time.Now().UnixNano(), msgs: msgs, payload: payload}
+	rest := frames
+	for {
+		part := rest
+		h.more = len(part) > limit
+		if h.more {
+			part = part[:limit]
+		}
+		l.seq++
+		h.seq = l.seq
+		l.buf = appendHeader(l.buf[:0], h)
+		l.buf = append(l.buf, part...)
+		if err := n.nc.Publish(l.subject, l.buf); err != nil {
+			n.stats.dropped[dropPublishError].Add(1)
+			n.publishFailed(err)
+			return false
+		}
+		n.stats.sentBytes.Add(int64(len(l.buf)))
+		rest = rest[len(part):]
+		if !h.more {
+			break
+		}
+		h.cont = true
+	}
+	if cap(l.buf) > 4<<20 {
+		l.buf = nil
+	}
+	n.stats.sentBatches.Add(1)
+	n.stats.sentMessages.Add(int64(msgs))
+	return true
+}
+
+// publishFailed logs a failed publish, at most once a second.
+func (n *Node) publishFailed(err error) {
+	now := time.Now().UnixNano()
+	last := n.stats.lastPublishLog.Load()
+	if now-last > int64(time.Second) && n.stats.lastPublishLog.CompareAndSwap(last, now) {
+		n.log.Warn("cannot publish to other nodes; messages for them are dropped", "err", err)
+	}
+}

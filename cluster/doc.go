@@ -1,0 +1,37 @@
+// Package cluster makes a hub (package server) a node of a cluster of hubs
+// over NATS: a message published on any node reaches the subscribers of its
+// topic on every node, and a topic's single publisher and its grace period
+// hold across the nodes. Node implements server.Cluster.
+//
+// Messages. A publisher's read, already encoded once as a run of complete
+// WebSocket frames for local subscribers, is published as it is (after a
+// small header, see wire.go) on the topic's subject, PREFIX.t.DOMAIN.TOPIC
+// with DOMAIN and TOPIC base64url-encoded. The connection has NoEcho set,
+// so a node never receives its own messages; it fans them out locally as a
+// single hub does. A node subscribes to a topic's subject while it has local
+// subscribers of the topic, and only then, so traffic follows interest.
+//
+// Ownership. Each topic started anywhere has a record in a JetStream
+// key-value bucket (key DOMAIN.TOPIC, encoded as above; value: the owning
+// node, its number of publishers, and the end of the grace period once the
+// last one left). The bucket's MaxAge is ClaimTTL, and the owner rewrites
+// its records every ClaimTTL/3; the record of a node that died lapses. Every
+// write is a compare-and-set on the record's revision, so of two nodes that
+// claim a topic at once exactly one wins. Every node watches the bucket and
+// keeps a local view, which answers "is this topic started anywhere?" for
+// subscribers without a network round trip, and tells a node when a topic
+// whose publisher was elsewhere ended.
+//
+// Concurrency. All exported methods are safe for concurrent use. Started,
+// Join, Leave and a claim's Publish and Release never wait for the network
+// (Publish hands bytes to the NATS client's bounded buffer; the NATS
+// client may make it wait for the socket, at most FlusherTimeout); they are
+// called on the hub's event loops. Claim, Confirm and Keep make network
+// round trips and are called off the loops. The callbacks into the hub
+// (server.ClusterHub) come from goroutines of this package and of the NATS
+// client, never under a lock of this package: Deliver for one topic from
+// that topic's subscription goroutine, one call at a time, in the order the
+// publishing node sent; TopicEnded and ClaimLost from the node's own
+// goroutines. Lock order, outermost first: a lease's io mutex, then
+// Node.mu; the view's and the interests' mutexes are leaves.
+package cluster

@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/wspubsub/wspubsub/topics"
+)
+
+// maxRun bounds a run of frames reassembled from parts: far more than one
+// read of a publisher can complete.
+const maxRun = 256 << 20
+
+// interests holds the node's NATS subscriptions: one per topic with local
+// subscribers.
+type interests struct {
+	mu sync.Mutex
+	m  map[topics.Key]*interest
+}
+
+// interest is one topic's subscription.
+type interest struct {
+	key topics.Key
+	sub *nats.Subscription
+
+	// Guarded by interests.mu.
+	refs      int
+	confirmed bool // a flush after the subscription came back
+	dropped   int  // NATS's drops already counted
+
+	// Owned by the subscription's goroutine.
+	sender, seq uint64
+	partial     []byte // the parts of a run received so far
+	inRun       bool
+}
+
+func (in *interests) init() { in.m = make(map[topics.Key]*interest) }
+
+func (in *interests) len() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.m)
+}
+
+var errNoInterest = errors.New("cluster: no interest in this topic")
+
+// Join implements server.Cluster. The first local subscriber of a topic
+// subscribes the node to the topic's subject; NATS's Subscribe only queues
+// the request, so this does not wait.
+func (n *Node) Join(k topics.Key) bool {
+	n.interests.mu.Lock()
+	defer n.interests.mu.Unlock()
+	in := n.interests.m[k]
+	if in == nil {
+		in = &interest{key: k}
+		sub, err := n.nc.Subscribe(subjectOf(n.cfg.Prefix, k), func(m *nats.Msg) { n.receive(in, m) })
+		if err != nil {
+			n.log.Warn("cannot subscribe to a topic on NATS", "domain", k.Domain, "topic", k.Topic, "err", err)
+		} else {
+			sub.SetPendingLimits(-1, n.cfg.PendingBytes)
+		}
+		in.sub = sub
+		n.interests.m[k] = in
+	}
+	in.refs++
+	return in.confirmed
+}
+
+// Confirm implements server.Cluster: a flush (PING, PONG) after the
+// subscription tells that the NATS server has it.
+func (n *Node) Confirm(ctx context.Context, k topics.Key) error {
+	n.interests.mu.Lock()
+	in := n.interests.m[k]
+	n.interests.mu.Unlock()
+	switch {
+	case in == nil || in.sub == nil:
+		return errNoInterest
+	case !n.nc.IsConnected():
+		return ErrNotConnected
+	}
+	n.interests.mu.Lock()
+	ok := in.confirmed
+	n.interests.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := n.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("cannot confirm the subscription with NATS: %w", err)
+	}
+	n.interests.mu.Lock()
+	in.confirmed = true
+	n.interests.mu.Unlock()
+	return nil
+}
+
+// Leave implements server.Cluster; the last local subscriber's leaving
+// unsubscribes the node.
+func (n *Node) Leave(k topics.Key) {
+	n.interests.mu.Lock()
+	in := n.interests.m[k]
+	if in == nil {
+		n.interests.mu.Unlock()
+		return
+	}
+	in.refs--
+	if in.refs > 0 {
+		n.interests.mu.Unlock()
+		return
+	}
+	delete(n.interests.m, k)
+	n.interests.mu.Unlock()
+	if in.sub != nil {
+		n.interests.countDropped(in.sub, &n.stats)
+		in.sub.Unsubscribe()
+	}
+}
+
+// countDropped adds what NATS dropped for sub (its pending bound was
+// reached: this node's subscribers of the topic could not keep up).
+func (in *interests) countDropped(sub *nats.Subscription, st *stats) {
+	d, err := sub.Dropped()
+	if err != nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, i := range in.m {
+		if i.sub == sub && d > i.dropped {
+			st.dropped[dropSlowConsumer].Add(int64(d - i.dropped))
+			i.dropped = d
+			return
+		}
+	}
+}
+
+// receive handles one message of a topic's subscription, on its goroutine:
+// messages come one at a time, in the order the publishing node sent them.
+func (n *Node) receive(in *interest, m *nats.Msg) {
+	st := &n.stats
+	h, data, err := parseHeader(m.Data)
+	if err != nil {
+		st.dropped[dropMalformed].Add(1)
+		return
+	}
+	st.receivedBytes.Add(int64(len(m.Data)))
+	if h.sender == in.sender && h.seq != in.seq+1 {
+		// Messages of this sender never came: NATS was away, or a bound
+		// was reached on either side.
+		if h.seq > in.seq {
+			st.lostBatches.Add(int64(h.seq - in.seq - 1))
+		}
+		in.endRun()
+	} else if h.sender != in.sender && in.inRun {
+		st.lostBatches.Add(1) // the rest of the other sender's run
+		in.endRun()
+	}
+	in.sender, in.seq = h.sender, h.seq
+	switch {
+	case h.cont && !in.inRun:
+		return // the rest of a run whose start this node missed
+	case !h.cont && in.inRun:
+		st.lostBatches.Add(1)
+		in.endRun()
+	}
+	if h.more || in.inRun {
+		if len(in.partial)+len(data) > maxRun {
+			st.dropped[dropMalformed].Add(1)
+			in.endRun()
+			return
+		}
+		in.partial = append(in.partial, data...)
+		in.inRun = true
+		if h.more {
+			return
+		}
+		data = in.partial
+		defer in.endRun()
+	}
+	lag := time.Now().UnixNano() - h.sent
+	st.lag.Observe(float64(max(lag, 0)) / 1e9)
+	st.receivedBatches.Add(1)
+	st.receivedMessages.Add(int64(h.msgs))
+	if hub := n.theHub(); hub != nil {
+		hub.Deliver(in.key, data, h.msgs, h.payload)
+	}
+}
+
+func (in *interest) endRun() {
+	in.inRun = false
+	in.partial = in.partial[:0]
+	if cap(in.partial) > 4<<20 {
+		in.partial = nil
+	}
+}

@@ -1,0 +1,144 @@
+package cluster
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const (
+	claimWon = iota
+	claimConflict
+	claimError
+	numClaimResults
+)
+
+var claimLabels = [numClaimResults]string{"won", "conflict", "error"}
+
+const (
+	dropPublishError = iota // the NATS client refused it: NATS away and the reconnect buffer full, or closed
+	dropSlowConsumer        // this node's subscription fell too far behind and NATS dropped it
+	dropMalformed           // not a message of this protocol
+	numDrops
+)
+
+var dropLabels = [numDrops]string{"publish_error", "slow_consumer", "malformed"}
+
+// stats are the node's running totals: atomics, read at scrape time.
+type stats struct {
+	sentBatches, sentMessages, sentBytes             atomic.Int64
+	receivedBatches, receivedMessages, receivedBytes atomic.Int64
+	lostBatches                                      atomic.Int64
+	dropped                                          [numDrops]atomic.Int64
+	reconnects, disconnects                          atomic.Int64
+	claims                                           [numClaimResults]atomic.Int64
+	claimsLost                                       atomic.Int64
+	kvErrors                                         atomic.Int64
+	lastPublishLog                                   atomic.Int64
+	lag                                              prometheus.Histogram
+}
+
+func (s *stats) init() {
+	s.lag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "wspubsub", Subsystem: "cluster", Name: "lag_seconds",
+		Help:    "Time from a run of messages being published on another node to its fan-out here.",
+		Buckets: prometheus.ExponentialBuckets(25e-6, 4, 10), // 25µs to ~6.5s
+	})
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("wspubsub_cluster_"+name, help, labels, nil)
+}
+
+var (
+	descConnected     = desc("connected", "1 while the node is connected to NATS.")
+	descReady         = desc("ready", "1 while cross-node traffic and topic ownership work (connected, ownership view loaded).")
+	descReconnects    = desc("reconnects_total", "Reconnections to NATS.")
+	descDisconnects   = desc("disconnects_total", "Losses of the NATS connection.")
+	descSentBatches   = desc("sent_batches_total", "Runs of messages (one publisher read each) published to other nodes.")
+	descSentMsgs      = desc("sent_messages_total", "Messages published to other nodes.")
+	descSentBytes     = desc("sent_bytes_total", "Bytes published to other nodes (frames and headers).")
+	descRecvBatches   = desc("received_batches_total", "Runs of messages received from other nodes.")
+	descRecvMsgs      = desc("received_messages_total", "Messages received from other nodes.")
+	descRecvBytes     = desc("received_bytes_total", "Bytes received from other nodes (frames and headers).")
+	descLost          = desc("lost_batches_total", "NATS messages another node sent that never arrived here, told by their sequence numbers.")
+	descDropped       = desc("dropped_batches_total", "NATS messages dropped, by reason.", "reason")
+	descClaims        = desc("claims_total", "Publisher claims of topics, by result: won, conflict (409), error (503).", "result")
+	descClaimsLost    = desc("claims_lost_total", "Topics with live publishers here that another node took over while NATS was away.")
+	descKVErrors      = desc("kv_errors_total", "Failed writes of topic ownership records (retried).")
+	descSubscriptions = desc("subscriptions", "NATS subscriptions: topics with local subscribers.")
+	descOwned         = desc("owned_topics", "Topics this node owns (with publishers here, or in their grace period).")
+	descKnown         = desc("known_topics", "Topics started anywhere in the cluster, as this node's view has them.")
+)
+
+// Describe implements prometheus.Collector.
+func (n *Node) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConnected, descReady, descReconnects, descDisconnects, descSentBatches,
+		descSentMsgs, descSentBytes, descRecvBatches, descRecvMsgs, descRecvBytes, descLost, descDropped, descClaims,
+		descClaimsLost, descKVErrors, descSubscriptions, descOwned, descKnown} {
+		ch <- d
+	}
+	n.stats.lag.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (n *Node) Collect(ch chan<- prometheus.Metric) {
+	st := &n.stats
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	b2i := func(b bool) int64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	gauge(descConnected, b2i(n.nc.IsConnected()))
+	gauge(descReady, b2i(n.Ready() == nil))
+	counter(descReconnects, st.reconnects.Load())
+	counter(descDisconnects, st.disconnects.Load())
+	counter(descSentBatches, st.sentBatches.Load())
+	counter(descSentMsgs, st.sentMessages.Load())
+	counter(descSentBytes, st.sentBytes.Load())
+	counter(descRecvBatches, st.receivedBatches.Load())
+	counter(descRecvMsgs, st.receivedMessages.Load())
+	counter(descRecvBytes, st.receivedBytes.Load())
+	counter(descLost, st.lostBatches.Load())
+	for i := range numDrops {
+		counter(descDropped, st.dropped[i].Load(), dropLabels[i])
+	}
+	for i := range numClaimResults {
+		counter(descClaims, st.claims[i].Load(), claimLabels[i])
+	}
+	counter(descClaimsLost, st.claimsLost.Load())
+	counter(descKVErrors, st.kvErrors.Load())
+	gauge(descSubscriptions, int64(n.interests.len()))
+	n.mu.Lock()
+	owned := len(n.leases)
+	n.mu.Unlock()
+	gauge(descOwned, int64(owned))
+	gauge(descKnown, int64(n.view.len()))
+	st.lag.Collect(ch)
+}
+
+// Stats is a snapshot of a node's counters, for tests and tools.
+type Stats struct {
+	SentBatches, SentMessages         int64
+	ReceivedBatches, ReceivedMessages int64
+	LostBatches                       int64
+	Reconnects                        int64
+	ClaimsLost                        int64
+}
+
+// Stats returns a snapshot of the node's counters.
+func (n *Node) Stats() Stats {
+	st := &n.stats
+	return Stats{
+		SentBatches: st.sentBatches.Load(), SentMessages: st.sentMessages.Load(),
+		ReceivedBatches: st.receivedBatches.Load(), ReceivedMessages: st.receivedMessages.Load(),
+		LostBatches: st.lostBatches.Load(), Reconnects: st.reconnects.Load(), ClaimsLost: st.claimsLost.Load(),
+	}
+}

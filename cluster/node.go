@@ -1,0 +1,384 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/wspubsub/wspubsub/server"
+	"github.com/wspubsub/wspubsub/topics"
+)
+
+// Config is a node's settings; the zero value of each field means the
+// default it documents.
+type Config struct {
+	// URL is the NATS server to connect to, or a comma-separated list of
+	// servers of one NATS cluster. Required.
+	URL string
+	// Name names this node in logs and ownership records. Default: the
+	// host name. A random suffix is added, so a restarted node is a new
+	// owner.
+	Name string
+	// Prefix is the first token(s) of every subject; nodes sharing a prefix
+	// (and Bucket) form one cluster. Default "wspubsub".
+	Prefix string
+	// Bucket is the JetStream key-value bucket of topic ownership. Default
+	// "wspubsub_topics".
+	Bucket string
+	// Replicas of the bucket in a NATS cluster. Default 1.
+	Replicas int
+	// ClaimTTL is how long a node's claim on a topic outlives the node: the
+	// owner refreshes its records every ClaimTTL/3, and a record not
+	// refreshed for ClaimTTL lapses. Default 6s.
+	ClaimTTL time.Duration
+	// ClaimWait is how long a publisher's claim waits for a live record of
+	// another node to turn into a grace record (that node's publisher just
+	// left and is reconnecting here) before it is refused. Default 1s;
+	// negative means no wait.
+	ClaimWait time.Duration
+	// ReconnectBuffer bounds the bytes published while NATS is unreachable,
+	// sent once it is back; past it, messages for other nodes are dropped
+	// (and counted). Default 8 MiB.
+	ReconnectBuffer int
+	// PendingBytes bounds the bytes received from other nodes for one topic
+	// and not yet written to its local subscribers; past it, NATS drops
+	// (counted). Default 32 MiB.
+	PendingBytes int
+	// ConnectWait is how long Connect waits for NATS and the ownership view
+	// before returning a node that is not ready yet (it keeps trying).
+	// Default 5s.
+	ConnectWait time.Duration
+	// Logger receives the node's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+		if c.Name == "" {
+			c.Name = "node"
+		}
+	}
+	if c.Prefix == "" {
+		c.Prefix = "wspubsub"
+	}
+	if c.Bucket == "" {
+		c.Bucket = "wspubsub_topics"
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.ClaimTTL <= 0 {
+		c.ClaimTTL = 6 * time.Second
+	}
+	switch {
+	case c.ClaimWait == 0:
+		c.ClaimWait = time.Second
+	case c.ClaimWait < 0:
+		c.ClaimWait = 0
+	}
+	if c.ReconnectBuffer <= 0 {
+		c.ReconnectBuffer = 8 << 20
+	}
+	if c.PendingBytes <= 0 {
+		c.PendingBytes = 32 << 20
+	}
+	if c.ConnectWait <= 0 {
+		c.ConnectWait = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Node is a hub's membership of a cluster.
+type Node struct {
+	cfg   Config
+	id    string // Name plus a random suffix
+	log   *slog.Logger
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	hub   atomic.Pointer[hubRef]
+	grace atomic.Int64 // the hub's grace period, in nanoseconds
+	kv    atomic.Pointer[kvRef]
+	stats stats
+
+	// Ownership: the topics this node has publishers of.
+	mu     sync.Mutex
+	leases map[topics.Key]*lease
+	dirty  []*lease // leases whose record must be written, guarded by mu
+
+	view      view
+	interests interests
+
+	kick      chan struct{} // wakes the worker: dirty leases
+	reconnect chan struct{} // wakes the worker: set up the bucket and watch again
+	quit      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+type hubRef struct{ h server.ClusterHub }
+
+type kvRef struct{ kv jetstream.KeyValue }
+
+var _ server.Cluster = (*Node)(nil)
+
+// Errors a claim or a subscription can fail with when the cluster cannot be
+// reached; a claim refused because another node has the topic wraps
+// topics.ErrHasPublisher instead.
+var (
+	ErrNotConnected = errors.New("cluster: not connected to NATS")
+	ErrNotReady     = errors.New("cluster: topic ownership not loaded yet")
+	errContention   = errors.New("cluster: topic claimed and released too often at once")
+)
+
+// Connect connects to NATS and starts the node: it sets up the ownership
+// bucket and starts watching it. If NATS cannot be reached within
+// ConnectWait it returns a node that is not Ready yet and keeps trying in
+// the background; it fails only on a bad configuration. Close stops it.
+func Connect(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	if cfg.URL == "" {
+		return nil, errors.New("cluster: no NATS URL")
+	}
+	if !validPrefix(cfg.Prefix) {
+		return nil, fmt.Errorf("cluster: bad subject prefix %q: want tokens of letters, digits, - and _ separated by dots", cfg.Prefix)
+	}
+	var suffix [4]byte
+	rand.Read(suffix[:])
+	n := &Node{
+		cfg:       cfg,
+		id:        cfg.Name + "#" + hex.EncodeToString(suffix[:]),
+		log:       cfg.Logger.With("node", cfg.Name),
+		leases:    make(map[topics.Key]*lease),
+		kick:      make(chan struct{}, 1),
+		reconnect: make(chan struct{}, 1),
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	n.view.init()
+	n.interests.init()
+	n.stats.init()
+	nc, err := nats.Connect(cfg.URL,
+		nats.Name("wspubsub "+n.id),
+		nats.NoEcho(),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.ReconnectBufSize(cfg.ReconnectBuffer),
+		nats.PingInterval(5*time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.FlusherTimeout(2*time.Second),
+		nats.ConnectHandler(n.onConnect),
+		nats.ReconnectHandler(n.onReconnect),
+		nats.DisconnectErrHandler(n.onDisconnect),
+		nats.ErrorHandler(n.onAsyncError),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", cfg.URL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cannot use JetStream: %w", err)
+	}
+	n.nc, n.js = nc, js
+	go n.work()
+	if nc.IsConnected() {
+		n.wake(n.reconnect)
+	}
+	deadline := time.Now().Add(cfg.ConnectWait)
+	for n.Ready() != nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := n.Ready(); err != nil {
+		n.log.Warn("cluster not ready yet; serving local topics, retrying", "url", cfg.URL, "err", err)
+	}
+	return n, nil
+}
+
+// ID is the node's identity in ownership records.
+func (n *Node) ID() string { return n.id }
+
+// Bind implements server.Cluster.
+func (n *Node) Bind(h server.ClusterHub, grace time.Duration) {
+	n.grace.Store(int64(grace))
+	n.hub.Store(&hubRef{h})
+}
+
+func (n *Node) theHub() server.ClusterHub {
+	if r := n.hub.Load(); r != nil {
+		return r.h
+	}
+	return nil
+}
+
+// Ready implements server.Cluster: connected to NATS, the ownership bucket
+// set up, and its view loaded.
+func (n *Node) Ready() error {
+	switch {
+	case !n.nc.IsConnected():
+		return ErrNotConnected
+	case n.kv.Load() == nil || !n.view.synced():
+		return ErrNotReady
+	}
+	return nil
+}
+
+// Close stops the node: it writes what its claims must say (grace periods
+// of publishers that left, so that they can take their topics over on
+// another node), then closes the NATS connection. Call it after the hub's
+// Shutdown. ctx bounds the wait.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() { close(n.quit) })
+	select {
+	case <-n.done:
+	case <-ctx.Done():
+	}
+	n.nc.Close()
+	return nil
+}
+
+func (n *Node) onConnect(nc *nats.Conn) {
+	n.log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+	n.wake(n.reconnect)
+}
+
+func (n *Node) onReconnect(nc *nats.Conn) {
+	n.stats.reconnects.Add(1)
+	n.log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+	n.wake(n.reconnect)
+}
+
+func (n *Node) onDisconnect(_ *nats.Conn, err error) {
+	n.stats.disconnects.Add(1)
+	n.view.unsync()
+	if err != nil {
+		n.log.Warn("lost NATS; serving local topics only until it is back", "err", err)
+	}
+}
+
+func (n *Node) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
+		n.interests.countDropped(sub, &n.stats)
+		return
+	}
+	n.log.Warn("NATS error", "err", err)
+}
+
+// wake signals ch without blocking.
+func (n *Node) wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// work is the node's goroutine: it sets the bucket and its watch up after
+// each (re)connection, writes the claims' records when they change and
+// every ClaimTTL/3, and ages the view.
+func (n *Node) work() {
+	defer close(n.done)
+	refresh := time.NewTicker(n.cfg.ClaimTTL / 3)
+	defer refresh.Stop()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	setup := false
+	var w jetstream.KeyWatcher
+	defer func() {
+		if w != nil {
+			w.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-n.quit:
+			n.flushLeases(2 * time.Second)
+			return
+		case <-n.reconnect:
+			setup = true
+		case <-n.kick:
+		case <-refresh.C:
+			n.markAllDirty()
+		case <-tick.C:
+			n.view.sweep(n)
+		}
+		if setup && n.nc.IsConnected() {
+			nw, err := n.setup()
+			if err != nil {
+				n.stats.kvErrors.Add(1)
+				n.log.Warn("cannot set up topic ownership; retrying", "bucket", n.cfg.Bucket, "err", err)
+			} else {
+				if w != nil {
+					w.Stop()
+				}
+				w, setup = nw, false
+				n.markAllDirty() // the records may have lapsed while NATS was away
+			}
+		}
+		n.syncDirty()
+	}
+}
+
+// setup creates (or adopts) the ownership bucket and starts watching it.
+func (n *Node) setup() (jetstream.KeyWatcher, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      n.cfg.Bucket,
+		Description: "wspubsub topic ownership: which hub node has a topic's publisher",
+		History:     1,
+		TTL:         n.cfg.ClaimTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    n.cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot create the key-value bucket: %w", err)
+	}
+	n.kv.Store(&kvRef{kv})
+	gen := n.view.beginSync()
+	w, err := kv.WatchAll(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("cannot watch the key-value bucket: %w", err)
+	}
+	go n.watch(w, gen)
+	return w, nil
+}
+
+func (n *Node) bucket() jetstream.KeyValue {
+	if r := n.kv.Load(); r != nil {
+		return r.kv
+	}
+	return nil
+}
+
+// watch feeds the view from one watcher until it stops.
+func (n *Node) watch(w jetstream.KeyWatcher, gen uint64) {
+	for e := range w.Updates() {
+		if e == nil {
+			n.view.endSync(n, gen)
+			continue
+		}
+		n.view.apply(n, e, gen)
+	}
+}
+
+// topicEnded tells the hub that k ended elsewhere.
+func (n *Node) topicEnded(k topics.Key) {
+	if h := n.theHub(); h != nil {
+		h.TopicEnded(k)
+	}
+}
+
+func (n *Node) graceFor() time.Duration { return time.Duration(n.grace.Load()) }

@@ -1,0 +1,219 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/wspubsub/wspubsub/topics"
+	"github.com/wspubsub/wspubsub/ws"
+)
+
+// Cluster joins the hub to other hub nodes, so that a message published on
+// any node reaches the subscribers of every node; package cluster implements
+// it over NATS. Without one (Config.Cluster nil) the hub does no cluster work
+// at all. Every method may be called from any goroutine; those documented
+// as never blocking are called on the event loops, the others off them.
+type Cluster interface {
+	// Bind hands the cluster the hub it delivers to and the hub's grace
+	// period (0: none). Start calls it once, before the hub serves.
+	Bind(h ClusterHub, grace time.Duration)
+	// Claim makes this node a publisher of topic k across the cluster. It
+	// fails with an error wrapping topics.ErrHasPublisher when a publisher
+	// on another node has the topic, and with any other error when it
+	// cannot tell. It may block for a network round trip.
+	Claim(ctx context.Context, k topics.Key) (ClusterTopic, error)
+	// Started reports whether k has a publisher, or is in its grace period,
+	// anywhere in the cluster, as the node's local view knows it. It never
+	// blocks and must not call into the hub: it runs under the topic
+	// table's lock.
+	Started(k topics.Key) bool
+	// Lookup reports whether k is started anywhere when Started does not
+	// know it yet (the view lags the cluster by a moment): it reads the
+	// topic's ownership and waits until Started agrees. It may block.
+	Lookup(ctx context.Context, k topics.Key) (bool, error)
+	// Keep is asked when k's grace period runs out on this node: it reports
+	// whether the topic lives on elsewhere (a publisher took it over on
+	// another node), in which case the local subscribers stay. It may block
+	// briefly.
+	Keep(k topics.Key) bool
+	// Join records a local subscriber's interest in k, so that messages
+	// published on other nodes come here. It never blocks; it reports
+	// whether every message published from now on will arrive. If not,
+	// Confirm waits until then.
+	Join(k topics.Key) (confirmed bool)
+	// Confirm waits until the interest in k that Join recorded is in force
+	// across the cluster. It may block for a network round trip.
+	Confirm(ctx context.Context, k topics.Key) error
+	// Leave undoes one Join. It never blocks.
+	Leave(k topics.Key)
+	// Ready reports whether the node can reach the rest of the cluster.
+	Ready() error
+}
+
+// ClusterTopic is this node's claim on a topic that it has publishers of.
+type ClusterTopic interface {
+	// Publish sends the frames of one read of a publisher (msgs messages,
+	// payload bytes) to the other nodes, as they are. It is called on the
+	// publisher's event loop: it does not wait for the network beyond
+	// handing the bytes to a bounded buffer. It reports whether the frames
+	// went out; false means they are lost for other nodes (counted).
+	Publish(frames []byte, msgs, payload int) bool
+	// Release gives up the claim of one publisher that left; the last one's
+	// leaving starts the grace period across the cluster. It never blocks.
+	Release()
+}
+
+// ClusterHub is what a Cluster calls in the hub.
+type ClusterHub interface {
+	// Deliver writes frames published on another node (msgs messages,
+	// payload bytes) to every local subscriber of k. Calls for one topic
+	// come one at a time, in the order published; frames may be reused
+	// once it returns.
+	Deliver(k topics.Key, frames []byte, msgs, payload int)
+	// TopicEnded says that k's publisher left on another node and the
+	// grace period ran out there: the local subscribers are closed with
+	// 4001, as when a local topic expires.
+	TopicEnded(k topics.Key)
+	// ClaimLost says that this node lost its claim on k to another node
+	// (it could not reach NATS long enough for its claim to lapse): its
+	// local publishers of k are closed with 1001.
+	ClaimLost(k topics.Key)
+}
+
+// clusterHub is the Server as the cluster sees it.
+type clusterHub Server
+
+var _ ClusterHub = (*clusterHub)(nil)
+
+// remoteFanouts holds fan-out scratch for deliveries from other nodes.
+var remoteFanouts = sync.Pool{New: func() any { return new(fanoutState) }}
+
+// Deliver implements ClusterHub.
+func (h *clusterHub) Deliver(k topics.Key, frames []byte, msgs, payload int) {
+	s := (*Server)(h)
+	t := s.topics.Lookup(k)
+	if t == nil {
+		s.stats.dropped.add(dropNoSubscribers, int64(msgs))
+		return
+	}
+	fs := remoteFanouts.Get().(*fanoutState)
+	s.fanout(fs, t, frames, msgs, payload, false)
+	remoteFanouts.Put(fs)
+}
+
+// TopicEnded implements ClusterHub.
+func (h *clusterHub) TopicEnded(k topics.Key) {
+	s := (*Server)(h)
+	if subs, ok := s.topics.End(k); ok {
+		s.closeTopic(k, subs)
+	}
+}
+
+// ClaimLost implements ClusterHub.
+func (h *clusterHub) ClaimLost(k topics.Key) {
+	s := (*Server)(h)
+	for _, c := range s.keyUsers.all() {
+		c.mu.Lock()
+		if c.wasPublisher && c.topic != nil && c.topic.Key() == k {
+			s.log.Warn("publisher closed: its topic was taken over on another node", "domain", k.Domain, "topic", k.Topic)
+			c.closeLocked(ws.CloseGoingAway, "topic taken over by a publisher on another hub node")
+		}
+		c.mu.Unlock()
+	}
+}
+
+// subscribeCluster is subscribe on a cluster node: the subscriber's
+// interest in the topic is recorded across the cluster before its 101, so
+// that it gets every message published after the 101 on any node. When
+// that takes a network round trip, or the node's view of the cluster does
+// not know the topic yet, the handshake waits off the loop. c.mu is held.
+func (c *client) subscribeCluster(k topics.Key, wsKey string, rest []byte) {
+	s := c.srv
+	known := s.cfg.SubscribeWaits || s.topics.Has(k) || s.cluster.Started(k)
+	if known {
+		c.interest, c.joined = k, true
+		if s.cluster.Join(k) {
+			c.subscribe(k, wsKey, rest)
+			return
+		}
+	}
+	if !known {
+		// A lookup reads the bucket: bounded like key checks, since any
+		// name can be asked for.
+		select {
+		case s.checks <- struct{}{}:
+		default:
+			c.refuse(refKeyChecksBusy, "too many handshakes waiting on the cluster")
+			return
+		}
+	}
+	c.setState(stateKeyCheck)
+	c.buf = append(c.buf[:0:0], rest...)
+	go c.awaitCluster(k, wsKey, known)
+}
+
+// awaitCluster completes a subscriber's handshake off the loop (one
+// goroutine per handshake, for as long as a round trip to NATS): it asks
+// the cluster whether a topic this node's view does not know is started
+// (404 if not), then waits until the cluster carries the topic's messages
+// here. When NATS cannot be reached, only a topic with a local publisher
+// can be served; the others get 503.
+func (c *client) awaitCluster(k topics.Key, wsKey string, known bool) {
+	s := c.srv
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
+	defer cancel()
+	var err error
+	if !known {
+		var started bool
+		started, err = s.cluster.Lookup(ctx, k)
+		<-s.checks
+		c.mu.Lock()
+		switch {
+		case c.state != stateKeyCheck:
+			c.mu.Unlock()
+			return // the client left while we asked
+		case err != nil:
+			s.log.Warn("cannot look a topic up across the cluster", "domain", k.Domain, "topic", k.Topic, "err", err)
+			c.refuse(refClusterUnavailable, "cluster unavailable, try again")
+			c.mu.Unlock()
+			return
+		case !started:
+			c.refuse(refTopicNotStarted, "topic not started: no publisher")
+			c.mu.Unlock()
+			return
+		}
+		c.interest, c.joined = k, true
+		confirmed := s.cluster.Join(k)
+		c.mu.Unlock()
+		if !confirmed {
+			err = s.cluster.Confirm(ctx, k)
+		}
+	} else {
+		err = s.cluster.Confirm(ctx, k)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateKeyCheck {
+		return
+	}
+	if err != nil && !s.topics.HasPublisher(k) {
+		s.log.Warn("cannot subscribe across the cluster", "domain", k.Domain, "topic", k.Topic, "err", err)
+		c.refuse(refClusterUnavailable, "cluster unavailable, try again")
+		return
+	}
+	c.setState(stateHandshake)
+	early := c.buf
+	c.buf = nil
+	c.subscribe(k, wsKey, early)
+}
+
+// closeTopic closes the subscribers of topic k, which ended, with 4001.
+func (s *Server) closeTopic(k topics.Key, subs []*client) {
+	s.stats.TopicsExpired.Add(1)
+	s.log.Debug("topic closed", "domain", k.Domain, "topic", k.Topic, "subscribers", len(subs))
+	for _, c := range subs {
+		c.closeWith(ws.CloseTopicClosed, "topic closed: its publisher left")
+	}
+}
