@@ -415,10 +415,9 @@ func TestMoreMalformedHandshakes(t *testing.T) {
 // subscribers closed with 4000, whether their backlog filled with messages
 // or with pongs.
 //
-// It fails at b2929d1 and in the working tree after it: the 4000 that
-// client.Control sends when pongs fill the backlog is not counted (the
-// fan-out's and the keepalive's are), though
-// wspubsub_disconnects_total{reason="slow_consumer"} counts it.
+// At b2929d1 the 4000 that client.Control sends when pongs fill the backlog
+// was not counted (the fan-out's was), though
+// wspubsub_disconnects_total{reason="slow_consumer"} counted it.
 func TestSlowConsumersCountsPongBacklog(t *testing.T) {
 	h := startHub(t, func(c *server.Config) {
 		c.MaxBacklog = 16 << 10
