@@ -358,7 +358,15 @@ func (s *PGStore) watch(conn *pgx.Conn, onRevoked func(hash [32]byte)) {
 		}
 		backoff = minBackoff
 		s.cache.ExpireAll() // notifications may have been missed before the LISTEN
-		s.recheck(onRevoked)
+		// A revocation missed while not listening is only found by the
+		// recheck: retry it until it goes through.
+		for wait := minBackoff; !s.recheck(onRevoked); wait = min(2*wait, maxBackoff) {
+			select {
+			case <-time.After(wait):
+			case <-s.ctx.Done():
+				return
+			}
+		}
 		s.log.Info("keys: listening for key changes again")
 	}
 }
@@ -411,11 +419,12 @@ func (s *PGStore) notified(payload string, onRevoked func(hash [32]byte)) {
 }
 
 // recheck asks the database which cached accepted keys are still usable
-// for their domain, and drops and reports the others.
-func (s *PGStore) recheck(onRevoked func(hash [32]byte)) {
+// for their domain, and drops and reports the others. It reports false if
+// the database could not answer.
+func (s *PGStore) recheck(onRevoked func(hash [32]byte)) bool {
 	hashes, vals := s.cache.Positive()
 	if len(hashes) == 0 {
-		return
+		return true
 	}
 	args := make([][]byte, len(hashes))
 	for i := range hashes {
@@ -426,8 +435,8 @@ func (s *PGStore) recheck(onRevoked func(hash [32]byte)) {
 	rows, err := s.pool.Query(ctx, `select key_hash, domain from `+pgKeysTable+`
 		where key_hash = any($1) and active and revoked_at is null`, args)
 	if err != nil {
-		s.log.Warn("keys: cannot recheck cached keys; live publishers of keys revoked meanwhile stay connected", "err", err)
-		return
+		s.log.Warn("keys: cannot recheck cached keys yet", "err", err)
+		return false
 	}
 	good := make(map[[32]byte]string, len(hashes))
 	var hb []byte
@@ -437,8 +446,8 @@ func (s *PGStore) recheck(onRevoked func(hash [32]byte)) {
 		return nil
 	})
 	if err != nil {
-		s.log.Warn("keys: cannot recheck cached keys; live publishers of keys revoked meanwhile stay connected", "err", err)
-		return
+		s.log.Warn("keys: cannot recheck cached keys yet", "err", err)
+		return false
 	}
 	for i, h := range hashes {
 		if d, ok := good[h]; !ok || d != vals[i].domain {
@@ -447,6 +456,7 @@ func (s *PGStore) recheck(onRevoked func(hash [32]byte)) {
 			onRevoked(h)
 		}
 	}
+	return true
 }
 
 // Add generates a key for domain, stores its hash and returns the key. This
