@@ -168,7 +168,9 @@ func (p *poller) acceptorLoop() {
 		defer runtime.UnlockOSThread()
 	}
 
-	p.shutdown = false
+	// wspubsub patch: no "p.shutdown = false" here. A Stop that came before
+	// this goroutine first ran had set it, and clearing it made the loop
+	// spin on the closed listener (see PATCHES.md).
 	for !p.shutdown {
 		conn, err := p.listener.Accept()
 		if err == nil {
@@ -209,6 +211,13 @@ func (p *poller) acceptorLoop() {
 				if p.g.onAcceptError != nil {
 					p.g.onAcceptError(err)
 				}
+				// wspubsub patch: exit once the listener is closed; after
+				// any other error (EMFILE at the file limit, say) back off
+				// and accept again instead of spinning.
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				time.Sleep(time.Second / 20)
 			}
 		}
 	}
