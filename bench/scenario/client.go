@@ -162,13 +162,19 @@ func (g *Group) Close() { g.eng.Close() }
 // concurrently, one per worker goroutine: fn may only write to its client or
 // to slots indexed by c.idx.
 func (g *Group) each(ctx context.Context, fn func(c *client)) error {
-	done := make(chan struct{}, len(g.clients))
-	for i, c := range g.clients {
-		if err := g.eng.Do(i, func(*poller.Worker) { fn(c); done <- struct{}{} }); err != nil {
+	return onEveryWorker(ctx, g.eng, len(g.clients), func(i int, _ *poller.Worker) { fn(g.clients[i]) })
+}
+
+// onEveryWorker runs fn(i, w) on the goroutine of each of eng's first n
+// workers and waits until all have returned, or ctx ends.
+func onEveryWorker(ctx context.Context, eng *poller.Engine, n int, fn func(i int, w *poller.Worker)) error {
+	done := make(chan struct{}, n)
+	for i := range n {
+		if err := eng.Do(i, func(w *poller.Worker) { fn(i, w); done <- struct{}{} }); err != nil {
 			return err
 		}
 	}
-	for range g.clients {
+	for range n {
 		select {
 		case <-done:
 		case <-ctx.Done():

@@ -616,22 +616,7 @@ func (ru *runner) flow(ctx context.Context) error {
 		return errors.Join(waitErr, err)
 	}
 	r.Published = ru.total().Sent
-	r.Expected = part.Expected
-	r.Delivered = part.Delivered
-	r.Lost = part.Lost
-	r.Duplicates = part.Duplicates
-	r.OutOfOrder = part.OutOfOrder
-	r.Corrupt = part.Corrupt
-	r.Dropped = part.Dropped
-	r.CloseCodes = part.CloseCodes
-	if part.LastRecv > start {
-		r.PublishSeconds = float64(part.LastRecv-start) / 1e9
-		r.DeliveriesPerSec = float64(part.Delivered) / r.PublishSeconds
-		r.MBPerSec = float64(part.Bytes) / r.PublishSeconds / 1e6
-	}
-	r.LatencyHist = part.Latency
-	r.Latency = result.Summarize(part.Latency)
-	r.Series = result.Points(&part)
+	fillFlow(r, &part, start)
 	if r.ServerMeasured {
 		r.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
 		r.ServerSchedCPUSeconds = (sched1 - sched0).Seconds()
@@ -641,9 +626,6 @@ func (ru *runner) flow(ctx context.Context) error {
 		r.ServerCPUPerDeliveryUs = r.ServerCPUSeconds * 1e6 / float64(part.Delivered)
 		r.ServerSchedCPUPerDeliveryUs = r.ServerSchedCPUSeconds * 1e6 / float64(part.Delivered)
 		r.ClientCPUPerDeliveryUs = r.ClientCPUSeconds * 1e6 / float64(part.Delivered)
-		if part.Reads > 0 {
-			r.MessagesPerRead = float64(part.Delivered) / float64(part.Reads)
-		}
 	}
 	if o.Scenario == "churn" {
 		c := part.Churn

@@ -420,7 +420,8 @@ func runSlow(ctx context.Context, t *target.Target, o Options, r *result.Result)
 	}
 	sl.Before = result.WindowLatency(&part, stalled-w, stalled)
 	sl.After = result.WindowLatency(&part, stalled, end)
-	fillFlow(r, &part, start, n)
+	r.Published = int64(n) * int64(r.Publishers)
+	fillFlow(r, &part, start)
 	r.Params.Count = int(n)
 	cpu.fill(r, part.Delivered)
 	if slow.err != nil && sl.CloseCode == 0 {
@@ -476,10 +477,9 @@ func (m *cpuMeter) fill(r *result.Result, delivered int64) {
 	}
 }
 
-// fillFlow copies what the subscribers of a Group measured into r; n is the
-// number of messages each publisher sent.
-func fillFlow(r *result.Result, part *result.Part, start int64, n uint64) {
-	r.Published = int64(n) * int64(r.Publishers)
+// fillFlow copies what the subscribers measured into r: deliveries,
+// integrity, throughput since start, latency and its series.
+func fillFlow(r *result.Result, part *result.Part, start int64) {
 	r.Expected = part.Expected
 	r.Delivered = part.Delivered
 	r.Lost = part.Lost

@@ -424,20 +424,7 @@ func startSoakEngine(plan *soakPlan, server netip.AddrPort, workers int) (*soakE
 
 // each runs fn on every worker's goroutine and waits for all.
 func (se *soakEngine) each(ctx context.Context, fn func(sw *soakWorker, w *poller.Worker)) error {
-	done := make(chan struct{}, len(se.workers))
-	for i, sw := range se.workers {
-		if err := se.eng.Do(i, func(w *poller.Worker) { fn(sw, w); done <- struct{}{} }); err != nil {
-			return err
-		}
-	}
-	for range se.workers {
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
+	return onEveryWorker(ctx, se.eng, len(se.workers), func(i int, w *poller.Worker) { fn(se.workers[i], w) })
 }
 
 // live is the number of short-lived clients still connected or dialing.
@@ -658,7 +645,8 @@ func runSoak(ctx context.Context, t *target.Target, o Options, r *result.Result)
 		return err
 	}
 	cpu.stop()
-	fillFlow(r, &part, start, uint64(o.Count))
+	r.Published = int64(o.Count) * int64(r.Publishers)
+	fillFlow(r, &part, start)
 	se.eng.Close()
 	g.Close()
 
