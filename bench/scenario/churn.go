@@ -85,7 +85,7 @@ func (ch *churner) Fire(now int64) int64 {
 	w := ch.c.w
 	for ch.next <= now && ch.next < ch.plan.StopNs {
 		topic := ch.k % ch.plan.Topics
-		s := &subState{topic: uint32(topic), churner: true, seen: make([]uint64, (ch.c.count+63)/64)}
+		s := &subState{topic: uint32(topic), churner: true, seqTrack: seqTrack{seen: make([]uint64, (ch.c.count+63)/64)}}
 		spec := poller.DialSpec{
 			Server: ch.c.g.subTo[ch.k%len(ch.c.g.subTo)],
 			Path:   "/ws/sub/" + ch.plan.Domain + "/" + topicName(topic),

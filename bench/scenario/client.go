@@ -56,12 +56,9 @@ type subState struct {
 	topic   uint32
 	churner bool
 	opened  bool
-	closed  bool     // ended before the group finished
-	code    int      // close code the server sent
-	seen    []uint64 // bitmap of sequence numbers received
-	next    uint64   // highest sequence number received + 1
-	lo      uint64   // lowest sequence number received
-	recv    uint64   // distinct sequence numbers received
+	closed  bool // ended before the group finished
+	code    int  // close code the server sent
+	seqTrack
 }
 
 // pubState is one publisher: it sends count messages, paced or as fast as
@@ -231,7 +228,7 @@ func (g *Group) Subscribe(ctx context.Context, p SubscribePlan) (SubscribeReply,
 	for wi, c := range g.clients {
 		err := g.eng.Do(wi, func(w *poller.Worker) {
 			for i := p.First + wi; i < p.First+p.N; i += W {
-				s := &subState{topic: uint32(i % p.Topics), seen: make([]uint64, (g.setup.Count+63)/64)}
+				s := &subState{topic: uint32(i % p.Topics), seqTrack: seqTrack{seen: make([]uint64, (g.setup.Count+63)/64)}}
 				c.subs = append(c.subs, s)
 				spec := poller.DialSpec{
 					Server: g.subTo[i%len(g.subTo)],
@@ -586,28 +583,18 @@ func (c *client) Message(conn *poller.Conn, op byte, p []byte, now int64) {
 		}
 		b.Latency.Record(lat / 1000)
 	}
-	word, bit := seq>>6, uint64(1)<<(seq&63)
-	if s.seen[word]&bit != 0 {
-		if s.churner {
-			c.part.Churn.Duplicates++
-		} else {
-			c.part.Duplicates++
-		}
+	dup, late := s.record(seq)
+	switch {
+	case dup && s.churner:
+		c.part.Churn.Duplicates++
 		return
-	}
-	s.seen[word] |= bit
-	if s.recv == 0 || seq < s.lo {
-		s.lo = seq
-	}
-	s.recv++
-	if seq < s.next {
-		if s.churner {
-			c.part.Churn.OutOfOrder++
-		} else {
-			c.part.OutOfOrder++
-		}
-	} else {
-		s.next = seq + 1
+	case dup:
+		c.part.Duplicates++
+		return
+	case late && s.churner:
+		c.part.Churn.OutOfOrder++
+	case late:
+		c.part.OutOfOrder++
 	}
 	if s.churner {
 		c.part.Churn.Delivered++
@@ -687,9 +674,7 @@ func (c *client) churnClosed(s *subState, err error) {
 		ch.Dropped++
 		ch.Errors = countErr(ch.Errors, err)
 	}
-	if s.recv > 0 {
-		ch.Gaps += int64(s.next - s.lo - s.recv)
-	}
+	ch.Gaps += s.gaps()
 	s.seen = nil
 }
 

@@ -123,10 +123,8 @@ type actor struct {
 
 	// Subscribers: the publisher id their messages carry, and what
 	// arrived.
-	pubID    uint32
-	seen     []uint64
-	lo, next uint64
-	recv     uint64
+	pubID uint32
+	seqTrack
 
 	// Own publishers.
 	msg      []byte
@@ -284,7 +282,7 @@ func (sw *soakWorker) Open(c *poller.Conn, now int64) {
 		for range sw.rand(5) {
 			life := sw.plan.meanLife/10 + int64(sw.w.Rand()%uint64(2*sw.plan.meanLife))
 			s := &actor{sw: sw, kind: kindOwnSub, owner: a, pubID: a.pubID, closeAt: now + life, leave: sw.rand(3),
-				seen: make([]uint64, (a.max+63)/64)}
+				seqTrack: seqTrack{seen: make([]uint64, (a.max+63)/64)}}
 			sw.dial(s, poller.DialSpec{Server: sw.server, Path: "/ws/sub/" + sw.plan.domain + "/" + own, Data: s})
 		}
 	case kindRude:
@@ -319,20 +317,13 @@ func (sw *soakWorker) Message(c *poller.Conn, op byte, p []byte, now int64) {
 		return
 	}
 	sw.stats.delivered++
-	word, bit := seq>>6, uint64(1)<<(seq&63)
-	if a.seen[word]&bit != 0 {
+	dup, late := a.record(seq)
+	if dup {
 		sw.stats.duplicates++
 		return
 	}
-	a.seen[word] |= bit
-	if a.recv == 0 || seq < a.lo {
-		a.lo = seq
-	}
-	a.recv++
-	if seq < a.next {
+	if late {
 		sw.stats.outOfOrder++
-	} else {
-		a.next = seq + 1
 	}
 }
 
@@ -344,9 +335,7 @@ func (sw *soakWorker) Drained(*poller.Conn, int64) {}
 func (sw *soakWorker) Closed(c *poller.Conn, code int, err error) {
 	a := c.Data.(*actor)
 	a.closed = true
-	if a.recv > 0 {
-		sw.stats.gaps += int64(a.next - a.lo - a.recv)
-	}
+	sw.stats.gaps += a.gaps()
 	a.seen = nil
 	var he *frame.HandshakeError
 	refused := 0
