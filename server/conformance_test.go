@@ -294,33 +294,24 @@ func confCases() []conf {
 	)
 
 	// 4: reserved opcodes.
-	for i, op := range []byte{3, 4, 5, 6, 7} {
-		c := conf{id: fmt.Sprintf("4.1.%d", i+1), name: fmt.Sprintf("opcode %d", op), send: frames(fr(true, op, nil)), end: both(1002)}
-		if i >= 1 {
-			c.send = frames(fr(true, op, []byte("reserved")))
+	for _, reserved := range []struct {
+		section string
+		ops     []byte
+	}{{"4.1", []byte{3, 4, 5, 6, 7}}, {"4.2", []byte{11, 12, 13, 14, 15}}} { // data, then control
+		for i, op := range reserved.ops {
+			c := conf{id: fmt.Sprintf("%s.%d", reserved.section, i+1), name: fmt.Sprintf("opcode %d", op), send: frames(fr(true, op, nil)), end: both(1002)}
+			if i >= 1 {
+				c.send = frames(fr(true, op, []byte("reserved")))
+			}
+			if i >= 2 {
+				c.name = fmt.Sprintf("text, opcode %d, ping", op)
+				c.send, c.fwd = frames(txt("Hello"), fr(true, op, []byte("reserved")), ping("")), textMsg("Hello")
+			}
+			if i == 4 {
+				c.split = 1
+			}
+			cases = append(cases, c)
 		}
-		if i >= 2 {
-			c.name = fmt.Sprintf("text, opcode %d, ping", op)
-			c.send, c.fwd = frames(txt("Hello"), fr(true, op, []byte("reserved")), ping("")), textMsg("Hello")
-		}
-		if i == 4 {
-			c.split = 1
-		}
-		cases = append(cases, c)
-	}
-	for i, op := range []byte{11, 12, 13, 14, 15} {
-		c := conf{id: fmt.Sprintf("4.2.%d", i+1), name: fmt.Sprintf("opcode %d", op), send: frames(fr(true, op, nil)), end: both(1002)}
-		if i >= 1 {
-			c.send = frames(fr(true, op, []byte("reserved")))
-		}
-		if i >= 2 {
-			c.name = fmt.Sprintf("text, opcode %d, ping", op)
-			c.send, c.fwd = frames(txt("Hello"), fr(true, op, []byte("reserved")), ping("")), textMsg("Hello")
-		}
-		if i == 4 {
-			c.split = 1
-		}
-		cases = append(cases, c)
 	}
 
 	// 5: fragmentation.
