@@ -78,11 +78,15 @@ type resumer struct {
 	conn *poller.Conn
 	spec poller.DialSpec // Path without a query
 
-	// The last position received, and the epoch's base: offset − sequence
-	// number, the same for every message of one publisher's epoch.
+	// The position of the last message received (what since resumes
+	// from); the current epoch (a reset notice changes it before any of
+	// its messages comes) and its base: offset − sequence number, the same
+	// for every message of one publisher's epoch.
+	pos      [meta.MaxEpoch]byte
+	posLen   int
+	offset   uint64
 	epoch    [meta.MaxEpoch]byte
 	epochLen int
-	offset   uint64
 	base     int64
 	haveBase bool
 	// covered is a bitmap of the sequence numbers gap notices covered;
@@ -209,15 +213,21 @@ func (rc *resumer) fire(c *client, now int64) int64 {
 // otherwise.
 func (rc *resumer) dial(c *client) {
 	spec := rc.spec
-	rc.since = !rc.plain && rc.epochLen > 0
-	if rc.since {
-		q := make([]byte, 0, len(spec.Path)+len("?since=")+rc.epochLen+21)
-		q = append(q, spec.Path...)
-		q = append(q, "?since="...)
-		spec.Path = string(meta.AppendPosition(q, rc.epoch[:rc.epochLen], rc.offset))
-	}
+	spec.Path, rc.since = rc.path()
 	rc.state = rsDialing
 	rc.conn = c.w.Dial(spec)
+}
+
+// path is the path to reconnect to: with since=EPOCH:OFFSET of the last
+// message received, when the hub gives positions and one came.
+func (rc *resumer) path() (path string, since bool) {
+	if rc.plain || rc.posLen == 0 {
+		return rc.spec.Path, false
+	}
+	q := make([]byte, 0, len(rc.spec.Path)+len("?since=")+rc.posLen+21)
+	q = append(q, rc.spec.Path...)
+	q = append(q, "?since="...)
+	return string(meta.AppendPosition(q, rc.pos[:rc.posLen], rc.offset)), true
 }
 
 // jitter returns a delay between half and one and a half of d.
@@ -378,7 +388,12 @@ func (rc *resumer) delivered(c *client, h *meta.Header, seq uint64, sent, now in
 		case base != rc.base:
 			rp.BadPositions++
 		}
-		rc.offset = h.Offset
+		// Resume after the newest message: a duplicate or a late one
+		// does not move the position back.
+		if !bytes.Equal(h.Epoch, rc.pos[:rc.posLen]) || h.Offset > rc.offset {
+			rc.posLen = copy(rc.pos[:], h.Epoch)
+			rc.offset = h.Offset
+		}
 	}
 	rc.got = true
 	if rc.downAt != 0 {
