@@ -13,6 +13,7 @@ import (
 	"github.com/wspubsub/wspubsub/bench/refhub"
 	"github.com/wspubsub/wspubsub/bench/result"
 	"github.com/wspubsub/wspubsub/bench/target"
+	"github.com/wspubsub/wspubsub/server"
 )
 
 // onWorker runs fn on the goroutine of a one-worker engine whose handler
@@ -256,5 +257,54 @@ func TestResumeMessageDoesNotAllocate(t *testing.T) {
 	}
 	if c.part.Delivered != int64(i) || c.part.Corrupt != 0 || c.part.Reconnect.BadPositions != 0 {
 		t.Errorf("delivered %d of %d, corrupt %d, bad positions %d", c.part.Delivered, i, c.part.Corrupt, c.part.Reconnect.BadPositions)
+	}
+}
+
+// TestReconnectOurs: our hub gives positions, so every subscriber resumes
+// with since and loses nothing, in both modes.
+func TestReconnectOurs(t *testing.T) {
+	for _, mode := range []string{"client", "hub"} {
+		t.Run(mode, func(t *testing.T) {
+			tg := ourHub(t, func(c *server.Config) {
+				if mode == "hub" {
+					c.PingInterval, c.PongTimeout = 100*time.Millisecond, 100*time.Millisecond
+				}
+			})
+			o := tinyReconnect(mode)
+			r := run(t, tg, o)
+			rc := r.Reconnect
+			want := int64(10 * o.Cuts)
+			if rc.MetaSubs != 10 || rc.Cuts != want || rc.Reconnects != want || rc.Resumed != want || rc.Recovered != want {
+				t.Fatalf("reconnect: %+v", rc)
+			}
+			if r.Expected != r.Delivered || r.Lost != 0 || rc.ReportedLost != 0 || rc.GapNotices != 0 || rc.Replayed == 0 {
+				t.Errorf("expected %d delivered %d lost %d reported %d replayed %d", r.Expected, r.Delivered, r.Lost, rc.ReportedLost, rc.Replayed)
+			}
+			if r.Latency.Count+rc.Replayed != r.Delivered {
+				t.Errorf("latency counts %d live deliveries, plus %d replayed, of %d", r.Latency.Count, rc.Replayed, r.Delivered)
+			}
+			if mode == "hub" && rc.CloseCodes[4003] != int(want) {
+				t.Errorf("hub cuts: close codes %v", rc.CloseCodes)
+			}
+		})
+	}
+}
+
+// TestReconnectOursGaps: with a history of one message, what a subscriber
+// misses while away is more than the hub keeps: it says so with gap
+// notices, and nothing is lost silently.
+func TestReconnectOursGaps(t *testing.T) {
+	tg := ourHub(t, func(c *server.Config) { c.HistorySize = 1 })
+	o := tinyReconnect("client")
+	o.Rate = 100
+	o.ReconnectDelay = 100 * time.Millisecond
+	r := run(t, tg, o)
+	rc := r.Reconnect
+	if r.Lost != 0 || rc.GapNotices == 0 || rc.ReportedLost < rc.GapNotices || rc.GapDelivered != 0 || rc.BadPositions != 0 {
+		t.Fatalf("lost %d, %d gap notices for %d messages, %d came anyway, %d bad positions",
+			r.Lost, rc.GapNotices, rc.ReportedLost, rc.GapDelivered, rc.BadPositions)
+	}
+	if r.Delivered+rc.ReportedLost != r.Expected {
+		t.Errorf("delivered %d + reported lost %d != expected %d", r.Delivered, rc.ReportedLost, r.Expected)
 	}
 }
