@@ -339,22 +339,7 @@ func (g *Group) ConnectPublishers(ctx context.Context, domain, key string, topic
 			bad += c.pubsErr.Load()
 		}
 		if bad > 0 {
-			msgs := make([]string, len(g.clients))
-			g.each(ctx, func(c *client) {
-				for _, p := range c.pubs {
-					if p.err != nil && msgs[c.idx] == "" {
-						msgs[c.idx] = fmt.Sprintf("publisher of %s: %v", topicName(int(p.id)), p.err)
-					}
-				}
-			})
-			msg := ""
-			for _, m := range msgs {
-				if m != "" {
-					msg = m
-					break
-				}
-			}
-			return fmt.Errorf("cannot connect %d of %d publishers: %s", bad, topics, msg)
+			return fmt.Errorf("cannot connect %d of %d publishers: %w", bad, topics, g.PublisherError(ctx))
 		}
 		if open == int64(topics) {
 			return nil
@@ -365,6 +350,32 @@ func (g *Group) ConnectPublishers(ctx context.Context, domain, key string, topic
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// PublisherError says why the first publisher that failed (to connect,
+// or mid-run) did, or returns nil when none did.
+func (g *Group) PublisherError(ctx context.Context) error {
+	var bad int64
+	for _, c := range g.clients {
+		bad += c.pubsErr.Load()
+	}
+	if bad == 0 {
+		return nil
+	}
+	msgs := make([]string, len(g.clients))
+	g.each(ctx, func(c *client) {
+		for _, p := range c.pubs {
+			if p.err != nil && msgs[c.idx] == "" {
+				msgs[c.idx] = fmt.Sprintf("publisher of %s: %v", topicName(int(p.id)), p.err)
+			}
+		}
+	})
+	for _, m := range msgs {
+		if m != "" {
+			return errors.New(m)
+		}
+	}
+	return fmt.Errorf("%d publishers failed", bad)
 }
 
 // Mark starts the measured phase: the client CPU baseline and the time

@@ -655,6 +655,10 @@ func (ru *runner) flow(ctx context.Context) error {
 		return err
 	}
 	waitErr := ru.drain(ctx, start, pubDur)
+	if err := ru.pg.PublisherError(ctx); err != nil {
+		// What it did not send shows as loss; this says why.
+		waitErr = errors.Join(waitErr, fmt.Errorf("a publisher ended mid-run: %w", err))
+	}
 	cpu1, sched1, _ := ru.serverCPU()
 	self1 := procfs.SelfCPU()
 	if r.ServerMeasured {
