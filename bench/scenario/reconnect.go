@@ -47,9 +47,11 @@ type CutPlan struct {
 	Mode string `json:"mode"` // "client" or "hub"
 	Cuts int    `json:"cuts"` // per subscriber
 	// The cuts are spread over [FromNs, ToNs): the k-th cut of each
-	// subscriber falls at random in the k-th of Cuts equal slots. None
+	// subscriber falls at random in the first half of the k-th of Cuts
+	// equal slots, so that it has half a slot to come back. None
 	// starts after StopNs (a cut waits until the subscriber has a
-	// position and has recovered from the one before).
+	// position and has recovered from the one before; one that waits too
+	// long is skipped).
 	FromNs int64 `json:"from_ns"`
 	ToNs   int64 `json:"to_ns"`
 	StopNs int64 `json:"stop_ns"`
@@ -445,7 +447,7 @@ func (g *Group) StartCuts(ctx context.Context, p CutPlan) error {
 			}
 			rc.cuts = make([]int64, p.Cuts)
 			for k := range rc.cuts {
-				rc.cuts[k] = p.FromNs + int64(k)*slot + int64(c.w.Rand()%uint64(max(slot, 1)))
+				rc.cuts[k] = p.FromNs + int64(k)*slot + int64(c.w.Rand()%uint64(max(slot/2, 1)))
 			}
 			c.part.Reconnect.Planned += int64(p.Cuts)
 			if rc.state == rsLive {
@@ -469,7 +471,7 @@ func cutWindow(o Options, start, interval int64, pubDur time.Duration) (from, to
 		return 0, 0, 0, fmt.Errorf("cannot make %d cuts in a %v run: it needs %v before the first and %v after the last (a longer --duration or --count)",
 			o.Cuts, pubDur, time.Duration(lead), time.Duration(tail))
 	}
-	return from, to, to + tail/2, nil
+	return from, to, to, nil
 }
 
 // hubWait is how long a muted subscriber waits for the hub to cut it: a

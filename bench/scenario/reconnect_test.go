@@ -162,6 +162,11 @@ func TestResumeGapCoversDelivered(t *testing.T) {
 	}
 }
 
+// keepalive is the hubs' --ping-interval and --pong-timeout for --cut hub
+// in tests: short, yet long enough that a client under the race detector
+// answers in time.
+const keepalive = 200 * time.Millisecond
+
 func tinyReconnect(mode string) Options {
 	o := tiny("reconnect", 1)
 	o.Count = 0
@@ -172,7 +177,8 @@ func tinyReconnect(mode string) Options {
 	o.ReconnectDelay = 30 * time.Millisecond
 	o.DrainTimeout = time.Second
 	if mode == "hub" {
-		o.PingInterval, o.PongTimeout = 100*time.Millisecond, 100*time.Millisecond
+		o.Duration = 2 * time.Second
+		o.PingInterval, o.PongTimeout = keepalive, keepalive
 	}
 	return o
 }
@@ -186,7 +192,7 @@ func TestReconnectReference(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			cfg := refhub.Config{}
 			if mode == "hub" {
-				cfg.PingPeriod, cfg.PongTimeout = 100*time.Millisecond, 100*time.Millisecond
+				cfg.PingPeriod, cfg.PongTimeout = keepalive, keepalive
 			}
 			tg, err := target.InProcess("bench", cfg)
 			if err != nil {
@@ -198,7 +204,9 @@ func TestReconnectReference(t *testing.T) {
 			r := run(t, tg, o)
 			rc := r.Reconnect
 			want := int64(10 * o.Cuts)
-			if rc == nil || rc.Planned != want || rc.Cuts != want || rc.Reconnects != want || rc.Recovered != want || rc.Plain != want || rc.Resumed != 0 {
+			// A subscriber the hub closed unasked (a pong late under the
+			// race detector) comes back too.
+			if rc == nil || rc.Planned != want || rc.Cuts != want || rc.Reconnects != want+rc.Unplanned || rc.Plain != rc.Reconnects || rc.Resumed != 0 {
 				t.Fatalf("reconnect: %+v", rc)
 			}
 			if !rc.CannotResume || rc.PlainSubs != 10 || rc.MetaSubs != 0 {
@@ -207,10 +215,10 @@ func TestReconnectReference(t *testing.T) {
 			if r.Lost == 0 || r.Duplicates != 0 || r.OutOfOrder != 0 || r.Corrupt != 0 || r.Dropped != 0 {
 				t.Errorf("lost %d dup %d ooo %d corrupt %d dropped %d", r.Lost, r.Duplicates, r.OutOfOrder, r.Corrupt, r.Dropped)
 			}
-			if rc.Recover.Count != want || rc.Recover.P50 <= 0 || rc.Recover.Max > 5e6 {
+			if rc.Recover.Count != rc.Recovered || rc.Recovered < want || rc.Recover.P50 <= 0 || rc.Recover.Max > 5e6 {
 				t.Errorf("time to recover: %+v", rc.Recover)
 			}
-			if mode == "hub" && (rc.HubClosed != want || rc.CloseCodes[4003] != int(want) || rc.Unplanned != 0) {
+			if mode == "hub" && (rc.HubClosed != want+rc.Unplanned || rc.CloseCodes[4003] != int(rc.HubClosed)) {
 				t.Errorf("hub cuts: closed %d, codes %v, unplanned %d", rc.HubClosed, rc.CloseCodes, rc.Unplanned)
 			}
 			if mode == "client" && rc.HubClosed != 0 {
@@ -267,14 +275,20 @@ func TestReconnectOurs(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			tg := ourHub(t, func(c *server.Config) {
 				if mode == "hub" {
-					c.PingInterval, c.PongTimeout = 100*time.Millisecond, 100*time.Millisecond
+					c.PingInterval, c.PongTimeout = keepalive, keepalive
 				}
 			})
 			o := tinyReconnect(mode)
-			r := run(t, tg, o)
+			r, err := Run(context.Background(), tg, o)
+			if err != nil {
+				t.Fatal(err)
+			}
 			rc := r.Reconnect
+			if !r.Pass() {
+				t.Fatalf("failed: %v %v\n%+v\nclose codes %v dropped %d published %d", r.Errors, r.Failures, *rc, r.CloseCodes, r.Dropped, r.Published)
+			}
 			want := int64(10 * o.Cuts)
-			if rc.MetaSubs != 10 || rc.Cuts != want || rc.Reconnects != want || rc.Resumed != want || rc.Recovered != want {
+			if rc.MetaSubs != 10 || rc.Cuts != want || rc.Reconnects != want+rc.Unplanned || rc.Resumed != rc.Reconnects || rc.Recovered != rc.Reconnects {
 				t.Fatalf("reconnect: %+v", rc)
 			}
 			if r.Expected != r.Delivered || r.Lost != 0 || rc.ReportedLost != 0 || rc.GapNotices != 0 || rc.Replayed == 0 {
@@ -283,7 +297,7 @@ func TestReconnectOurs(t *testing.T) {
 			if r.Latency.Count+rc.Replayed != r.Delivered {
 				t.Errorf("latency counts %d live deliveries, plus %d replayed, of %d", r.Latency.Count, rc.Replayed, r.Delivered)
 			}
-			if mode == "hub" && rc.CloseCodes[4003] != int(want) {
+			if mode == "hub" && rc.CloseCodes[4003] != int(want+rc.Unplanned) {
 				t.Errorf("hub cuts: close codes %v", rc.CloseCodes)
 			}
 		})
