@@ -108,6 +108,8 @@ type client struct {
 	pubsDone  atomic.Int64
 	pubsErr   atomic.Int64
 	churned   atomic.Int64
+	cuts      atomic.Int64 // reconnect: cuts made
+	reopened  atomic.Int64 // reconnect: reconnects that upgraded
 }
 
 var _ poller.Handler = (*client)(nil)
@@ -482,6 +484,8 @@ func (g *Group) Progress() Progress {
 		p.Sent += c.sent.Load()
 		p.PubsDone += c.pubsDone.Load()
 		p.Churned += c.churned.Load()
+		p.Cuts += c.cuts.Load()
+		p.Reconnects += c.reopened.Load()
 	}
 	return p
 }
@@ -495,6 +499,10 @@ type Progress struct {
 	Sent      int64 `json:"sent"`
 	PubsDone  int64 `json:"pubs_done"`
 	Churned   int64 `json:"churned"`
+	// Cuts and Reconnects count the reconnect scenario's cuts made and
+	// reconnects that upgraded.
+	Cuts       int64 `json:"cuts,omitempty"`
+	Reconnects int64 `json:"reconnects,omitempty"`
 }
 
 func (p *Progress) add(q Progress) {
@@ -505,6 +513,8 @@ func (p *Progress) add(q Progress) {
 	p.Sent += q.Sent
 	p.PubsDone += q.PubsDone
 	p.Churned += q.Churned
+	p.Cuts += q.Cuts
+	p.Reconnects += q.Reconnects
 }
 
 // finish runs on the worker goroutine and returns what it measured.

@@ -184,6 +184,7 @@ func (rc *resumer) fire(c *client, now int64) int64 {
 		k := rc.next
 		rc.next++
 		rp.Cuts++
+		c.cuts.Add(1)
 		if c.cut.Mode == "hub" {
 			rc.state = rsMuted
 			rc.mutedAt = now
@@ -259,6 +260,7 @@ func (rc *resumer) opened(c *client, conn *poller.Conn, now int64, first bool) {
 		return
 	}
 	rp.Reconnects++
+	c.reopened.Add(1)
 	if rc.since {
 		rp.Resumed++
 	} else {

@@ -453,10 +453,10 @@ func smoke(ctx context.Context, f *flags) ([]report.Run, error) {
 		// Every subscriber cut twice and resumed: by dropping its
 		// connection (ours and the reference), and by the hub for
 		// answering no ping (ours).
-		{Scenario: "reconnect", Topics: 2, SubsPerTopic: 25, Rate: 20, Duration: 2 * time.Second, Cuts: 2, CutMode: "client",
-			ReconnectDelay: 50 * time.Millisecond, DrainTimeout: time.Second},
+		{Scenario: "reconnect", Topics: 2, SubsPerTopic: 25, Rate: 20, Duration: 1500 * time.Millisecond, Cuts: 2, CutMode: "client",
+			ReconnectDelay: 50 * time.Millisecond, DrainTimeout: 500 * time.Millisecond},
 		{Scenario: "reconnect", Topics: 2, SubsPerTopic: 25, Rate: 20, Duration: 2 * time.Second, Cuts: 2, CutMode: "hub",
-			ReconnectDelay: 50 * time.Millisecond, DrainTimeout: time.Second,
+			ReconnectDelay: 50 * time.Millisecond, DrainTimeout: 500 * time.Millisecond,
 			PingInterval: 200 * time.Millisecond, PongTimeout: 200 * time.Millisecond},
 	}
 	var runs []report.Run
