@@ -137,6 +137,9 @@ func Table(w io.Writer, r *result.Result) {
 		l := c.Recover
 		row("time to recover", "p50 %s  p90 %s  p99 %s  max %s over %d outages, %d not recovered (cut to first message after the reconnect)",
 			dur(l.P50), dur(l.P90), dur(l.P99), dur(l.Max), c.Recovered, c.Unrecovered)
+		l = c.Reopen
+		row("  of which reopen", "p50 %s  p90 %s  p99 %s  max %s (cut to the reconnect's 101: delay, connect, handshake)",
+			dur(l.P50), dur(l.P90), dur(l.P99), dur(l.Max))
 	}
 	if c := r.Churn; c != nil {
 		row("churn", "%d opened, %d failed, %d cut by server; %d deliveries, %d gaps, %d duplicates, %d out of order %s",

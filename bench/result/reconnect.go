@@ -53,6 +53,10 @@ type Reconnect struct {
 	Unrecovered int64   `json:"unrecovered"`
 	RecoverHist *Hist   `json:"recover_hist,omitempty"`
 	Recover     Latency `json:"recover"`
+	// ReopenHist is the part of it until the reconnect's upgrade (the
+	// delay, the connect and the handshake), in ns; Reopen its summary.
+	ReopenHist *Hist   `json:"reopen_hist,omitempty"`
+	Reopen     Latency `json:"reopen"`
 
 	// GapNotices counts gap notices and ReportedLost the messages they
 	// cover (the sum of their sizes); GapDelivered the messages a gap
@@ -98,12 +102,8 @@ func (r *Reconnect) merge(s *Reconnect) {
 	r.DialErrors = mergeCounts(r.DialErrors, s.DialErrors)
 	r.Recovered += s.Recovered
 	r.Unrecovered += s.Unrecovered
-	if s.RecoverHist != nil {
-		if r.RecoverHist == nil {
-			r.RecoverHist = NewLatency()
-		}
-		r.RecoverHist.Merge(s.RecoverHist)
-	}
+	r.RecoverHist = mergeHist(r.RecoverHist, s.RecoverHist)
+	r.ReopenHist = mergeHist(r.ReopenHist, s.ReopenHist)
 	r.GapNotices += s.GapNotices
 	r.ReportedLost += s.ReportedLost
 	r.GapDelivered += s.GapDelivered
@@ -137,9 +137,24 @@ func (r *Reconnect) check(add func(string, ...any)) {
 	}
 }
 
-// summarize fills Recover from RecoverHist.
+// mergeHist adds src (which may be nil) to dst, made when nil.
+func mergeHist(dst, src *Hist) *Hist {
+	if src == nil {
+		return dst
+	}
+	if dst == nil {
+		dst = NewLatency()
+	}
+	dst.Merge(src)
+	return dst
+}
+
+// summarize fills Recover and Reopen from their histograms.
 func (r *Reconnect) summarize() {
 	if r.RecoverHist != nil {
 		r.Recover = Summarize(r.RecoverHist)
+	}
+	if r.ReopenHist != nil {
+		r.Reopen = Summarize(r.ReopenHist)
 	}
 }

@@ -537,9 +537,12 @@ func (c *client) finish() result.Part {
 	}
 	p.Reconnect.CloseCodes = cloneCodes(p.Reconnect.CloseCodes)
 	p.Reconnect.DialErrors = cloneCounts(p.Reconnect.DialErrors)
-	if h := c.part.Reconnect.RecoverHist; h != nil {
-		p.Reconnect.RecoverHist = result.NewLatency()
-		p.Reconnect.RecoverHist.Merge(h)
+	for _, h := range []**result.Hist{&p.Reconnect.RecoverHist, &p.Reconnect.ReopenHist} {
+		if *h != nil { // a copy: the worker goes on recording
+			cp := result.NewLatency()
+			cp.Merge(*h)
+			*h = cp
+		}
 	}
 	st := c.w.Stats()
 	p.Reads, p.Wakeups = int64(st.Reads), int64(st.Waits)

@@ -261,6 +261,12 @@ func (rc *resumer) opened(c *client, conn *poller.Conn, now int64, first bool) {
 	}
 	rp.Reconnects++
 	c.reopened.Add(1)
+	if rc.downAt != 0 {
+		if rp.ReopenHist == nil {
+			rp.ReopenHist = result.NewLatency()
+		}
+		rp.ReopenHist.Record(now - rc.downAt)
+	}
 	if rc.since {
 		rp.Resumed++
 	} else {
