@@ -186,13 +186,18 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	// Shape.
 	defTopics, defSubs, defCount, defSize, defRate := 1, 100, 200, 128, 0.0
 	defDuration, defChurnRate, defChurnLife := 5*time.Second, 50.0, 500*time.Millisecond
+	defDialConcurrency := 64
 	switch cmd {
 	case "idle":
 		defSubs = 1000
 	case "churn":
 		defTopics, defSubs, defCount = 4, 25, 0
 	case "reconnect":
-		defSubs, defCount, defRate, defDuration = 1000, 0, 4, 10*time.Second
+		// 10,000 subscribers cut in the first half of each slot reconnect
+		// at about 2,000/s; 64 handshakes in flight per worker would queue
+		// them for seconds at the client (2 × 2 workers × 512 stays under
+		// the kernel's somaxconn of 4096).
+		defSubs, defCount, defRate, defDuration, defDialConcurrency = 1000, 0, 4, 10*time.Second, 512
 	case "soak":
 		defTopics, defSubs, defCount, defSize, defRate = 10, 50, 0, 256, 10
 		defDuration, defChurnRate, defChurnLife = 2*time.Minute, 200, 4*time.Second
@@ -229,7 +234,7 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.IntVar(&o.Procs, "procs", 1, "client processes holding subscribers (the bench re-executes itself)")
 	fs.IntVar(&o.Workers, "workers", 2, "epoll workers per client process")
 	fs.StringVar(&f.sources, "source-addrs", "auto", "local addresses for client sockets: a range 127.0.0.2-127.0.0.9, a comma list, auto (that range) or none")
-	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "handshakes in flight per worker")
+	fs.IntVar(&o.DialConcurrency, "dial-concurrency", defDialConcurrency, "handshakes in flight per worker (reconnect: 512, so that the client's bound does not make the time to recover)")
 	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 20*time.Second, "bound on one connect plus upgrade")
 	fs.DurationVar(&o.Coalesce, "coalesce", 300*time.Microsecond, "client workers pause this long after handling events so each read brings more frames (latency uses kernel receive timestamps, so this does not inflate it)")
 	fs.DurationVar(&o.Settle, "settle", 300*time.Millisecond, "pause after the last subscriber connects before publishing")
