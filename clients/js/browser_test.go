@@ -39,7 +39,7 @@ func TestBrowserResumesAcrossCuts(t *testing.T) {
 	chrome := findChromium(t)
 	start := time.Now()
 	h := startHub(t)
-	cut := startCutter(t, h.addr)
+	cut := startCutter(t, h.addr, 3) // each resume replays 3 seen messages
 	pg := startPage(t)
 
 	// A topic whose first 50 messages the history no longer has, for a
@@ -199,8 +199,8 @@ func TestBrowserResumesAcrossCuts(t *testing.T) {
 		}
 	}
 
-	t.Logf("%d messages (%d in the first epoch) once each, in order; %d reconnects (closes by code %v), %d connections reset by the proxy; gapped topic: %q then %d messages; %v",
-		len(got), firstEpoch, opens-1, codes, resets, gapNotices, len(gm), elapsed.Round(time.Millisecond))
+	t.Logf("%d messages (%d in the first epoch) once each, in order; %d reconnects (closes by code %v), %d connections reset by the proxy, %d resumes made to replay 3 seen messages; gapped topic: %q then %d messages; %v",
+		len(got), firstEpoch, opens-1, codes, resets, cut.moved.Load(), gapNotices, len(gm), elapsed.Round(time.Millisecond))
 	if t.Failed() {
 		for _, e := range evs {
 			t.Log(e.String())

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,10 +17,14 @@ import (
 // resetAll is the network failing (both sides get a TCP reset), and in
 // swallow mode a connection stops carrying the browser's bytes after a while,
 // as a half-dead NAT would, so that the hub's keepalive has to find out
-// (4003) while the hub's own bytes still flow.
+// (4003) while the hub's own bytes still flow. It also moves every `since`
+// a few offsets back, so that the hub replays messages the browser has seen
+// and the client has to drop them.
 type cutter struct {
 	ln     net.Listener
 	target string
+	back   int          // offsets to move since back by
+	moved  atomic.Int64 // handshakes whose since was moved back
 
 	swallowAfter atomic.Int64 // nanoseconds; 0: carry everything (swallowEach)
 
@@ -33,14 +39,15 @@ type cutConn struct {
 	swallow      atomic.Bool // drop the browser's bytes from now on
 }
 
-// startCutter proxies a 127.0.0.1 port to target until the test ends.
-func startCutter(t *testing.T, target string) *cutter {
+// startCutter proxies a 127.0.0.1 port to target until the test ends,
+// moving each since back by back offsets.
+func startCutter(t *testing.T, target string, back int) *cutter {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cutter{ln: ln, target: target, conns: make(map[*cutConn]struct{})}
+	c := &cutter{ln: ln, target: target, back: back, conns: make(map[*cutConn]struct{})}
 	c.wg.Add(1)
 	go c.accept()
 	t.Cleanup(func() {
@@ -113,7 +120,7 @@ func (c *cutter) up(cc *cutConn) {
 	c.mu.Lock()
 	c.requests = append(c.requests, line)
 	c.mu.Unlock()
-	if _, err := io.WriteString(cc.hub, line); err != nil {
+	if _, err := io.WriteString(cc.hub, c.moveBack(line)); err != nil {
 		return
 	}
 	buf := make([]byte, 32<<10)
@@ -128,6 +135,22 @@ func (c *cutter) up(cc *cutConn) {
 			return
 		}
 	}
+}
+
+var sinceParam = regexp.MustCompile(`([?&]since=[A-Za-z0-9]+:)(\d+)`)
+
+// moveBack moves the since of a request line back by c.back offsets.
+func (c *cutter) moveBack(line string) string {
+	m := sinceParam.FindStringSubmatchIndex(line)
+	if m == nil || c.back == 0 {
+		return line
+	}
+	o, _ := strconv.Atoi(line[m[4]:m[5]])
+	if o == 0 {
+		return line
+	}
+	c.moved.Add(1)
+	return line[:m[4]] + strconv.Itoa(max(0, o-c.back)) + line[m[5]:]
 }
 
 // down carries the hub's bytes to the browser.
