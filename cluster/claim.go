@@ -94,8 +94,8 @@ type claim struct {
 var _ server.ClusterTopic = (*claim)(nil)
 
 // Publish implements server.ClusterTopic.
-func (c *claim) Publish(frames []byte, msgs, payload int) bool {
-	return c.l.publish(frames, msgs, payload)
+func (c *claim) Publish(epoch string, first uint64, frames []byte, msgs, payload int) bool {
+	return c.l.publish(epoch, first, frames, msgs, payload)
 }
 
 // Release implements server.ClusterTopic.
@@ -497,7 +497,7 @@ func isConflict(err error) bool {
 
 // publish sends one run of frames to the other nodes, in parts no larger
 // than the NATS server takes.
-func (l *lease) publish(frames []byte, msgs, payload int) bool {
+func (l *lease) publish(epoch string, first uint64, frames []byte, msgs, payload int) bool {
 	n := l.n
 	if l.lost.Load() {
 		n.stats.dropped[dropPublishError].Add(1)
@@ -509,7 +509,7 @@ func (l *lease) publish(frames []byte, msgs, payload int) bool {
 	}
 	l.pub.Lock()
 	defer l.pub.Unlock()
-	h := header{sender: l.sender, sent: time.Now().UnixNano(), msgs: msgs, payload: payload}
+	h := header{sender: l.sender, sent: time.Now().UnixNano(), msgs: msgs, payload: payload, first: first, epoch: epoch}
 	rest := frames
 	for {
 		part := rest

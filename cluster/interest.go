@@ -185,7 +185,7 @@ func (n *Node) receive(in *interest, m *nats.Msg) {
 	st.receivedBatches.Add(1)
 	st.receivedMessages.Add(int64(h.msgs))
 	if hub := n.theHub(); hub != nil {
-		hub.Deliver(in.key, data, h.msgs, h.payload)
+		hub.Deliver(in.key, h.epoch, h.first, data, h.msgs, h.payload)
 	}
 }
 

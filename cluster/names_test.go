@@ -80,10 +80,10 @@ func FuzzNames(f *testing.F) {
 
 func TestHeaderRoundTrip(t *testing.T) {
 	for _, h := range []header{
-		{sender: 1, seq: 1, sent: 42, msgs: 1, payload: 5},
-		{more: true, sender: ^uint64(0), seq: 1 << 40, sent: -1, msgs: 1 << 20, payload: 1 << 35},
-		{cont: true, more: true},
-		{cont: true},
+		{sender: 1, seq: 1, sent: 42, msgs: 1, payload: 5, first: 1, epoch: "AbC123"},
+		{more: true, sender: ^uint64(0), seq: 1 << 40, sent: -1, msgs: 1 << 20, payload: 1 << 35, first: ^uint64(0), epoch: strings.Repeat("z", maxEpoch)},
+		{cont: true, more: true, first: 7, epoch: "e"},
+		{cont: true, first: 1, epoch: "E"},
 	} {
 		b := appendHeader(nil, h)
 		if len(b) > maxHeaderSize {
@@ -95,7 +95,8 @@ func TestHeaderRoundTrip(t *testing.T) {
 			t.Fatalf("%+v came back as %+v %q, %v", h, got, data, err)
 		}
 	}
-	for _, bad := range [][]byte{nil, {1}, bytes.Repeat([]byte{0}, 40), append([]byte{2, 0}, make([]byte, 30)...), append([]byte{1, 4}, make([]byte, 30)...)} {
+	for _, bad := range [][]byte{nil, {1}, bytes.Repeat([]byte{0}, 40), append([]byte{1, 0}, make([]byte, 30)...), append([]byte{2, 4}, make([]byte, 30)...),
+		appendHeader(nil, header{first: 0, epoch: "E"}), appendHeader(nil, header{first: 1, epoch: ""}), appendHeader(nil, header{first: 1, epoch: "a-b"})} {
 		if _, _, err := parseHeader(bad); err == nil {
 			t.Errorf("parsed % x", bad)
 		}
@@ -103,7 +104,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 }
 
 func FuzzParseHeader(f *testing.F) {
-	f.Add(appendHeader(nil, header{sender: 7, seq: 3, sent: 1, msgs: 2, payload: 10}))
+	f.Add(appendHeader(nil, header{sender: 7, seq: 3, sent: 1, msgs: 2, payload: 10, first: 3, epoch: "Ep0ch"}))
 	f.Add([]byte{1, 3, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, data, err := parseHeader(b)

@@ -27,7 +27,7 @@ func BenchmarkPublish(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if !l.publish(frames, 50, 50*128) {
+		if !l.publish("Ep0ch", 1, frames, 50, 50*128) {
 			b.Fatal("publish failed")
 		}
 	}

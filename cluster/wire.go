@@ -3,6 +3,8 @@ package cluster
 import (
 	"encoding/binary"
 	"errors"
+
+	"github.com/wspubsub/wspubsub/history"
 )
 
 // A NATS message between nodes is a small header followed by a part of a
@@ -17,17 +19,23 @@ import (
 //	sent     8 bytes, big endian: publish time, Unix nanoseconds
 //	msgs     uvarint: messages in the whole run
 //	payload  uvarint: their payload bytes
+//	first    uvarint: the offset of the run's first message
+//	epoch    1 byte of length, then the topic's epoch (history.ValidEpoch)
 //	data     the frames (or the part of them)
+//
+// The positions are the publishing node's: it owns the topic, so every node
+// keeps the topic's history under the same epoch and offsets.
 //
 // A run larger than the NATS server's max_payload is sent in parts, in
 // order, under one lock, so that they reach each receiver contiguously.
 
 const (
-	wireVersion   = 1
+	wireVersion   = 2
 	flagMore      = 1
 	flagCont      = 2
 	fixedHeader   = 26
-	maxHeaderSize = fixedHeader + 2*binary.MaxVarintLen64
+	maxHeaderSize = fixedHeader + 3*binary.MaxVarintLen64 + 1 + maxEpoch
+	maxEpoch      = 64
 )
 
 // header is a decoded message header.
@@ -36,6 +44,8 @@ type header struct {
 	sender, seq   uint64
 	sent          int64
 	msgs, payload int
+	first         uint64
+	epoch         string
 }
 
 func appendHeader(b []byte, h header) []byte {
@@ -51,7 +61,10 @@ func appendHeader(b []byte, h header) []byte {
 	b = binary.BigEndian.AppendUint64(b, h.seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(h.sent))
 	b = binary.AppendUvarint(b, uint64(h.msgs))
-	return binary.AppendUvarint(b, uint64(h.payload))
+	b = binary.AppendUvarint(b, uint64(h.payload))
+	b = binary.AppendUvarint(b, h.first)
+	b = append(b, byte(len(h.epoch)))
+	return append(b, h.epoch...)
 }
 
 var errMalformed = errors.New("cluster: malformed message from another node")
@@ -77,5 +90,16 @@ func parseHeader(b []byte) (header, []byte, error) {
 		return h, nil, errMalformed
 	}
 	h.msgs, h.payload = int(msgs), int(payload)
-	return h, b[n:], nil
+	b = b[n:]
+	first, n := binary.Uvarint(b)
+	if n <= 0 || first == 0 || len(b) < n+1 {
+		return h, nil, errMalformed
+	}
+	b = b[n:]
+	el := int(b[0])
+	if el > maxEpoch || len(b) < 1+el || !history.ValidEpoch(string(b[1:1+el])) {
+		return h, nil, errMalformed
+	}
+	h.first, h.epoch = first, string(b[1:1+el])
+	return h, b[1+el:], nil
 }

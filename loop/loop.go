@@ -223,17 +223,20 @@ func (c *Conn) write(b []byte) error {
 	return nil
 }
 
-// SendFirst runs join and then, if it succeeds, writes b, both under the
-// lock Send takes, so no Send on another goroutine can put bytes on the wire
-// before b. The hub uses it to make a subscriber part of its topic before the
-// 101 response that tells the client so.
-func (c *Conn) SendFirst(b []byte, join func() error) error {
+// SendFirst runs join and then, if it succeeds, writes the bytes it
+// returns, both under the lock Send takes, so no Send on another goroutine
+// can put bytes on the wire before them. The hub uses it to make a
+// subscriber part of its topic before the 101 response that tells the
+// client so, and the replay of history that comes before live messages.
+// The bytes are taken whatever the backlog's bound.
+func (c *Conn) SendFirst(join func() ([]byte, error)) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return ErrClosing
 	}
-	if err := join(); err != nil {
+	b, err := join()
+	if err != nil {
 		return err
 	}
 	return c.write(b)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wspubsub/wspubsub/history"
 	"github.com/wspubsub/wspubsub/keys"
 	"github.com/wspubsub/wspubsub/loop"
 	"github.com/wspubsub/wspubsub/topics"
@@ -46,10 +47,9 @@ type client struct {
 	buf          []byte // the request head so far, then bytes that came before the 101
 	rd           ws.Reader
 	topic        *topics.Topic[*client]
-	out          []byte       // the frames of the read being handled (a publisher's)
-	msgs         int          // how many messages out holds
-	payload      int          // and their payload bytes
-	fan          *fanoutState // a publisher's fan-out scratch
+	out          batch        // the messages of the read being handled (a publisher's)
+	sc           *scratch     // a publisher's encoding and fan-out scratch
+	kind         int          // a subscriber's variant: kindPlain, kindMeta or kindSSE
 	close        []byte       // the close frame to answer with, once the read is handled
 	claim        ClusterTopic // a cluster node's claim for its publisher; nil on a single hub
 	interest     topics.Key   // a subscriber's topic, whose cluster interest it holds if joined
@@ -116,7 +116,7 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	if c.addr.IsValid() {
 		s.limits.close(c.addr)
 	}
-	c.buf, c.out = nil, nil
+	c.buf, c.out = nil, batch{}
 }
 
 // OnData implements loop.Handler.
@@ -248,11 +248,19 @@ func (c *client) handshake(data []byte) {
 		return
 	}
 	if !r.publisher {
-		if s.cluster != nil {
-			c.subscribeCluster(r.topic, req.Key, rest)
+		sr := subRequest{wsKey: req.Key}
+		if sr.from, err = parseResume(req.Target); err != nil {
+			c.refuse(refBadRequest, err.Error())
 			return
 		}
-		c.subscribe(r.topic, req.Key, rest)
+		if ws.HasProtocol(req.Protocols, metaProtocol) {
+			sr.kind = kindMeta
+		}
+		if s.cluster != nil {
+			c.subscribeCluster(r.topic, sr, rest)
+			return
+		}
+		c.subscribe(r.topic, sr, rest)
 		return
 	}
 	key := r.key
@@ -343,7 +351,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		return
 	}
 	s.stats.Publishers.Add(1) // counted before the 101 is out
-	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey)); err != nil {
+	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey, "")); err != nil {
 		s.stats.Publishers.Add(-1)
 		s.topics.RemovePublisher(t)
 		if claim != nil {
@@ -357,7 +365,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	c.setState(statePublisher)
 	c.topic, c.wasPublisher, c.upgraded = t, true, true
 	c.claim = claim
-	c.fan = new(fanoutState)
+	c.sc = new(scratch)
 	c.inAllowance, c.inLast = int64(s.cfg.MaxPublishRate), time.Now().UnixNano()
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
 	c.conn.SetDeadline(time.Time{})
@@ -368,19 +376,50 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	}
 }
 
-// subscribe joins the topic and sends the 101 as one step: no message can
-// reach the client before the 101, and none published after it is missed.
-func (c *client) subscribe(k topics.Key, wsKey string, rest []byte) {
+// subRequest is what a subscriber's handshake asks for.
+type subRequest struct {
+	wsKey string // Sec-WebSocket-Key
+	kind  int    // kindPlain or kindMeta
+	from  resume // where its stream starts
+}
+
+// subscribe joins the topic and sends the 101, with the replay the
+// subscriber asked for, as one step: no message can reach the client before
+// them, and every message published after the replay's last is in its live
+// stream. A replay larger than the backlog bound is cut short and followed
+// by a 4000 close, without joining: the client resumes from what it got.
+func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	s := c.srv
-	err := c.conn.SendFirst(ws.AppendUpgradeResponse(nil, wsKey), func() error {
-		t, err := s.topics.Subscribe(k, c)
-		if err == nil {
-			// Counted before the 101 is out: a client that has it sees itself.
-			s.stats.Subscribers.Add(1)
-			s.stats.accepted[roleSubscriber].Add(1)
+	c.kind = sr.kind
+	protocol := ""
+	if sr.kind == kindMeta {
+		protocol = metaProtocol
+	}
+	cut := false
+	err := c.conn.SendFirst(func() ([]byte, error) {
+		var rp history.Replay
+		var epoch string
+		t, err := s.topics.Join(k, c, func(t *topics.Topic[*client]) bool {
+			var complete bool
+			rp, complete = replayFor(t.Log, sr.from, sr.kind, s.cfg.MaxBacklog, time.Now().UnixNano())
+			epoch = t.Log.Epoch()
+			cut = !complete
+			return complete
+		})
+		if err != nil {
+			return nil, err
 		}
-		c.topic = t
-		return err
+		if !cut {
+			// Counted before the 101 is out: a client that has it sees itself.
+			c.topic = t
+			s.stats.Subscribers.Add(1)
+		}
+		s.stats.accepted[roleSubscriber].Add(1)
+		if sr.from.mode != resumeLive {
+			s.countReplay(rp, cut)
+		}
+		b := ws.AppendUpgradeResponse(nil, sr.wsKey, protocol)
+		return appendReplay(b, sr.kind, epoch, rp), nil
 	})
 	switch {
 	case errors.Is(err, topics.ErrNotStarted):
@@ -404,6 +443,11 @@ func (c *client) subscribe(k topics.Key, wsKey string, rest []byte) {
 	c.buf = nil
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
 	c.conn.SetDeadline(time.Time{})
+	if cut {
+		s.stats.SlowConsumers.Add(1)
+		c.closeLocked(ws.CloseSlowConsumer, "slow consumer: replay larger than --max-backlog, resume from the last position")
+		return
+	}
 	if len(rest) > 0 {
 		c.subscriberInput(rest)
 	}
@@ -417,18 +461,19 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return
 // into one run of frames, and hands that run to every subscriber.
 func (c *client) publish(data []byte) {
 	bp := batchPool.Get().(*[]byte)
-	c.out, c.msgs, c.payload = (*bp)[:0], 0, 0
+	c.out.frames, c.out.starts, c.out.payload = (*bp)[:0], c.out.starts[:0], 0
 	err := c.rd.Feed(data, c)
-	if c.msgs > 0 {
-		// On a cluster node the same frames go to the other nodes first.
-		sent := c.claim != nil && c.claim.Publish(c.out, c.msgs, c.payload)
-		c.srv.fanout(c.fan, c.topic, c.out, c.msgs, c.payload, sent)
+	if len(c.out.starts) > 0 {
+		c.srv.publish(c.sc, c.topic, &c.out, c.claim)
 	}
-	if cap(c.out) <= 4<<20 {
-		*bp = c.out[:0]
+	if cap(c.out.frames) <= 4<<20 {
+		*bp = c.out.frames[:0]
 		batchPool.Put(bp)
 	}
-	c.out = nil
+	c.out.frames = nil
+	if cap(c.out.starts) > 4096 {
+		c.out.starts = nil
+	}
 	c.afterRead(err)
 }
 
@@ -481,9 +526,9 @@ func (c *client) Message(op ws.Opcode, payload []byte) error {
 			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + itoa(int(rate)) + " messages a second"}
 		}
 	}
-	c.out = ws.AppendFrame(c.out, op, payload)
-	c.msgs++
-	c.payload += len(payload)
+	c.out.starts = append(c.out.starts, len(c.out.frames))
+	c.out.frames = ws.AppendFrame(c.out.frames, op, payload)
+	c.out.payload += len(payload)
 	c.srv.stats.MessagesIn.Add(1)
 	c.srv.stats.BytesIn.Add(int64(len(payload)))
 	return nil
@@ -510,6 +555,11 @@ func (c *client) Control(op ws.Opcode, payload []byte) error {
 		c.close = ws.AppendClose(nil, code, "")
 	}
 	return nil
+}
+
+// cutSlow closes a subscriber whose backlog is full, from any goroutine.
+func (c *client) cutSlow() {
+	c.closeWith(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
 }
 
 // closeWith closes the connection from any goroutine: see closeLocked.

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/wspubsub/wspubsub/topics"
@@ -54,11 +53,12 @@ type Cluster interface {
 // ClusterTopic is this node's claim on a topic that it has publishers of.
 type ClusterTopic interface {
 	// Publish sends the frames of one read of a publisher (msgs messages,
-	// payload bytes) to the other nodes, as they are. It is called on the
-	// publisher's event loop: it does not wait for the network beyond
-	// handing the bytes to a bounded buffer. It reports whether the frames
-	// went out; false means they are lost for other nodes (counted).
-	Publish(frames []byte, msgs, payload int) bool
+	// payload bytes, at positions epoch:first onwards) to the other nodes,
+	// as they are. It is called on the publisher's event loop: it does not
+	// wait for the network beyond handing the bytes to a bounded buffer. It
+	// reports whether the frames went out; false means they are lost for
+	// other nodes (counted; their subscribers get a gap notice).
+	Publish(epoch string, first uint64, frames []byte, msgs, payload int) bool
 	// Release gives up the claim of one publisher that left; the last one's
 	// leaving starts the grace period across the cluster. It never blocks.
 	Release()
@@ -67,10 +67,11 @@ type ClusterTopic interface {
 // ClusterHub is what a Cluster calls in the hub.
 type ClusterHub interface {
 	// Deliver writes frames published on another node (msgs messages,
-	// payload bytes) to every local subscriber of k. Calls for one topic
-	// come one at a time, in the order published; frames may be reused
-	// once it returns.
-	Deliver(k topics.Key, frames []byte, msgs, payload int)
+	// payload bytes, at positions epoch:first onwards, as the topic's
+	// owner assigned them) to every local subscriber of k and keeps them
+	// in k's history. Calls for one topic come one at a time, in the order
+	// published; frames may be reused once it returns.
+	Deliver(k topics.Key, epoch string, first uint64, frames []byte, msgs, payload int)
 	// TopicEnded says that k's publisher left on another node and the
 	// grace period ran out there: the local subscribers are closed with
 	// 4001, as when a local topic expires.
@@ -86,20 +87,24 @@ type clusterHub Server
 
 var _ ClusterHub = (*clusterHub)(nil)
 
-// remoteFanouts holds fan-out scratch for deliveries from other nodes.
-var remoteFanouts = sync.Pool{New: func() any { return new(fanoutState) }}
-
 // Deliver implements ClusterHub.
-func (h *clusterHub) Deliver(k topics.Key, frames []byte, msgs, payload int) {
+func (h *clusterHub) Deliver(k topics.Key, epoch string, first uint64, frames []byte, msgs, payload int) {
 	s := (*Server)(h)
 	t := s.topics.Lookup(k)
 	if t == nil {
 		s.stats.dropped.add(dropNoSubscribers, int64(msgs))
 		return
 	}
-	fs := remoteFanouts.Get().(*fanoutState)
-	s.fanout(fs, t, frames, msgs, payload, false)
-	remoteFanouts.Put(fs)
+	sc := scratchPool.Get().(*scratch)
+	b := batch{frames: frames, starts: sc.starts[:0], payload: payload, epoch: epoch, first: first}
+	if err := b.split(); err != nil || len(b.starts) != msgs {
+		s.log.Warn("dropped a malformed run of frames from another node", "domain", k.Domain, "topic", k.Topic)
+		s.stats.dropped.add(dropMalformed, int64(msgs))
+	} else {
+		s.publish(sc, t, &b, nil)
+	}
+	sc.starts = b.starts[:0]
+	scratchPool.Put(sc)
 }
 
 // TopicEnded implements ClusterHub.
@@ -128,13 +133,13 @@ func (h *clusterHub) ClaimLost(k topics.Key) {
 // that it gets every message published after the 101 on any node. When
 // that takes a network round trip, or the node's view of the cluster does
 // not know the topic yet, the handshake waits off the loop. c.mu is held.
-func (c *client) subscribeCluster(k topics.Key, wsKey string, rest []byte) {
+func (c *client) subscribeCluster(k topics.Key, sr subRequest, rest []byte) {
 	s := c.srv
 	known := s.cfg.SubscribeWaits || s.topics.Has(k) || s.cluster.Started(k)
 	if known {
 		c.interest, c.joined = k, true
 		if s.cluster.Join(k) {
-			c.subscribe(k, wsKey, rest)
+			c.subscribe(k, sr, rest)
 			return
 		}
 	}
@@ -150,7 +155,7 @@ func (c *client) subscribeCluster(k topics.Key, wsKey string, rest []byte) {
 	}
 	c.setState(stateKeyCheck)
 	c.buf = append(c.buf[:0:0], rest...)
-	go c.awaitCluster(k, wsKey, known)
+	go c.awaitCluster(k, sr, known)
 }
 
 // awaitCluster completes a subscriber's handshake off the loop (one
@@ -159,7 +164,7 @@ func (c *client) subscribeCluster(k topics.Key, wsKey string, rest []byte) {
 // (404 if not), then waits until the cluster carries the topic's messages
 // here. When NATS cannot be reached, only a topic with a local publisher
 // can be served; the others get 503.
-func (c *client) awaitCluster(k topics.Key, wsKey string, known bool) {
+func (c *client) awaitCluster(k topics.Key, sr subRequest, known bool) {
 	s := c.srv
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
 	defer cancel()
@@ -206,7 +211,7 @@ func (c *client) awaitCluster(k topics.Key, wsKey string, known bool) {
 	c.setState(stateHandshake)
 	early := c.buf
 	c.buf = nil
-	c.subscribe(k, wsKey, early)
+	c.subscribe(k, sr, early)
 }
 
 // closeTopic closes the subscribers of topic k, which ended, with 4001.

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/wspubsub/wspubsub/loop"
-	"github.com/wspubsub/wspubsub/topics"
-	"github.com/wspubsub/wspubsub/ws"
 )
 
 // minChunk is the fewest subscribers worth handing to another core: below
@@ -23,7 +21,7 @@ const maxLanes = 16
 type fanoutJob struct {
 	srv    *Server
 	subs   []*client
-	frames []byte
+	frames *variants
 	done   *sync.WaitGroup
 	res    chunkResult
 }
@@ -79,16 +77,15 @@ type fanoutState struct {
 	jobs [maxLanes]fanoutJob
 }
 
-// fanout writes frames, the encoding of one read's messages (payload bytes
-// in all), to every subscriber of t: one Send each, no allocation. When the
-// frames also went to other hub nodes (elsewhere), a topic without local
-// subscribers drops nothing. A large
-// topic is split over the cores: the other chunks go to the pool's workers
-// while the publisher's goroutine writes the first, and fanout returns when
-// all are written, so each subscriber gets a publisher's reads in order.
-func (s *Server) fanout(fs *fanoutState, t *topics.Topic[*client], frames []byte, messages, payload int, elsewhere bool) {
+// fanout writes frames, the encodings of one read's messages (payload bytes
+// in all), to every one of subs, each in its variant: one Send each, no
+// allocation. When the frames also went to other hub nodes (elsewhere), a
+// topic without local subscribers drops nothing. A large topic is split
+// over the cores: the other chunks go to the pool's workers while the
+// publisher's goroutine writes the first, and fanout returns when all are
+// written, so each subscriber gets a topic's messages in order.
+func (s *Server) fanout(fs *fanoutState, subs []*client, frames *variants, messages, payload int, elsewhere bool) {
 	start := time.Now()
-	subs := t.Subscribers()
 	lanes := min(s.pool.lanes, len(subs)/minChunk)
 	var res chunkResult
 	if lanes <= 1 {
@@ -130,16 +127,16 @@ func (s *Server) fanout(fs *fanoutState, t *topics.Topic[*client], frames []byte
 
 // writeChunk sends frames to each of subs and closes those whose backlog is
 // full.
-func (s *Server) writeChunk(subs []*client, frames []byte) chunkResult {
+func (s *Server) writeChunk(subs []*client, frames *variants) chunkResult {
 	var r chunkResult
 	for _, sub := range subs {
-		switch err := sub.conn.Send(frames); {
+		switch err := sub.conn.Send(frames[sub.kind]); {
 		case err == nil:
 			r.written++
 		case errors.Is(err, loop.ErrBacklogFull):
 			r.slow++
 			s.stats.SlowConsumers.Add(1)
-			sub.closeWith(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+			sub.cutSlow()
 		default:
 			r.closing++
 		}

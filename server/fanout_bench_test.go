@@ -20,12 +20,19 @@ import (
 // benchHub starts a hub with a started topic bench/t and n raw TCP
 // subscribers that read and discard everything into a fixed buffer.
 func benchHub(b *testing.B, n int) (*Server, *topics.Topic[*client]) {
+	return benchHubWith(b, n, 100, "")
+}
+
+// benchHubWith is benchHub with history of historySize messages (negative:
+// off) and subscribers that offer the given subprotocol.
+func benchHubWith(b *testing.B, n, historySize int, protocol string) (*Server, *topics.Topic[*client]) {
 	b.Helper()
 	store, err := keys.OpenFile(filepath.Join(b.TempDir(), "keys.json"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := Start(Config{Listen: "127.0.0.1:0", Keys: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxBacklog: 64 << 20})
+	s, err := Start(Config{Listen: "127.0.0.1:0", Keys: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxBacklog: 64 << 20,
+		HistorySize: historySize, HistoryBytes: 64 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -45,8 +52,12 @@ func benchHub(b *testing.B, n int) (*Server, *topics.Topic[*client]) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { c.Close() })
+		proto := ""
+		if protocol != "" {
+			proto = "Sec-WebSocket-Protocol: " + protocol + "\r\n"
+		}
 		fmt.Fprintf(c, "GET /ws/sub/bench/t HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n", proto)
 		br := bufio.NewReaderSize(c, 64<<10)
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil || resp.StatusCode != 101 {
@@ -75,12 +86,13 @@ func benchmarkFanout(b *testing.B, n, msgs, size int) {
 	for range msgs {
 		frames = ws.AppendFrame(frames, ws.OpBinary, make([]byte, size))
 	}
-	t.Subscribers() // take the snapshot before timing
+	subs := t.Subscribers()
 	var fs fanoutState
+	v := variants{kindPlain: frames}
 	b.SetBytes(int64(len(frames) * n))
 	b.ReportAllocs()
 	for b.Loop() {
-		s.fanout(&fs, t, frames, msgs, msgs*size, false)
+		s.fanout(&fs, subs, &v, msgs, msgs*size, false)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n*msgs), "ns/delivery")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/write")
@@ -96,7 +108,7 @@ func BenchmarkFanout_1kSubs_Burst50(b *testing.B) { benchmarkFanout(b, 1000, 50,
 // subscribers.
 func BenchmarkPublishRead(b *testing.B) {
 	s, t := benchHub(b, 100)
-	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}, fan: new(fanoutState)}
+	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}, sc: new(scratch)}
 	var read []byte
 	for range 50 {
 		read = append(read, 0x82, 0x80|126, 0, 128, 1, 2, 3, 4)
@@ -110,4 +122,39 @@ func BenchmarkPublishRead(b *testing.B) {
 		c.publish(buf)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100*50), "ns/delivery")
+}
+
+// benchmarkPublish measures the publish path as a publisher's read takes
+// it: positions, history (historySize messages; negative: off), the
+// variants the subscribers need (protocol "wspubsub.meta" or plain) and the
+// fan-out of a burst of msgs messages to n subscribers. Allocations per op
+// are the history's copy of each message, never one per delivery.
+func benchmarkPublish(b *testing.B, n, msgs, size, historySize int, protocol string) {
+	s, t := benchHubWith(b, n, historySize, protocol)
+	var bt batch
+	for range msgs {
+		bt.starts = append(bt.starts, len(bt.frames))
+		bt.frames = ws.AppendFrame(bt.frames, ws.OpBinary, make([]byte, size))
+	}
+	bt.payload = msgs * size
+	t.Subscribers()
+	sc := new(scratch)
+	b.SetBytes(int64(len(bt.frames) * n))
+	b.ReportAllocs()
+	for b.Loop() {
+		s.publish(sc, t, &bt, nil)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n*msgs), "ns/delivery")
+}
+
+// Burst fan-out with history on (the default 100 messages) and off, same
+// run: the bound is within 10% of each other.
+func BenchmarkPublish_1kSubs_Burst50_HistoryOff(b *testing.B) {
+	benchmarkPublish(b, 1000, 50, 128, -1, "")
+}
+func BenchmarkPublish_1kSubs_Burst50_HistoryOn(b *testing.B) {
+	benchmarkPublish(b, 1000, 50, 128, 100, "")
+}
+func BenchmarkPublish_1kSubs_Burst50_Meta(b *testing.B) {
+	benchmarkPublish(b, 1000, 50, 128, 100, metaProtocol)
 }

@@ -159,7 +159,8 @@ func TestPaths(t *testing.T) {
 	}{
 		// Well formed: the topic is not started.
 		{"/ws/sub/test/news", 404},
-		{"/ws/sub/test/news?since=1&a/b", 404},
+		{"/ws/sub/test/news?from=1&a/b", 404},
+		{"/ws/sub/test/news?x=%zz&rewind=2", 404},
 		{"/ws/sub/" + rep("d", 64) + "/" + rep("t", 255), 404},
 		{"/ws/sub/" + rep("%41", 64) + "/" + rep("%62", 255), 404},
 		{"/ws/sub/%C3%A9t%C3%A9/prix%20%2B", 404},

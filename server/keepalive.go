@@ -11,7 +11,8 @@ import (
 // anything else) within PongTimeout: dead peers and half-open TCP
 // connections do not pile up. One goroutine per hub scans the connections a
 // few times per PongTimeout; there is no timer per connection. It also
-// sweeps the per-address limits' idle entries.
+// sweeps the per-address limits' idle entries, and once a second the
+// history's entries past their TTL.
 func (s *Server) keepalive() {
 	every := time.Second
 	if s.cfg.PingInterval > 0 {
@@ -20,6 +21,7 @@ func (s *Server) keepalive() {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var buf []*client
+	var swept int64
 	for {
 		select {
 		case <-s.stop:
@@ -31,6 +33,10 @@ func (s *Server) keepalive() {
 			buf = s.clients.eachInto(buf, func(c *client) { c.keepalive(now) })
 		}
 		s.limits.sweep(now)
+		if now-swept >= int64(time.Second) {
+			s.sweepHistory(now)
+			swept = now
+		}
 	}
 }
 

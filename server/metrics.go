@@ -119,10 +119,11 @@ const (
 	dropNoSubscribers drop = iota // published to a topic nobody subscribes to
 	dropSlowConsumer              // the subscriber's backlog was full
 	dropClosing                   // the subscriber was closing
+	dropMalformed                 // frames from another node did not parse
 	numDrops
 )
 
-var dropLabels = [numDrops]string{"no_subscribers", "slow_consumer", "closing"}
+var dropLabels = [numDrops]string{"no_subscribers", "slow_consumer", "closing", "malformed"}
 
 const (
 	rolePublisher = iota
@@ -141,6 +142,16 @@ const (
 
 var keyResultLabels = [numKeyResults]string{"accepted", "refused", "error"}
 
+// What a subscriber that rewound or resumed got.
+const (
+	replayComplete  = iota // everything it asked for that is kept
+	replayGap              // a gap or reset notice, then what is kept
+	replayTruncated        // more than --max-backlog: part of it, then 4000
+	numReplayResults
+)
+
+var replayResultLabels = [numReplayResults]string{"complete", "gap", "truncated"}
+
 // Stats are the hub's running totals: atomics, updated off every lock and
 // read by the metrics collector at scrape time.
 type Stats struct {
@@ -155,12 +166,15 @@ type Stats struct {
 	SlowConsumers    atomic.Int64 // subscribers closed with 4000
 	TopicsExpired    atomic.Int64 // topics ended by their grace period
 	SubscriberFloods atomic.Int64 // subscribers closed with 1008
+	Replayed         atomic.Int64 // messages sent from history to joining subscribers
+	GapNotices       atomic.Int64 // gap and reset notices sent to joining subscribers
 
 	handshaking atomic.Int64 // connections in stateHandshake or stateKeyCheck
 	accepted    [numRoles]atomic.Int64
 	disconnects counters[disconnect]
 	dropped     counters[drop]
 	keyChecks   [numKeyResults]atomic.Int64
+	replays     [numReplayResults]atomic.Int64
 }
 
 // counters is a counter per value of a small label set.
@@ -230,6 +244,10 @@ var (
 	descBuildInfo      = desc("build_info", "The running build; always 1.", "version", "goversion")
 	descKeyStoreReady  = desc("key_store_up", "Whether the key store answers (1) or not (0).")
 	descDrainingStatus = desc("draining", "1 while the hub is shutting down.")
+	descHistoryBytes   = desc("history_bytes", "Bytes the history of every topic holds, against --history-memory.")
+	descReplays        = desc("replays_total", "Subscribers that joined with a rewind or a resume, by what they got.", "result")
+	descReplayed       = desc("replayed_messages_total", "Messages sent from history to subscribers that rewound or resumed.")
+	descGaps           = desc("gap_notices_total", "Gap and reset notices sent to subscribers that resumed.")
 )
 
 // keyCacheCounter is implemented by key stores with a cache.
@@ -248,7 +266,8 @@ type collector Server
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descHandshaking, descTopics, descAccepted, descRefused,
 		descDisconnects, descMsgsIn, descBytesIn, descMsgsOut, descBytesOut, descWrites, descDropped, descKeyChecks,
-		descKeyCache, descTopicsExpired, descBuildInfo, descKeyStoreReady, descDrainingStatus} {
+		descKeyCache, descTopicsExpired, descBuildInfo, descKeyStoreReady, descDrainingStatus,
+		descHistoryBytes, descReplays, descReplayed, descGaps} {
 		ch <- d
 	}
 	c.metrics.fanout.Describe(ch)
@@ -306,6 +325,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		draining = 1
 	}
 	gauge(descDrainingStatus, draining)
+	gauge(descHistoryBytes, c.budget.Used())
+	for r := range numReplayResults {
+		counter(descReplays, st.replays[r].Load(), replayResultLabels[r])
+	}
+	counter(descReplayed, st.Replayed.Load())
+	counter(descGaps, st.GapNotices.Load())
 	c.metrics.fanout.Collect(ch)
 	c.metrics.handshake.Collect(ch)
 }

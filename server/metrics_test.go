@@ -237,6 +237,10 @@ var metricTypes = map[string]dto.MetricType{
 	"wspubsub_build_info":                 dto.MetricType_GAUGE,
 	"wspubsub_key_store_up":               dto.MetricType_GAUGE,
 	"wspubsub_draining":                   dto.MetricType_GAUGE,
+	"wspubsub_history_bytes":              dto.MetricType_GAUGE,
+	"wspubsub_replays_total":              dto.MetricType_COUNTER,
+	"wspubsub_replayed_messages_total":    dto.MetricType_COUNTER,
+	"wspubsub_gap_notices_total":          dto.MetricType_COUNTER,
 	"wspubsub_fanout_duration_seconds":    dto.MetricType_HISTOGRAM,
 	"wspubsub_handshake_duration_seconds": dto.MetricType_HISTOGRAM,
 }

@@ -1,14 +1,17 @@
 // Package server is the hub: it speaks the wspubsub protocol over the
-// connections that package loop owns, keeps topics in package topics, and
-// asks a KeyChecker whether a publisher's API key is good.
+// connections that package loop owns, keeps topics in package topics and
+// their recent messages in package history, and asks a KeyChecker whether
+// a publisher's API key is good.
 //
 // Concurrency: a connection's events arrive on the loop goroutine that owns
 // it; a publisher's key is checked on a goroutine of its own for the length
 // of the handshake only. Each message a publisher sends is encoded once, and
 // the frames from one read of its socket are written to each subscriber in
 // one Send, on the publisher's loop goroutine. Lock order, outermost first:
-// client.mu, loop.Conn's lock, the topics table's shard lock; a goroutine
-// holding a subscriber's client.mu never takes a publisher's.
+// client.mu, a topic's Publishing mutex, loop.Conn's lock, the topic's
+// history.Log mutex, the topics table's shard lock, the history Budget's
+// lock; a goroutine holding a subscriber's client.mu never takes a
+// publisher's, and none takes a Publishing mutex holding a Conn's lock.
 package server
 
 import (
@@ -22,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wspubsub/wspubsub/history"
 	"github.com/wspubsub/wspubsub/loop"
 	"github.com/wspubsub/wspubsub/topics"
 	"github.com/wspubsub/wspubsub/ws"
@@ -120,6 +124,20 @@ type Config struct {
 	// (in bursts of as many); past it the publisher is closed with 4004.
 	// Default 0: no bound.
 	MaxPublishRate int
+	// HistorySize is how many recent messages each topic keeps for rewind
+	// and resume. Default 100; negative: no history (positions are still
+	// assigned).
+	HistorySize int
+	// HistoryBytes bounds each topic's history in bytes (frames plus 48
+	// bytes each). Default 1 MiB.
+	HistoryBytes int
+	// HistoryTTL is how long a message is kept. Default 5m; negative: no
+	// age bound.
+	HistoryTTL time.Duration
+	// HistoryMemory bounds the history of all topics together, in bytes;
+	// past it the oldest entries of any topic go first. Default 256 MiB.
+	HistoryMemory int64
+
 	// AllowedOrigins lists the Origin headers browsers may connect with:
 	// exact origins, "https://*.example.com" for subdomains, or "*".
 	// Requests without Origin (not browsers) are always allowed. Default:
@@ -150,6 +168,22 @@ func (c *Config) setDefaults() {
 		c.MaxTopicsPerDomain = 100_000
 	case c.MaxTopicsPerDomain < 0:
 		c.MaxTopicsPerDomain = 0
+	}
+	switch {
+	case c.HistorySize == 0:
+		c.HistorySize = 100
+	case c.HistorySize < 0:
+		c.HistorySize = 0
+	}
+	def(&c.HistoryBytes, 1<<20)
+	switch {
+	case c.HistoryTTL == 0:
+		c.HistoryTTL = 5 * time.Minute
+	case c.HistoryTTL < 0:
+		c.HistoryTTL = 0
+	}
+	if c.HistoryMemory <= 0 {
+		c.HistoryMemory = 256 << 20
 	}
 	switch {
 	case c.PingInterval == 0:
@@ -193,7 +227,8 @@ type Server struct {
 	stats    Stats
 	metrics  metrics
 	pool     *fanoutPool
-	cluster  Cluster // nil on a single hub
+	budget   *history.Budget // bounds every topic's history together
+	cluster  Cluster         // nil on a single hub
 
 	limits *addrLimits
 
@@ -215,6 +250,7 @@ func Start(cfg Config) (*Server, error) {
 		https:   make(chan struct{}, cfg.MaxHTTPRequests),
 		metrics: newMetrics(),
 		pool:    newFanoutPool(lanesFor(cfg.Pollers)),
+		budget:  history.NewBudget(cfg.HistoryMemory),
 		cluster: cfg.Cluster,
 		done:    make(chan struct{}),
 		stop:    make(chan struct{}),
@@ -228,6 +264,13 @@ func Start(cfg Config) (*Server, error) {
 		SubscribeWaits:     cfg.SubscribeWaits,
 		GracePeriod:        cfg.GracePeriod,
 		OnExpire:           s.expire,
+		Kind:               func(c *client) int { return c.kind },
+	}
+	lim := history.Limits{Size: cfg.HistorySize, Bytes: cfg.HistoryBytes, TTL: cfg.HistoryTTL}
+	tc.NewLog = func(topics.Key) *history.Log {
+		// A cluster node learns a topic's epoch from its owner; a
+		// single hub's topic gets its own at the first message.
+		return history.NewLog(lim, s.budget, "")
 	}
 	if s.cluster != nil {
 		tc.Started, tc.Keep = s.cluster.Started, s.cluster.Keep

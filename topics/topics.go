@@ -1,6 +1,7 @@
 // Package topics holds the hub's table of live topics: a fixed array of
 // shards, each a mutex and a map from domain/topic to a Topic, and each Topic
-// its publishers' count and its subscribers.
+// its publishers' count, its subscribers (counted by kind) and its history
+// (a history.Log, which lives and ends with the topic).
 //
 // Concurrency: every method is safe for concurrent use. Joins and leaves hold
 // their shard's mutex for O(1) work. Subscribers, the fan-out's read, takes no
@@ -9,8 +10,9 @@
 // under the shard mutex. The grace timer runs Config.Keep and then
 // Config.OnExpire on its own goroutine, outside every lock. Config.Started is
 // the one call out made under a shard mutex. Lock order: a caller may hold
-// its own locks while calling in here; this package calls out holding none,
-// except Started, which must not call back into the table.
+// its own locks while calling in here (a Topic's Log mutex included); this
+// package calls out holding none, except Started, which must not call back
+// into the table.
 package topics
 
 import (
@@ -20,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wspubsub/wspubsub/history"
 )
 
 // ErrNotStarted means a subscriber asked for a topic that no publisher has
@@ -65,7 +69,16 @@ type Config[S comparable] struct {
 	// local publishers and out of its grace period, and OnExpire is not
 	// called. It may block briefly.
 	Keep func(k Key) bool
+	// NewLog, if set, makes the history of a topic that starts. Nil: each
+	// topic gets a log that keeps nothing but its positions.
+	NewLog func(k Key) *history.Log
+	// Kind, if set, sorts subscribers into up to MaxKinds kinds that
+	// Topic.Count counts (the hub's wire variants). Nil: all are kind 0.
+	Kind func(s S) int
 }
+
+// MaxKinds is how many kinds of subscriber a topic counts.
+const MaxKinds = 4
 
 const numShards = 64
 
@@ -90,17 +103,28 @@ type Topic[S comparable] struct {
 	key   Key
 	shard *shard[S]
 
+	// Log is the topic's positions and recent messages, from its start to
+	// its end (a takeover within the grace period keeps it).
+	Log *history.Log
+	// Publishing orders the topic's publishes: held from the assignment of
+	// positions to the end of the fan-out, so that every subscriber gets
+	// the topic's messages in the order of their offsets, whichever of the
+	// topic's publishers sent them.
+	Publishing sync.Mutex
+
 	// Guarded by shard.mu.
 	publishers int
 	subs       []S
 	index      map[S]int
 	graceGen   uint64 // bumped to cancel a pending expiry
+	graceUntil int64  // UnixNano a pending expiry waits for, if later than its timer
 	inGrace    bool
 	gone       bool
 
 	dirty atomic.Bool
 	snap  atomic.Pointer[[]S]
 	count atomic.Int64
+	kinds [MaxKinds]atomic.Int64
 }
 
 // New returns an empty table.
@@ -159,12 +183,20 @@ func (tb *Table[S]) RemovePublisher(t *Topic[S]) {
 	}
 	t.inGrace = true
 	t.graceGen++
+	t.graceUntil = 0
 	gen := t.graceGen
 	time.AfterFunc(tb.cfg.GracePeriod, func() { tb.expire(t, gen) })
 }
 
 func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
 	sh := t.shard
+	sh.mu.Lock()
+	if wait := t.graceUntil - time.Now().UnixNano(); !t.gone && t.graceGen == gen && wait > 0 {
+		sh.mu.Unlock()
+		time.AfterFunc(time.Duration(wait), func() { tb.expire(t, gen) })
+		return
+	}
+	sh.mu.Unlock()
 	if tb.cfg.Keep != nil {
 		sh.mu.Lock()
 		pending := !t.gone && t.graceGen == gen && t.publishers == 0
@@ -181,7 +213,11 @@ func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
 					tb.remove(sh, t)
 				}
 			}
+			gone := t.gone
 			sh.mu.Unlock()
+			if gone {
+				t.dropLog()
+			}
 			return
 		}
 	}
@@ -193,6 +229,7 @@ func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
 	subs := t.subs
 	tb.remove(sh, t)
 	sh.mu.Unlock()
+	t.dropLog()
 	if tb.cfg.OnExpire != nil {
 		tb.cfg.OnExpire(t, subs)
 	}
@@ -201,38 +238,79 @@ func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
 // Subscribe adds s to topic k. Unless the table lets subscribers wait, the
 // topic must have been started by a publisher (ErrNotStarted otherwise).
 func (tb *Table[S]) Subscribe(k Key, s S) (*Topic[S], error) {
-	sh := tb.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	t := sh.m[k]
-	if t == nil {
-		if !tb.cfg.SubscribeWaits && (tb.cfg.Started == nil || !tb.cfg.Started(k)) {
-			return nil, ErrNotStarted
+	return tb.Join(k, s, nil)
+}
+
+// Join is Subscribe with a step taken under the topic's Log mutex just
+// before s joins: whatever the log holds then was published before s
+// joined, and every message added later is published to s. If admit
+// returns false, s does not join (the topic is still returned).
+func (tb *Table[S]) Join(k Key, s S, admit func(t *Topic[S]) bool) (*Topic[S], error) {
+	for {
+		sh := tb.shard(k)
+		sh.mu.Lock()
+		t := sh.m[k]
+		if t == nil {
+			if !tb.cfg.SubscribeWaits && (tb.cfg.Started == nil || !tb.cfg.Started(k)) {
+				sh.mu.Unlock()
+				return nil, ErrNotStarted
+			}
+			var err error
+			if t, err = tb.create(sh, k); err != nil {
+				sh.mu.Unlock()
+				return nil, err
+			}
 		}
-		var err error
-		if t, err = tb.create(sh, k); err != nil {
-			return nil, err
+		sh.mu.Unlock()
+		// The log's mutex comes before the shard's: take it, then see
+		// that the topic is still live.
+		t.Log.Lock()
+		if admit != nil && !admit(t) {
+			t.Log.Unlock()
+			return t, nil
 		}
-	}
-	if _, ok := t.index[s]; ok {
+		sh.mu.Lock()
+		if t.gone {
+			sh.mu.Unlock()
+			t.Log.Unlock()
+			continue // it ended meanwhile: join the topic now at k, if any
+		}
+		tb.add(t, s)
+		sh.mu.Unlock()
+		t.Log.Unlock()
 		return t, nil
+	}
+}
+
+// add puts s in t; the shard's mutex is held.
+func (tb *Table[S]) add(t *Topic[S], s S) {
+	if _, ok := t.index[s]; ok {
+		return
 	}
 	t.index[s] = len(t.subs)
 	t.subs = append(t.subs, s)
 	t.count.Add(1)
+	t.kinds[tb.kind(s)].Add(1)
 	t.dirty.Store(true)
-	return t, nil
 }
 
 // Unsubscribe removes s from t. A topic left with no publisher, no
 // subscriber and no grace period pending ends at once.
 func (tb *Table[S]) Unsubscribe(t *Topic[S], s S) {
+	if tb.unsubscribe(t, s) {
+		t.dropLog()
+	}
+}
+
+// unsubscribe is Unsubscribe under the shard mutex; it reports whether the
+// topic ended.
+func (tb *Table[S]) unsubscribe(t *Topic[S], s S) bool {
 	sh := t.shard
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	i, ok := t.index[s]
 	if !ok {
-		return
+		return false
 	}
 	last := len(t.subs) - 1
 	if i != last {
@@ -244,10 +322,42 @@ func (tb *Table[S]) Unsubscribe(t *Topic[S], s S) {
 	t.subs = t.subs[:last]
 	delete(t.index, s)
 	t.count.Add(-1)
+	t.kinds[tb.kind(s)].Add(-1)
 	t.dirty.Store(true)
 	if len(t.subs) == 0 && t.publishers == 0 && !t.inGrace && !t.gone {
 		tb.remove(sh, t)
+		return true
 	}
+	return false
+}
+
+// Touch starts topic k for a message published without a connection (an
+// HTTP publish): a topic with a publisher is returned as it is; any other
+// is started if need be and its grace period starts again, so that it lives
+// GracePeriod after its last message.
+func (tb *Table[S]) Touch(k Key) (*Topic[S], error) {
+	sh := tb.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.m[k]
+	if t == nil {
+		var err error
+		if t, err = tb.create(sh, k); err != nil {
+			return nil, err
+		}
+	}
+	if t.publishers == 0 {
+		// One timer per grace period, not per message: a timer that
+		// fires early sees the later deadline and waits again.
+		t.graceUntil = time.Now().Add(tb.cfg.GracePeriod).UnixNano()
+		if !t.inGrace {
+			t.inGrace = true
+			t.graceGen++
+			gen := t.graceGen
+			time.AfterFunc(tb.cfg.GracePeriod, func() { tb.expire(t, gen) })
+		}
+	}
+	return t, nil
 }
 
 // Lookup returns the live topic k, or nil.
@@ -277,14 +387,24 @@ func (tb *Table[S]) HasPublisher(k Key) bool {
 func (tb *Table[S]) End(k Key) (subscribers []S, ok bool) {
 	sh := tb.shard(k)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	t := sh.m[k]
 	if t == nil || t.publishers > 0 || t.inGrace {
+		sh.mu.Unlock()
 		return nil, false
 	}
 	subs := t.subs
 	tb.remove(sh, t)
+	sh.mu.Unlock()
+	t.dropLog()
 	return subs, true
+}
+
+// dropLog gives an ended topic's history back, outside the shard mutex
+// (a caller may hold the log's mutex while calling into the table).
+func (t *Topic[S]) dropLog() {
+	t.Log.Lock()
+	t.Log.Drop()
+	t.Log.Unlock()
 }
 
 func (tb *Table[S]) create(sh *shard[S], k Key) (*Topic[S], error) {
@@ -299,9 +419,21 @@ func (tb *Table[S]) create(sh *shard[S], k Key) (*Topic[S], error) {
 		tb.dmu.Unlock()
 	}
 	t := &Topic[S]{key: k, shard: sh, index: make(map[S]int)}
+	if tb.cfg.NewLog != nil {
+		t.Log = tb.cfg.NewLog(k)
+	} else {
+		t.Log = history.NewLog(history.Limits{}, nil, "")
+	}
 	sh.m[k] = t
 	tb.topics.Add(1)
 	return t, nil
+}
+
+func (tb *Table[S]) kind(s S) int {
+	if tb.cfg.Kind == nil {
+		return 0
+	}
+	return tb.cfg.Kind(s)
 }
 
 func (tb *Table[S]) remove(sh *shard[S], t *Topic[S]) {
@@ -310,6 +442,9 @@ func (tb *Table[S]) remove(sh *shard[S], t *Topic[S]) {
 	t.snap.Store(nil)
 	t.dirty.Store(false)
 	t.count.Store(0)
+	for i := range t.kinds {
+		t.kinds[i].Store(0)
+	}
 	delete(sh.m, t.key)
 	tb.topics.Add(-1)
 	if tb.cfg.MaxTopicsPerDomain > 0 {
@@ -345,6 +480,16 @@ func (t *Topic[S]) Key() Key { return t.key }
 
 // Len is the number of subscribers.
 func (t *Topic[S]) Len() int { return int(t.count.Load()) }
+
+// Count is the number of subscribers of one kind (see Config.Kind).
+func (t *Topic[S]) Count(kind int) int { return int(t.kinds[kind].Load()) }
+
+// Gone reports whether the topic has ended.
+func (t *Topic[S]) Gone() bool {
+	t.shard.mu.Lock()
+	defer t.shard.mu.Unlock()
+	return t.gone
+}
 
 // Subscribers returns the current subscribers. The slice is shared and must
 // not be modified; it stays valid (though possibly stale) after later joins

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // ErrIncomplete means the buffer does not yet hold a whole request head.
@@ -32,9 +33,48 @@ type Request struct {
 	Origin        string
 	Host          string
 	// Body is true when the request announces a body (Content-Length other
-	// than 0, or Transfer-Encoding): an upgrade request has none, and the
-	// hub reads none.
+	// than 0, or Transfer-Encoding): an upgrade request has none.
 	Body bool
+	// Protocols is Sec-WebSocket-Protocol: the subprotocols the client
+	// offers, comma-separated (several headers are joined).
+	Protocols string
+	// Accept, LastEventID and ContentType are those headers, for the
+	// hub's EventSource and HTTP publish endpoints.
+	Accept      string
+	LastEventID string
+	ContentType string
+	// ContentLength is the Content-Length header's value, -1 when there
+	// is none; a value that is not a decimal number is malformed.
+	ContentLength int64
+	// Chunked is true with "Transfer-Encoding: chunked" (or any other
+	// transfer coding).
+	Chunked bool
+	// Close is true when the client asks to close the connection after
+	// the response ("Connection: close").
+	Close bool
+}
+
+// HasProtocol reports whether a Sec-WebSocket-Protocol list offers name
+// (compared exactly, as RFC 6455 says).
+func HasProtocol(list, name string) bool {
+	for list != "" {
+		var item string
+		if i := strings.IndexByte(list, ','); i >= 0 {
+			item, list = list[:i], list[i+1:]
+		} else {
+			item, list = list, ""
+		}
+		for len(item) > 0 && (item[0] == ' ' || item[0] == '\t') {
+			item = item[1:]
+		}
+		for len(item) > 0 && (item[len(item)-1] == ' ' || item[len(item)-1] == '\t') {
+			item = item[:len(item)-1]
+		}
+		if item == name {
+			return true
+		}
+	}
+	return false
 }
 
 var crlfcrlf = []byte("\r\n\r\n")
@@ -44,7 +84,7 @@ var crlfcrlf = []byte("\r\n\r\n")
 // are needed, ErrHeadTooLarge when the head is (or must be) longer than max
 // bytes, and ErrMalformed for anything that is not an HTTP/1.1 request head.
 func ParseRequest(buf []byte, max int) (Request, int, error) {
-	var req Request
+	req := Request{ContentLength: -1}
 	end := bytes.Index(buf, crlfcrlf)
 	if end < 0 {
 		if len(buf) >= max {
@@ -101,6 +141,7 @@ func ParseRequest(buf []byte, max int) (Request, int, error) {
 			upgrade = upgrade || hasToken(value, "websocket")
 		case equalFold(name, "connection"):
 			connUpgrade = connUpgrade || hasToken(value, "upgrade")
+			req.Close = req.Close || hasToken(value, "close")
 		case equalFold(name, "sec-websocket-key"):
 			if !once(1) {
 				return req, 0, ErrMalformed
@@ -127,9 +168,31 @@ func ParseRequest(buf []byte, max int) (Request, int, error) {
 			}
 			req.Host = string(value)
 		case equalFold(name, "content-length"):
-			req.Body = req.Body || string(value) != "0"
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || !once(32) {
+				return req, 0, ErrMalformed // RFC 9112 6.3: an invalid length is unrecoverable
+			}
+			req.ContentLength = n
+			req.Body = req.Body || n != 0
 		case equalFold(name, "transfer-encoding"):
-			req.Body = true
+			req.Body, req.Chunked = true, true
+		case equalFold(name, "sec-websocket-protocol"):
+			if req.Protocols != "" {
+				req.Protocols += ", "
+			}
+			req.Protocols += string(value)
+		case equalFold(name, "accept"):
+			req.Accept = string(value)
+		case equalFold(name, "last-event-id"):
+			if !once(64) {
+				return req, 0, ErrMalformed
+			}
+			req.LastEventID = string(value)
+		case equalFold(name, "content-type"):
+			if !once(128) {
+				return req, 0, ErrMalformed
+			}
+			req.ContentType = string(value)
 		}
 	}
 	req.Upgrade = upgrade && connUpgrade
@@ -157,10 +220,15 @@ func AppendAccept(dst []byte, key string) []byte {
 	return base64.StdEncoding.AppendEncode(dst, h.Sum(sum[:0]))
 }
 
-// AppendUpgradeResponse appends the 101 response that completes a handshake.
-func AppendUpgradeResponse(dst []byte, key string) []byte {
+// AppendUpgradeResponse appends the 101 response that completes a handshake,
+// naming the subprotocol chosen unless protocol is "".
+func AppendUpgradeResponse(dst []byte, key, protocol string) []byte {
 	dst = append(dst, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	dst = AppendAccept(dst, key)
+	if protocol != "" {
+		dst = append(dst, "\r\nSec-WebSocket-Protocol: "...)
+		dst = append(dst, protocol...)
+	}
 	return append(dst, "\r\n\r\n"...)
 }
 
@@ -198,6 +266,14 @@ func StatusText(status int) string {
 		return "Method Not Allowed"
 	case 409:
 		return "Conflict"
+	case 413:
+		return "Content Too Large"
+	case 415:
+		return "Unsupported Media Type"
+	case 406:
+		return "Not Acceptable"
+	case 411:
+		return "Length Required"
 	case 426:
 		return "Upgrade Required"
 	case 429:

@@ -1,0 +1,433 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wspubsub/wspubsub/history"
+	"github.com/wspubsub/wspubsub/topics"
+	"github.com/wspubsub/wspubsub/ws"
+)
+
+// What a subscriber is sent comes in one of these variants, each encoded
+// once per message, never per subscriber.
+const (
+	kindPlain = iota // WebSocket frames exactly as published
+	kindMeta         // WebSocket frames with an "id: EPOCH:OFFSET\n\n" header (wspubsub.meta)
+	kindSSE          // text/event-stream events
+	numKinds
+)
+
+// metaProtocol is the subprotocol a WebSocket subscriber offers to see
+// positions.
+const metaProtocol = "wspubsub.meta"
+
+// variants holds one encoding of the same messages per kind of subscriber;
+// a kind no subscriber has is left empty.
+type variants [numKinds][]byte
+
+// resumeMode says where a subscriber starts.
+type resumeMode uint8
+
+const (
+	resumeLive   resumeMode = iota // from the next message on
+	resumeRewind                   // the last n kept messages first
+	resumeSince                    // every kept message after a position first
+)
+
+// resume is where a subscriber asked to start.
+type resume struct {
+	mode   resumeMode
+	n      int    // resumeRewind
+	epoch  string // resumeSince
+	offset uint64 // resumeSince
+}
+
+// maxRewind bounds ?rewind: no history keeps more.
+const maxRewind = 1 << 20
+
+// parseResume reads ?rewind=N and ?since=EPOCH:OFFSET from a request
+// target's query; other parameters are ignored.
+func parseResume(target string) (resume, error) {
+	var r resume
+	_, query, ok := strings.Cut(target, "?")
+	if !ok {
+		return r, nil
+	}
+	var rewind, since []string
+	for query != "" {
+		var kv string
+		kv, query, _ = strings.Cut(query, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k != "rewind" && k != "since" {
+			continue // unknown parameters are ignored, however they look
+		}
+		v, err := url.QueryUnescape(v)
+		if err != nil {
+			return r, errors.New(k + ": invalid percent-encoding")
+		}
+		if k == "rewind" {
+			rewind = append(rewind, v)
+		} else {
+			since = append(since, v)
+		}
+	}
+	hasRewind, hasSince := rewind != nil, since != nil
+	switch {
+	case hasRewind && hasSince:
+		return r, errors.New("rewind and since cannot be used together")
+	case len(rewind) > 1 || len(since) > 1:
+		return r, errors.New("rewind or since given more than once")
+	case hasRewind:
+		n, err := strconv.Atoi(rewind[0])
+		if err != nil || n < 0 || n > maxRewind {
+			return r, errors.New("rewind wants a number of messages from 0 to " + strconv.Itoa(maxRewind))
+		}
+		r.mode, r.n = resumeRewind, n
+	case hasSince:
+		return parsePosition(since[0])
+	}
+	return r, nil
+}
+
+// parsePosition reads EPOCH:OFFSET, the form of ?since and Last-Event-ID.
+func parsePosition(s string) (resume, error) {
+	epoch, off, ok := strings.Cut(s, ":")
+	if !ok || !history.ValidEpoch(epoch) {
+		return resume{}, errors.New("position wants EPOCH:OFFSET, EPOCH of 1 to 64 letters and digits")
+	}
+	offset, err := strconv.ParseUint(off, 10, 64)
+	if err != nil || (len(off) > 1 && off[0] == '0') {
+		return resume{}, errors.New("position wants EPOCH:OFFSET, OFFSET a decimal number")
+	}
+	return resume{mode: resumeSince, epoch: epoch, offset: offset}, nil
+}
+
+// batch is messages to publish on a topic: their plain frames, one per
+// message, back to back.
+type batch struct {
+	frames  []byte
+	starts  []int // where each message's frame starts in frames
+	payload int   // payload bytes of all the messages
+
+	// Positions assigned by another hub node (the topic's owner); "" for
+	// messages published here, which get theirs from the topic's log.
+	epoch string
+	first uint64
+}
+
+func (b *batch) frame(i int) []byte {
+	end := len(b.frames)
+	if i+1 < len(b.starts) {
+		end = b.starts[i+1]
+	}
+	return b.frames[b.starts[i]:end]
+}
+
+// split finds the frames of a run that came whole from another node.
+func (b *batch) split() error {
+	b.starts = b.starts[:0]
+	for p := 0; p < len(b.frames); {
+		f := b.frames[p:]
+		if len(f) < 2 {
+			return errors.New("server: truncated frame from another node")
+		}
+		h, n := history.HeaderLen(f), int(f[1]&0x7f)
+		switch {
+		case len(f) < h:
+			return errors.New("server: truncated frame from another node")
+		case n == 126:
+			n = int(binary.BigEndian.Uint16(f[2:]))
+		case n == 127:
+			if v := binary.BigEndian.Uint64(f[2:]); v > uint64(len(f)) {
+				return errors.New("server: truncated frame from another node")
+			} else {
+				n = int(v)
+			}
+		}
+		if len(f) < h+n {
+			return errors.New("server: truncated frame from another node")
+		}
+		b.starts = append(b.starts, p)
+		p += h + n
+	}
+	return nil
+}
+
+// scratch is the buffers one publish encodes its variants into; a
+// publisher keeps its own, others take one from scratchPool.
+type scratch struct {
+	fan    fanoutState
+	v      variants
+	meta   []byte
+	sse    []byte
+	starts []int
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// publish gives the messages of b their positions, keeps them in the
+// topic's history and writes them to every subscriber of t, in each
+// subscriber's variant. A cluster claim, if any, sends them on to the other
+// nodes with their positions. It returns the position of the first message.
+//
+// The positions, the history and the snapshot of subscribers are taken in
+// one step under the log's mutex, the step a joining subscriber takes to
+// read its replay: a message is either in its replay or in its live stream,
+// never both, never neither. The topic's Publishing mutex, held to the end
+// of the fan-out, keeps every subscriber's messages in offset order.
+func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim ClusterTopic) (epoch string, first uint64) {
+	n := len(b.starts)
+	t.Publishing.Lock()
+	defer t.Publishing.Unlock()
+	log := t.Log
+	now := time.Now().UnixNano()
+	var reset bool
+	var gapFirst, gapLast uint64
+	log.Lock()
+	if b.epoch == "" {
+		first = log.Assign(n)
+	} else {
+		var skip int
+		reset, gapFirst, gapLast, skip = log.Adopt(b.epoch, b.first, n)
+		if skip > 0 { // came twice: keep the stream free of duplicates
+			if skip == n {
+				log.Unlock()
+				return b.epoch, b.first
+			}
+			base := b.starts[skip]
+			b.frames, b.starts = b.frames[base:], b.starts[skip:]
+			for i := range b.starts {
+				b.starts[i] -= base
+			}
+			n -= skip
+		}
+		first = b.first + uint64(skip)
+	}
+	epoch = log.Epoch()
+	if log.Keeps() {
+		for i := range n {
+			log.Add(first+uint64(i), b.frame(i), now)
+		}
+	}
+	subs := t.Subscribers()
+	withMeta, withSSE := t.Count(kindMeta) > 0, t.Count(kindSSE) > 0
+	log.Unlock()
+	if s.budget.Over() {
+		s.budget.Trim()
+	}
+	sent := claim != nil && claim.Publish(epoch, first, b.frames, n, b.payload)
+
+	v := &sc.v
+	*v = variants{kindPlain: b.frames}
+	if withMeta {
+		sc.meta = appendNotice(sc.meta[:0], kindMeta, epoch, reset, gapFirst, gapLast)
+		for i := range n {
+			f := b.frame(i)
+			sc.meta = appendMeta(sc.meta, epoch, first+uint64(i), ws.Opcode(f[0]&0x0f), f[history.HeaderLen(f):])
+		}
+		v[kindMeta] = sc.meta
+	}
+	if withSSE {
+		sc.sse = appendNotice(sc.sse[:0], kindSSE, epoch, reset, gapFirst, gapLast)
+		for i := range n {
+			f := b.frame(i)
+			sc.sse = appendSSE(sc.sse, epoch, first+uint64(i), ws.Opcode(f[0]&0x0f), f[history.HeaderLen(f):])
+		}
+		v[kindSSE] = sc.sse
+	}
+	s.fanout(&sc.fan, subs, v, n, b.payload, sent)
+	*v = variants{} // keep no frames alive
+	if cap(sc.meta) > 4<<20 {
+		sc.meta = nil
+	}
+	if cap(sc.sse) > 4<<20 {
+		sc.sse = nil
+	}
+	return epoch, first
+}
+
+// appendPosition appends EPOCH:OFFSET.
+func appendPosition(dst []byte, epoch string, offset uint64) []byte {
+	dst = append(dst, epoch...)
+	dst = append(dst, ':')
+	return strconv.AppendUint(dst, offset, 10)
+}
+
+// appendMeta appends a message as a wspubsub.meta subscriber gets it: the
+// same frame type, the payload behind an "id: EPOCH:OFFSET\n\n" header.
+func appendMeta(dst []byte, epoch string, offset uint64, op ws.Opcode, payload []byte) []byte {
+	var hdr [4 + 64 + 1 + 20 + 2]byte
+	h := append(hdr[:0], "id: "...)
+	h = appendPosition(h, epoch, offset)
+	h = append(h, "\n\n"...)
+	dst = ws.AppendHeader(dst, op, len(h)+len(payload))
+	dst = append(dst, h...)
+	return append(dst, payload...)
+}
+
+// appendNotice appends, in kind's variant, a reset notice if reset and a
+// gap notice for offsets gapFirst..gapLast of epoch if gapFirst > 0.
+// Plain subscribers cannot see positions and get neither.
+func appendNotice(dst []byte, kind int, epoch string, reset bool, gapFirst, gapLast uint64) []byte {
+	if kind == kindPlain {
+		return dst
+	}
+	var b [8 + 64 + 2*21 + 2]byte
+	if reset {
+		p := append(b[:0], epoch...)
+		dst = appendNoticeOf(dst, kind, "reset", p)
+	}
+	if gapFirst > 0 {
+		p := appendPosition(b[:0], epoch, gapFirst)
+		p = append(p, '-')
+		p = strconv.AppendUint(p, gapLast, 10)
+		dst = appendNoticeOf(dst, kind, "gap", p)
+	}
+	return dst
+}
+
+// appendNoticeOf appends one notice: for wspubsub.meta a text message
+// "NAME: VALUE\n\n", for EventSource an event NAME with data VALUE.
+func appendNoticeOf(dst []byte, kind int, name string, value []byte) []byte {
+	if kind == kindSSE {
+		dst = append(dst, "event: "...)
+		dst = append(dst, name...)
+		dst = append(dst, "\ndata: "...)
+		dst = append(dst, value...)
+		return append(dst, "\n\n"...)
+	}
+	dst = ws.AppendHeader(dst, ws.OpText, len(name)+2+len(value)+2)
+	dst = append(dst, name...)
+	dst = append(dst, ": "...)
+	dst = append(dst, value...)
+	return append(dst, "\n\n"...)
+}
+
+// appendSSE appends a message as an EventSource event: its id is the
+// position; a text message's lines are data lines (CR and CRLF arrive as
+// LF, as EventSource reads them); a binary message is an event "binary"
+// whose data is the payload in standard base64.
+func appendSSE(dst []byte, epoch string, offset uint64, op ws.Opcode, payload []byte) []byte {
+	if op == ws.OpBinary {
+		dst = append(dst, "event: binary\n"...)
+	}
+	dst = append(dst, "id: "...)
+	dst = appendPosition(dst, epoch, offset)
+	dst = append(dst, '\n')
+	if op == ws.OpBinary {
+		dst = append(dst, "data: "...)
+		dst = base64.StdEncoding.AppendEncode(dst, payload)
+		return append(dst, "\n\n"...)
+	}
+	for {
+		i := 0
+		for i < len(payload) && payload[i] != '\n' && payload[i] != '\r' {
+			i++
+		}
+		dst = append(dst, "data: "...)
+		dst = append(dst, payload[:i]...)
+		dst = append(dst, '\n')
+		if i == len(payload) {
+			break
+		}
+		if payload[i] == '\r' && i+1 < len(payload) && payload[i+1] == '\n' {
+			i++
+		}
+		payload = payload[i+1:]
+	}
+	return append(dst, '\n')
+}
+
+// encodedLen is how many bytes e takes in kind's variant.
+func encodedLen(kind int, epoch string, e *history.Entry) int {
+	switch kind {
+	case kindMeta:
+		return len(e.Frame) + 8 + 4 + len(epoch) + 1 + 20 + 2
+	case kindSSE:
+		p := len(e.Frame) - history.HeaderLen(e.Frame)
+		return 32 + len(epoch) + 20 + base64.StdEncoding.EncodedLen(p) + p/2
+	}
+	return len(e.Frame)
+}
+
+// replayFor reads what a subscriber asking r is sent before the live
+// stream; log's mutex is held. Entries that would take the replay past
+// limit bytes are left out (at least one is kept): complete is false then,
+// and the subscriber must not join, or it would miss them.
+func replayFor(log *history.Log, r resume, kind, limit int, now int64) (rp history.Replay, complete bool) {
+	switch r.mode {
+	case resumeRewind:
+		rp = log.Rewind(r.n, now)
+	case resumeSince:
+		rp = log.Since(r.epoch, r.offset, now)
+	default:
+		return rp, true
+	}
+	size := 0
+	for i := range rp.Entries {
+		size += encodedLen(kind, log.Epoch(), &rp.Entries[i])
+		if size > limit && i > 0 {
+			rp.Entries = rp.Entries[:i]
+			return rp, false
+		}
+	}
+	return rp, true
+}
+
+// appendReplay appends a replay in kind's variant.
+func appendReplay(dst []byte, kind int, epoch string, rp history.Replay) []byte {
+	dst = appendNotice(dst, kind, epoch, rp.Reset, rp.GapFirst, rp.GapLast)
+	for i := range rp.Entries {
+		e := &rp.Entries[i]
+		switch kind {
+		case kindMeta:
+			dst = appendMeta(dst, epoch, e.Offset, ws.Opcode(e.Opcode()), e.Payload())
+		case kindSSE:
+			dst = appendSSE(dst, epoch, e.Offset, ws.Opcode(e.Opcode()), e.Payload())
+		default:
+			dst = append(dst, e.Frame...)
+		}
+	}
+	return dst
+}
+
+// countReplay counts a replay in the metrics.
+func (s *Server) countReplay(rp history.Replay, cut bool) {
+	st := &s.stats
+	st.Replayed.Add(int64(len(rp.Entries)))
+	notices := 0
+	if rp.Reset {
+		notices++
+	}
+	if rp.GapFirst > 0 {
+		notices++
+	}
+	st.GapNotices.Add(int64(notices))
+	switch {
+	case cut:
+		st.replays[replayTruncated].Add(1)
+	case notices > 0:
+		st.replays[replayGap].Add(1)
+	default:
+		st.replays[replayComplete].Add(1)
+	}
+}
+
+// sweepHistory drops every topic's entries older than the history TTL.
+func (s *Server) sweepHistory(now int64) {
+	if s.cfg.HistorySize <= 0 || s.cfg.HistoryTTL <= 0 {
+		return
+	}
+	s.topics.Range(func(t *topics.Topic[*client]) {
+		t.Log.Lock()
+		t.Log.Expire(now)
+		t.Log.Unlock()
+	})
+}
