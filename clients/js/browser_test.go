@@ -239,7 +239,8 @@ type hub struct {
 }
 
 // startHub starts a hub whose keepalive notices a silent browser within
-// half a second and whose topics end 100 ms after their publisher left.
+// half a second, whose topics end 100 ms after their publisher left and
+// keep their last 100 messages.
 func startHub(t *testing.T) *hub {
 	t.Helper()
 	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
@@ -258,6 +259,7 @@ func startHub(t *testing.T) *hub {
 		PongTimeout:  300 * time.Millisecond,
 		CloseTimeout: 300 * time.Millisecond,
 		GracePeriod:  100 * time.Millisecond,
+		HistorySize:  100, // the gapped topic's expectations count on it
 	})
 	if err != nil {
 		t.Fatal(err)
