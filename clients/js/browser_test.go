@@ -50,6 +50,16 @@ func TestBrowserResumesAcrossCuts(t *testing.T) {
 		gapMsgs = append(gapMsgs, messageFor(i))
 		gapPub.send(t, gapMsgs[i-1])
 	}
+	// A topic whose history is larger than a subscriber's backlog may be:
+	// the hub sends what fits and closes with 4000, again and again, and
+	// the page must resume from what it got until it has them all.
+	bigPub := h.publisher(t, "big")
+	var bigMsgs []message
+	for i := 1; i <= 40; i++ {
+		m := message{binary: true, data: bytes.Repeat([]byte{byte(i)}, 20000)}
+		bigMsgs = append(bigMsgs, m)
+		bigPub.send(t, m)
+	}
 	// The main topic: a few messages before the page loads, for rewind.
 	pub := h.publisher(t, "main")
 	var sent []message // every message published on main, in order
@@ -67,6 +77,9 @@ func TestBrowserResumesAcrossCuts(t *testing.T) {
 		MinDelay: 50, MaxDelay: 1000,
 	}, {
 		Name: "gaps", URL: "ws://" + h.addr + "/ws/sub/test/gaps?foo=bar", Since: "nope:0",
+		MinDelay: 50, MaxDelay: 1000,
+	}, {
+		Name: "big", URL: "ws://" + h.addr + "/ws/sub/test/big?rewind=1000",
 		MinDelay: 50, MaxDelay: 1000,
 	}})
 	runChromium(t, chrome, pg.url+"/")
@@ -119,8 +132,8 @@ func TestBrowserResumesAcrossCuts(t *testing.T) {
 	pub = h.publisher(t, "main")
 	run(2*time.Second, nil)
 	allSent("every message of the second epoch")
-	pg.waitFor(t, "the page to get the gapped topic", 5*time.Second, func(evs []event) bool {
-		return len(msgs(evs, "gaps")) >= 100
+	pg.waitFor(t, "the page to get the gapped and the big topic", 5*time.Second, func(evs []event) bool {
+		return len(msgs(evs, "gaps")) >= 100 && len(msgs(evs, "big")) >= len(bigMsgs)
 	})
 	elapsed := time.Since(start)
 
@@ -199,8 +212,27 @@ func TestBrowserResumesAcrossCuts(t *testing.T) {
 		}
 	}
 
-	t.Logf("%d messages (%d in the first epoch) once each, in order; %d reconnects (closes by code %v), %d connections reset by the proxy, %d resumes made to replay 3 seen messages; gapped topic: %q then %d messages; %v",
-		len(got), firstEpoch, opens-1, codes, resets, cut.moved.Load(), gapNotices, len(gm), elapsed.Round(time.Millisecond))
+	// The big topic: all of it once, in order, over several 4000 closes.
+	bm, bigCloses := msgs(evs, "big"), countCloses(evs, "big")
+	if len(bm) != len(bigMsgs) {
+		t.Errorf("big topic: page got %d messages, want %d", len(bm), len(bigMsgs))
+	}
+	for i, m := range bm[:min(len(bm), len(bigMsgs))] {
+		if err := m.is(bigMsgs[i]); err != nil || m.Offset != i+1 {
+			t.Fatalf("big topic: message %d at offset %d: %v", i+1, m.Offset, err)
+		}
+	}
+	for _, e := range evs {
+		if e.Sub == "big" && (e.Kind == "gap" || e.Kind == "reset") {
+			t.Errorf("big topic: %s", e)
+		}
+	}
+	if bigCloses[4000] < 2 {
+		t.Errorf("big topic: closes by code %v, want the replay cut by 4000 more than once", bigCloses)
+	}
+
+	t.Logf("%d messages (%d in the first epoch) once each, in order; %d reconnects (closes by code %v), %d connections reset by the proxy, %d resumes made to replay 3 seen messages; gapped topic: %q then %d messages; big topic: %d messages of 20 KB over %d replays cut by 4000; %v",
+		len(got), firstEpoch, opens-1, codes, resets, cut.moved.Load(), gapNotices, len(gm), len(bm), bigCloses[4000], elapsed.Round(time.Millisecond))
 	if t.Failed() {
 		for _, e := range evs {
 			t.Log(e.String())
@@ -240,7 +272,7 @@ type hub struct {
 
 // startHub starts a hub whose keepalive notices a silent browser within
 // half a second, whose topics end 100 ms after their publisher left and
-// keep their last 100 messages.
+// keep their last 100 messages, and which cuts a replay at 128 KiB.
 func startHub(t *testing.T) *hub {
 	t.Helper()
 	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
@@ -260,6 +292,7 @@ func startHub(t *testing.T) *hub {
 		CloseTimeout: 300 * time.Millisecond,
 		GracePeriod:  100 * time.Millisecond,
 		HistorySize:  100, // the gapped topic's expectations count on it
+		MaxBacklog:   128 << 10,
 	})
 	if err != nil {
 		t.Fatal(err)
