@@ -57,6 +57,11 @@ const utf8 = new TextDecoder();
 /**
  * Subscribes to a topic and keeps subscribed until close() is called.
  *
+ * onMessage gets each message once, in order; onGap offsets first..last of
+ * epoch that will never come; onReset a new epoch (offsets from 1 again);
+ * onOpen each socket that opened; onClose each socket that closed, with
+ * `reconnect` false only after close() and `delay` the ms until the next try.
+ *
  * @param {string} url ws:// or wss:// URL of /ws/sub/DOMAIN/TOPIC, with any query.
  * @param {Options} [options] callbacks; `since` ("EPOCH:OFFSET", e.g. an
  *   earlier position()) resumes after that position; minDelay and maxDelay
