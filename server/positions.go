@@ -163,6 +163,7 @@ func (b *batch) split() error {
 // scratch is the buffers one publish encodes its variants into; a
 // publisher keeps its own, others take one from scratchPool.
 type scratch struct {
+	out    batch // a publisher's read being handled
 	fan    fanoutState
 	v      variants
 	meta   []byte
