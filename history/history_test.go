@@ -2,6 +2,7 @@ package history
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -232,5 +233,42 @@ func BenchmarkAdd(b *testing.B) {
 		off := l.Assign(1)
 		l.Add(off, f, 0)
 		l.Unlock()
+	}
+}
+
+// BenchmarkAtBound fills 64 MiB of budget across 2,000 topics of 100
+// messages of 1 KiB (200 MB offered: the budget evicts the oldest) and
+// reports what the heap holds for it: heap-bytes/budget-byte is the
+// history's memory overhead at its bound (1.0 would be none).
+func BenchmarkAtBound(b *testing.B) {
+	const (
+		topics = 2000
+		msgs   = 100
+		budget = 64 << 20
+	)
+	f := make([]byte, 1028)
+	f[0], f[1], f[2], f[3] = 0x82, 126, 0x04, 0x00
+	var before, after runtime.MemStats
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		bg := NewBudget(budget)
+		logs := make([]*Log, topics)
+		for i := range logs {
+			logs[i] = NewLog(Limits{Size: msgs, Bytes: 1 << 20}, bg, "")
+		}
+		for range msgs {
+			for _, l := range logs {
+				l.Lock()
+				l.Add(l.Assign(1), f, 0)
+				l.Unlock()
+				bg.Trim()
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(bg.Used())/(1<<20), "budget-MiB")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(bg.Used()), "heap-bytes/budget-byte")
+		runtime.KeepAlive(logs)
 	}
 }

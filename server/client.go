@@ -400,7 +400,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		var epoch string
 		t, err := s.topics.Join(k, c, func(t *topics.Topic[*client]) bool {
 			var complete bool
-			rp, complete = replayFor(t.Log, sr.from, sr.kind, s.cfg.MaxBacklog, time.Now().UnixNano())
+			rp, complete = replayFor(t.Log, sr.from, sr.kind, s.cfg.MaxBacklog, time.Now().UnixNano(), s.cluster == nil)
 			epoch = t.Log.Epoch()
 			cut = !complete
 			return complete

@@ -256,12 +256,16 @@ func TestEpochLifecycle(t *testing.T) {
 	expectClosed(t, s, 4001)
 	waitFor(t, "the topic to end", func() bool { return h.Topics() == 0 })
 	p = h.pub(t, "test", "ep")
-	sendN(t, p, 1, 1)
-	r := h.metaSub(t, "test", "ep", "?since="+epoch+":3")
-	m := readMeta(t, r)
+	// Before the new topic's first message too: the reset comes at once.
+	early := h.metaSub(t, "test", "ep", "?since="+epoch+":3")
+	m := readMeta(t, early)
 	if m.kind != "reset" || m.epoch == epoch {
-		t.Fatalf("resume into a new epoch: %q, want reset to a new epoch", m.header)
+		t.Fatalf("resume into a new epoch before its first message: %q, want reset to a new epoch", m.header)
 	}
+	sendN(t, p, 1, 1)
+	expectID(t, early, m.epoch, 1, websocket.TextMessage, "m1")
+	r := h.metaSub(t, "test", "ep", "?since="+epoch+":3")
+	expectNotice(t, r, "reset: "+m.epoch)
 	expectID(t, r, m.epoch, 1, websocket.TextMessage, "m1")
 }
 
