@@ -271,7 +271,8 @@ type hub struct {
 }
 
 // startHub starts a hub whose keepalive notices a silent browser within
-// half a second, whose topics end 100 ms after their publisher left and
+// 0.7 s (a pong may be late by 500 ms: more than a loaded CI machine keeps
+// the idle publishers' reading goroutines waiting), whose topics end 100 ms after their publisher left and
 // keep their last 100 messages, and which cuts a replay at 128 KiB.
 func startHub(t *testing.T) *hub {
 	t.Helper()
@@ -288,7 +289,7 @@ func startHub(t *testing.T) *hub {
 		Keys:         store,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		PingInterval: 200 * time.Millisecond,
-		PongTimeout:  300 * time.Millisecond,
+		PongTimeout:  500 * time.Millisecond,
 		CloseTimeout: 300 * time.Millisecond,
 		GracePeriod:  100 * time.Millisecond,
 		HistorySize:  100, // the gapped topic's expectations count on it
