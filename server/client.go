@@ -43,13 +43,12 @@ type client struct {
 	state        state
 	upgraded     bool
 	wasPublisher bool
+	kind         uint8  // a subscriber's variant: kindPlain, kindMeta or kindSSE
 	closeCode    uint16 // the code of the close frame the hub sent, if any
 	buf          []byte // the request head so far, then bytes that came before the 101
 	rd           ws.Reader
 	topic        *topics.Topic[*client]
-	out          batch        // the messages of the read being handled (a publisher's)
-	sc           *scratch     // a publisher's encoding and fan-out scratch
-	kind         int          // a subscriber's variant: kindPlain, kindMeta or kindSSE
+	sc           *scratch     // a publisher's read, encoding and fan-out scratch
 	close        []byte       // the close frame to answer with, once the read is handled
 	claim        ClusterTopic // a cluster node's claim for its publisher; nil on a single hub
 	interest     topics.Key   // a subscriber's topic, whose cluster interest it holds if joined
@@ -116,7 +115,7 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	if c.addr.IsValid() {
 		s.limits.close(c.addr)
 	}
-	c.buf, c.out = nil, batch{}
+	c.buf = nil
 }
 
 // OnData implements loop.Handler.
@@ -390,7 +389,7 @@ type subRequest struct {
 // by a 4000 close, without joining: the client resumes from what it got.
 func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	s := c.srv
-	c.kind = sr.kind
+	c.kind = uint8(sr.kind)
 	protocol := ""
 	if sr.kind == kindMeta {
 		protocol = metaProtocol
@@ -401,7 +400,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		var epoch string
 		t, err := s.topics.Join(k, c, func(t *topics.Topic[*client]) bool {
 			var complete bool
-			rp, complete = replayFor(t.Log, sr.from, sr.kind, s.cfg.MaxBacklog, time.Now().UnixNano())
+			rp, complete = replayFor(t.Log, sr.from, sr.kind, s.cfg.MaxBacklog, time.Now().UnixNano(), s.cluster == nil)
 			epoch = t.Log.Epoch()
 			cut = !complete
 			return complete
@@ -461,18 +460,19 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return
 // into one run of frames, and hands that run to every subscriber.
 func (c *client) publish(data []byte) {
 	bp := batchPool.Get().(*[]byte)
-	c.out.frames, c.out.starts, c.out.payload = (*bp)[:0], c.out.starts[:0], 0
+	out := &c.sc.out
+	out.frames, out.starts, out.payload = (*bp)[:0], out.starts[:0], 0
 	err := c.rd.Feed(data, c)
-	if len(c.out.starts) > 0 {
-		c.srv.publish(c.sc, c.topic, &c.out, c.claim)
+	if len(out.starts) > 0 {
+		c.srv.publish(c.sc, c.topic, out, c.claim)
 	}
-	if cap(c.out.frames) <= 4<<20 {
-		*bp = c.out.frames[:0]
+	if cap(out.frames) <= 4<<20 {
+		*bp = out.frames[:0]
 		batchPool.Put(bp)
 	}
-	c.out.frames = nil
-	if cap(c.out.starts) > 4096 {
-		c.out.starts = nil
+	out.frames = nil
+	if cap(out.starts) > 4096 {
+		out.starts = nil
 	}
 	c.afterRead(err)
 }
@@ -526,9 +526,10 @@ func (c *client) Message(op ws.Opcode, payload []byte) error {
 			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + itoa(int(rate)) + " messages a second"}
 		}
 	}
-	c.out.starts = append(c.out.starts, len(c.out.frames))
-	c.out.frames = ws.AppendFrame(c.out.frames, op, payload)
-	c.out.payload += len(payload)
+	out := &c.sc.out
+	out.starts = append(out.starts, len(out.frames))
+	out.frames = ws.AppendFrame(out.frames, op, payload)
+	out.payload += len(payload)
 	c.srv.stats.MessagesIn.Add(1)
 	c.srv.stats.BytesIn.Add(int64(len(payload)))
 	return nil

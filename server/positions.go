@@ -163,6 +163,7 @@ func (b *batch) split() error {
 // scratch is the buffers one publish encodes its variants into; a
 // publisher keeps its own, others take one from scratchPool.
 type scratch struct {
+	out    batch // a publisher's read being handled
 	fan    fanoutState
 	v      variants
 	meta   []byte
@@ -360,12 +361,20 @@ func encodedLen(kind int, epoch string, e *history.Entry) int {
 // replayFor reads what a subscriber asking r is sent before the live
 // stream; log's mutex is held. Entries that would take the replay past
 // limit bytes are left out (at least one is kept): complete is false then,
-// and the subscriber must not join, or it would miss them.
-func replayFor(log *history.Log, r resume, kind, limit int, now int64) (rp history.Replay, complete bool) {
+// and the subscriber must not join, or it would miss them. With own, the
+// hub assigns the topic's positions (it is no cluster node that follows
+// an owner elsewhere).
+func replayFor(log *history.Log, r resume, kind, limit int, now int64, own bool) (rp history.Replay, complete bool) {
 	switch r.mode {
 	case resumeRewind:
 		rp = log.Rewind(r.n, now)
 	case resumeSince:
+		if own && log.Epoch() == "" {
+			// No message yet: fix the epoch now, so that a client
+			// resuming from an older one is told of the reset and the
+			// messages to come carry this epoch from offset 1.
+			log.Assign(0)
+		}
 		rp = log.Since(r.epoch, r.offset, now)
 	default:
 		return rp, true

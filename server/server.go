@@ -129,13 +129,14 @@ type Config struct {
 	// assigned).
 	HistorySize int
 	// HistoryBytes bounds each topic's history in bytes (frames plus 48
-	// bytes each). Default 1 MiB.
+	// bytes each). Default 1 MiB; negative: no bound but HistorySize.
 	HistoryBytes int
 	// HistoryTTL is how long a message is kept. Default 5m; negative: no
 	// age bound.
 	HistoryTTL time.Duration
 	// HistoryMemory bounds the history of all topics together, in bytes;
-	// past it the oldest entries of any topic go first. Default 256 MiB.
+	// past it the oldest entries of any topic go first. Default 256 MiB;
+	// negative: no bound.
 	HistoryMemory int64
 
 	// AllowedOrigins lists the Origin headers browsers may connect with:
@@ -175,15 +176,23 @@ func (c *Config) setDefaults() {
 	case c.HistorySize < 0:
 		c.HistorySize = 0
 	}
-	def(&c.HistoryBytes, 1<<20)
+	switch {
+	case c.HistoryBytes == 0:
+		c.HistoryBytes = 1 << 20
+	case c.HistoryBytes < 0:
+		c.HistoryBytes = 0
+	}
 	switch {
 	case c.HistoryTTL == 0:
 		c.HistoryTTL = 5 * time.Minute
 	case c.HistoryTTL < 0:
 		c.HistoryTTL = 0
 	}
-	if c.HistoryMemory <= 0 {
+	switch {
+	case c.HistoryMemory == 0:
 		c.HistoryMemory = 256 << 20
+	case c.HistoryMemory < 0:
+		c.HistoryMemory = 0
 	}
 	switch {
 	case c.PingInterval == 0:
@@ -264,7 +273,7 @@ func Start(cfg Config) (*Server, error) {
 		SubscribeWaits:     cfg.SubscribeWaits,
 		GracePeriod:        cfg.GracePeriod,
 		OnExpire:           s.expire,
-		Kind:               func(c *client) int { return c.kind },
+		Kind:               func(c *client) int { return int(c.kind) },
 	}
 	lim := history.Limits{Size: cfg.HistorySize, Bytes: cfg.HistoryBytes, TTL: cfg.HistoryTTL}
 	tc.NewLog = func(topics.Key) *history.Log {
