@@ -16,6 +16,10 @@ type Reconnect struct {
 	// reference): its subscribers reconnect plainly, and what they miss is
 	// reported, not failed.
 	CannotResume bool `json:"cannot_resume,omitempty"`
+	// AllowGaps accepts gap notices: for runs with a history too short
+	// for the outages on purpose. Otherwise a reported loss fails the run,
+	// as a hub that could have replayed what it said it lost.
+	AllowGaps bool `json:"allow_gaps,omitempty"`
 
 	// MetaSubs and PlainSubs count subscribers whose hub did and did not
 	// accept the wspubsub.meta subprotocol.
@@ -128,6 +132,9 @@ func (r *Reconnect) check(add func(string, ...any)) {
 	// back after the last message: only a hub that can must recover all.
 	if r.Unrecovered > 0 && !r.CannotResume {
 		add("%d subscribers had not recovered from a cut when the run ended", r.Unrecovered)
+	}
+	if r.ReportedLost > 0 && !r.AllowGaps {
+		add("%d messages reported lost by %d gap notices (a history too short for the outages? --allow-gaps accepts them)", r.ReportedLost, r.GapNotices)
 	}
 	if r.GapDelivered > 0 {
 		add("%d messages arrived although a gap notice said they would not", r.GapDelivered)

@@ -148,4 +148,14 @@ func TestReconnectMergeAndCheck(t *testing.T) {
 	if r.Pass() {
 		t.Error("a hub without positions passed")
 	}
+	rc.PlainSubs, rc.MetaSubs, rc.GapNotices, rc.ReportedLost = 0, 2, 1, 5
+	r.Check()
+	if r.Pass() {
+		t.Error("gaps passed without AllowGaps")
+	}
+	rc.AllowGaps = true
+	r.Check()
+	if !r.Pass() {
+		t.Errorf("gaps failed with AllowGaps: %v", r.Failures)
+	}
 }

@@ -312,6 +312,7 @@ func TestReconnectOursGaps(t *testing.T) {
 	o := tinyReconnect("client")
 	o.Rate = 100
 	o.ReconnectDelay = 100 * time.Millisecond
+	o.AllowGaps = true
 	r := run(t, tg, o)
 	rc := r.Reconnect
 	if r.Lost != 0 || rc.GapNotices == 0 || rc.ReportedLost < rc.GapNotices || rc.GapDelivered != 0 || rc.BadPositions != 0 {

@@ -69,8 +69,12 @@ type Options struct {
 	Cuts           int
 	CutMode        string
 	ReconnectDelay time.Duration
-	PingInterval   time.Duration
-	PongTimeout    time.Duration
+	// AllowGaps accepts messages a hub reports lost in gap notices (for
+	// a history shorter than the outages on purpose); by default they fail
+	// the run.
+	AllowGaps    bool
+	PingInterval time.Duration
+	PongTimeout  time.Duration
 	// Hold is how long idle holds the subscribers before measuring memory.
 	// Default 3 s.
 	Hold time.Duration
@@ -695,6 +699,7 @@ func (ru *runner) flow(ctx context.Context) error {
 		// The reference keeps no history: what its subscribers miss
 		// while cut is reported, not failed.
 		rc.CannotResume = t.Name == "reference"
+		rc.AllowGaps = o.AllowGaps
 		r.Reconnect = &rc
 	}
 	return waitErr

@@ -218,6 +218,7 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.IntVar(&o.Cuts, "cuts", 2, "reconnect: how many times each subscriber is cut, spread over the run")
 	fs.StringVar(&o.CutMode, "cut", "client", "reconnect: client (the client drops its TCP connection) or hub (it stops answering pings until the hub closes it, 4003)")
 	fs.DurationVar(&o.ReconnectDelay, "reconnect-delay", 200*time.Millisecond, "reconnect: wait before reconnecting, jittered between half and one and a half of it")
+	fs.BoolVar(&o.AllowGaps, "allow-gaps", false, "reconnect: pass although the hub reported messages lost (gap notices), as with a --history-size shorter than the outages")
 	// Soak and slow consumer.
 	fs.StringVar(&o.MetricsURL, "metrics-url", "", "soak, slowconsumer: the hub's metrics (default http://HUB/metrics; give it for a --url hub with --metrics-listen)")
 	fs.DurationVar(&o.SettleTimeout, "settle-timeout", time.Minute, "soak: how long the hub gets to come back to its start once every client left")
