@@ -606,7 +606,14 @@ func smokeSummary(runs []report.Run) {
 			if !r.Pass() {
 				v = "FAIL " + strings.Join(append(append([]string{}, r.Errors...), r.Failures...), "; ")
 			}
-			fmt.Printf("smoke %-7s %-10s subs %-5d delivered %-7d lost %d  %s\n", r.Scenario, r.Target, r.Subscribers, r.Delivered, r.Lost, v)
+			what := r.Scenario
+			if rc := r.Reconnect; rc != nil {
+				what += " (" + rc.Mode + ")"
+				if rc.CannotResume {
+					v += " (no resume: loss expected)"
+				}
+			}
+			fmt.Printf("smoke %-18s %-10s subs %-5d delivered %-7d lost %-4d %s\n", what, r.Target, r.Subscribers, r.Delivered, r.Lost, v)
 		}
 	}
 }
