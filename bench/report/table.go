@@ -132,7 +132,7 @@ func Table(w io.Writer, r *result.Result) {
 			c.Planned, c.Cuts, c.Skipped, c.HubClosed, codes(c.CloseCodes), c.Unplanned, c.HubMissed)
 		row("reconnects", "%d (%d with since, %d plain), %d dials failed %s",
 			c.Reconnects, c.Resumed, c.Plain, c.DialFailed, paren(result.FormatCounts(c.DialErrors)))
-		row("loss", "lost silently %d, reported lost %d (%d gap notices), %d resets; %d replayed; %d gap-covered that came anyway, %d bad positions",
+		row("loss", "lost silently %d, reported lost %d (%d gap notices), %d resets; %d published before their connection opened (replayed); %d gap-covered that came anyway, %d bad positions",
 			r.Lost, c.ReportedLost, c.GapNotices, c.Resets, c.Replayed, c.GapDelivered, c.BadPositions)
 		l := c.Recover
 		row("time to recover", "p50 %s  p90 %s  p99 %s  max %s over %d outages, %d not recovered (cut to first message after the reconnect)",

@@ -70,8 +70,10 @@ type Reconnect struct {
 	GapDelivered int64 `json:"gap_delivered"`
 	Resets       int64 `json:"resets"`
 	// Replayed counts deliveries of messages published before the
-	// connection that brought them was open: what since gave back. They
-	// are left out of the latency figures; their wait is the recovery.
+	// connection that brought them was open: what since gave back (and,
+	// from a hub that joins a subscriber before its 101, what was queued
+	// for it during the handshake). They are left out of the latency
+	// figures; their wait is the time to recover.
 	Replayed int64 `json:"replayed"`
 	// BadPositions counts messages whose position is wrong: an offset
 	// that does not follow the publisher's sequence in its epoch, or a new
