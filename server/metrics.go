@@ -217,7 +217,7 @@ func newMetrics() metrics {
 		}),
 		handshake: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "wspubsub", Name: "handshake_duration_seconds",
-			Help:    "Time from a connection's accept to its 101 response.",
+			Help:    "Time from a connection's accept to its 101 response (an EventSource stream's 200).",
 			Buckets: prometheus.ExponentialBuckets(25e-6, 4, 10), // 25µs to ~6.5s
 		}),
 	}
