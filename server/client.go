@@ -65,6 +65,7 @@ type client struct {
 	addr     netip.Addr // the peer's address, when admitted by the per-address limits
 	refusal  refusal    // a limit the connection broke at accept, answered at its request
 	lost     bool       // closing, and its input can no longer be parsed
+	sse      sseKeep    // an EventSource subscriber's keepalive
 }
 
 // OnOpen implements loop.Handler.
@@ -145,8 +146,8 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 		// connection), close once our own bytes are out: closing with a
 		// backlog would discard the close frame queued behind it. A backlog
 		// that does not drain is ended by the close timeout.
-		if c.lost {
-			return
+		if c.lost || c.kind == kindSSE {
+			return // an EventSource client has no close frame to send
 		}
 		c.rd.Discard = true
 		if err := c.rd.Feed(data, c); err != nil || c.rd.Closed() {
@@ -209,6 +210,10 @@ func (c *client) handshake(data []byte) {
 		return
 	}
 	if s.draining.Load() {
+		if err == nil && r.sse && req.Method == "GET" && acceptsEventStream(req.Accept) {
+			c.drainSSE(req.Origin)
+			return
+		}
 		c.drainRefuse()
 		return
 	}
@@ -222,10 +227,13 @@ func (c *client) handshake(data []byte) {
 	}
 	switch {
 	case errors.Is(err, errNoEndpoint):
-		c.refuse(refNoEndpoint, "no such endpoint: use /ws/pub/{ApiKey}/{Domain}/{Topic} or /ws/sub/{Domain}/{Topic}")
+		c.refuse(refNoEndpoint, "no such endpoint: use /ws/pub/{ApiKey}/{Domain}/{Topic}, /ws/sub/{Domain}/{Topic} or /sse/sub/{Domain}/{Topic}")
 		return
 	case err != nil:
 		c.refuse(refBadRequest, "bad path: "+err.Error())
+		return
+	case r.sse:
+		c.handshakeSSE(r.topic, req, rest)
 		return
 	case !req.Upgrade:
 		c.refuseWith(refUpgradeRequired, "this endpoint speaks WebSocket only", "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 0)
@@ -377,16 +385,18 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 
 // subRequest is what a subscriber's handshake asks for.
 type subRequest struct {
-	wsKey string // Sec-WebSocket-Key
-	kind  int    // kindPlain or kindMeta
-	from  resume // where its stream starts
+	wsKey  string // Sec-WebSocket-Key; "" for EventSource
+	kind   int    // kindPlain, kindMeta or kindSSE
+	from   resume // where its stream starts
+	origin string // EventSource: the Origin its response allows, if any
 }
 
-// subscribe joins the topic and sends the 101, with the replay the
-// subscriber asked for, as one step: no message can reach the client before
-// them, and every message published after the replay's last is in its live
-// stream. A replay larger than the backlog bound is cut short and followed
-// by a 4000 close, without joining: the client resumes from what it got.
+// subscribe joins the topic and sends the 101 (an EventSource subscriber's
+// 200), with the replay the subscriber asked for, as one step: no message
+// can reach the client before them, and every message published after the
+// replay's last is in its live stream. A replay larger than the backlog
+// bound is cut short and followed by a 4000 close, without joining: the
+// client resumes from what it got.
 func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	s := c.srv
 	c.kind = uint8(sr.kind)
@@ -417,7 +427,12 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		if sr.from.mode != resumeLive {
 			s.countReplay(rp, cut)
 		}
-		b := ws.AppendUpgradeResponse(nil, sr.wsKey, protocol)
+		var b []byte
+		if sr.kind == kindSSE {
+			b = appendSSEHead(nil, sr.origin, sseRetry())
+		} else {
+			b = ws.AppendUpgradeResponse(nil, sr.wsKey, protocol)
+		}
 		return appendReplay(b, sr.kind, epoch, rp), nil
 	})
 	switch {
@@ -441,6 +456,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	c.inAllowance, c.inLast = int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano()
 	c.buf = nil
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
+	c.sse = sseKeep{}
 	c.conn.SetDeadline(time.Time{})
 	if cut {
 		s.stats.SlowConsumers.Add(1)
@@ -479,7 +495,8 @@ func (c *client) publish(data []byte) {
 
 // subscriberInput reads what a subscriber sends: control frames are
 // answered, data is dropped, and a subscriber sending more than its limit in
-// a second is closed.
+// a second is closed. An EventSource client has nothing to say after its
+// request: whatever it sends is dropped, within the same limit.
 func (c *client) subscriberInput(data []byte) {
 	s := c.srv
 	limit := int64(s.cfg.SubscriberInputLimit)
@@ -491,6 +508,9 @@ func (c *client) subscriberInput(data []byte) {
 	if c.inAllowance < 0 {
 		s.stats.SubscriberFloods.Add(1)
 		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
+		return
+	}
+	if c.kind == kindSSE {
 		return
 	}
 	c.afterRead(c.rd.Feed(data, c))
@@ -572,7 +592,10 @@ func (c *client) closeWith(code uint16, reason string) {
 
 // closeLocked leaves the topic, sends a close frame and waits (up to
 // CloseTimeout) for the peer's answer; a connection still in its handshake
-// is refused with 503 instead. c.mu is held.
+// is refused with 503 instead. An EventSource subscriber, which has no close
+// handshake, gets a last "close" event with the code and reason, and its
+// connection ends once that is out (or CloseTimeout, with a backlog that
+// does not drain). c.mu is held.
 func (c *client) closeLocked(code uint16, reason string) {
 	switch c.state {
 	case stateClosing, stateClosed:
@@ -586,6 +609,10 @@ func (c *client) closeLocked(code uint16, reason string) {
 	c.leaveTopic()
 	c.setState(stateClosing)
 	c.closeCode = code
+	if c.kind == kindSSE {
+		c.conn.SendFinal(appendSSEClose(nil, code, reason), c.srv.cfg.CloseTimeout)
+		return
+	}
 	c.conn.SendLast(ws.AppendClose(nil, code, reason), c.srv.cfg.CloseTimeout)
 }
 

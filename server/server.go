@@ -102,9 +102,12 @@ type Config struct {
 
 	// PingInterval is how long an upgraded connection may send nothing
 	// before the hub pings it; negative turns keepalive off. Default 30s.
+	// An EventSource stream, which cannot answer, gets a comment line
+	// after that long with nothing sent to it.
 	PingInterval time.Duration
 	// PongTimeout is how long a pinged connection has to send anything
-	// (its pong) before it is closed with 4003. Default 10s.
+	// (its pong) before it is closed with 4003; an EventSource stream, to
+	// take its comment line off the hub. Default 10s.
 	PongTimeout time.Duration
 	// MaxConnections bounds open connections; more get 503. Default: the
 	// process's open-file limit less 64.

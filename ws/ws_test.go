@@ -255,6 +255,16 @@ func TestParseRequest(t *testing.T) {
 	if ValidKey("short") || ValidKey("dGhlIHNhbXBsZSBub25jZQ=!") {
 		t.Fatal("bad keys accepted")
 	}
+	// Several Accept headers are one list (RFC 9110 5.3); Last-Event-ID
+	// may come once.
+	es := "GET /sse/sub/a/b HTTP/1.1\r\nHost: h\r\nAccept: text/html\r\nAccept: text/event-stream;q=0.5\r\nLast-Event-ID: E:1\r\n\r\n"
+	if req, _, err := ParseRequest([]byte(es), 8192); err != nil || req.Accept != "text/html, text/event-stream;q=0.5" || req.LastEventID != "E:1" {
+		t.Fatalf("parsed %+v, %v", req, err)
+	}
+	twice := strings.Replace(es, "\r\n\r\n", "\r\nLast-Event-ID: E:2\r\n\r\n", 1)
+	if _, _, err := ParseRequest([]byte(twice), 8192); err != ErrMalformed {
+		t.Fatalf("two Last-Event-IDs: %v, want ErrMalformed", err)
+	}
 }
 
 func FuzzReader(f *testing.F) {

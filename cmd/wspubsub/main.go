@@ -123,7 +123,7 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.IntVar(&cfg.SubscriberInputLimit, "subscriber-input-limit", 64<<10, "bytes a subscriber may send per second before it is closed with 1008")
 	fs.IntVar(&cfg.Pollers, "pollers", 0, "event loops (0: one per core)")
 	fs.DurationVar(&cfg.DrainPeriod, "drain-period", 5*time.Second, "at shutdown, spread the closing of subscribers over this long")
-	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection that has sent nothing for this long (0: never)")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection that has sent nothing for this long; an EventSource stream gets ': ping' after this long with nothing sent (0: never)")
 	fs.DurationVar(&cfg.PongTimeout, "pong-timeout", 10*time.Second, "close with 4003 a pinged connection silent for this long")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", 0, "most open connections; more get 503 (0: the open-file limit less 64)")
 	fs.IntVar(&cfg.MaxConnectionsPerAddr, "max-connections-per-addr", 0, "most open connections from one IP address; more get 503 (0: no limit)")
