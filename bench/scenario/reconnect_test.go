@@ -203,10 +203,15 @@ func TestReconnectReference(t *testing.T) {
 			o.Procs = 2
 			r := run(t, tg, o)
 			rc := r.Reconnect
-			want := int64(10 * o.Cuts)
-			// A subscriber the hub closed unasked (a pong late under the
-			// race detector) comes back too.
-			if rc == nil || rc.Planned != want || rc.Cuts != want || rc.Reconnects != want+rc.Unplanned || rc.Plain != rc.Reconnects || rc.Resumed != 0 {
+			// On a loaded machine a cut may wait for the last recovery
+			// past the run's tail and be skipped (the run fails below
+			// half); a subscriber the hub closed unasked (a pong late under
+			// the race detector) comes back too.
+			if rc == nil {
+				t.Fatal("no reconnect figures")
+			}
+			want := rc.Cuts
+			if rc.Planned != int64(10*o.Cuts) || rc.Cuts+rc.Skipped != rc.Planned || rc.Reconnects != want+rc.Unplanned || rc.Plain != rc.Reconnects || rc.Resumed != 0 {
 				t.Fatalf("reconnect: %+v", rc)
 			}
 			if !rc.CannotResume || rc.PlainSubs != 10 || rc.MetaSubs != 0 {
@@ -287,8 +292,8 @@ func TestReconnectOurs(t *testing.T) {
 			if !r.Pass() {
 				t.Fatalf("failed: %v %v\n%+v\nclose codes %v dropped %d published %d", r.Errors, r.Failures, *rc, r.CloseCodes, r.Dropped, r.Published)
 			}
-			want := int64(10 * o.Cuts)
-			if rc.MetaSubs != 10 || rc.Cuts != want || rc.Reconnects != want+rc.Unplanned || rc.Resumed != rc.Reconnects || rc.Recovered != rc.Reconnects {
+			want := rc.Cuts // as in TestReconnectReference
+			if rc.MetaSubs != 10 || rc.Cuts+rc.Skipped != int64(10*o.Cuts) || rc.Reconnects != want+rc.Unplanned || rc.Resumed != rc.Reconnects || rc.Recovered != rc.Reconnects {
 				t.Fatalf("reconnect: %+v", rc)
 			}
 			if r.Expected != r.Delivered || r.Lost != 0 || rc.ReportedLost != 0 || rc.GapNotices != 0 || rc.Replayed == 0 {
