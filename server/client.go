@@ -55,11 +55,9 @@ type client struct {
 	interest     topics.Key   // a subscriber's topic, whose cluster interest it holds if joined
 	joined       bool
 
-	// A subscriber's input allowance: a token bucket of SubscriberInputLimit
-	// bytes, refilled at that many bytes a second; a publisher's, of
-	// MaxPublishRate messages.
-	inAllowance int64
-	inLast      int64 // UnixNano of the last refill
+	// A subscriber's input allowance: SubscriberInputLimit bytes a second;
+	// a publisher's: MaxPublishRate messages a second.
+	in bucket
 
 	lastRead int64      // UnixNano of the last read, for keepalive
 	pingSent int64      // UnixNano of the unanswered ping, 0 if none
@@ -366,7 +364,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	c.topic, c.wasPublisher, c.upgraded = t, true, true
 	c.claim = claim
 	c.sc = new(scratch)
-	c.inAllowance, c.inLast = int64(s.cfg.MaxPublishRate), time.Now().UnixNano()
+	c.in.fill(int64(s.cfg.MaxPublishRate), time.Now().UnixNano())
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
 	c.conn.SetDeadline(time.Time{})
 	early := c.buf
@@ -439,7 +437,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	s.metrics.handshake.Observe(since(c.opened))
 	c.setState(stateSubscriber)
 	c.upgraded = true
-	c.inAllowance, c.inLast = int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano()
+	c.in.fill(int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano())
 	c.buf = nil
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
 	c.conn.SetDeadline(time.Time{})
@@ -482,13 +480,7 @@ func (c *client) publish(data []byte) {
 // a second is closed.
 func (c *client) subscriberInput(data []byte) {
 	s := c.srv
-	limit := int64(s.cfg.SubscriberInputLimit)
-	now := c.lastRead
-	elapsed := min(now-c.inLast, int64(time.Second))
-	c.inAllowance = min(limit, c.inAllowance+elapsed*limit/int64(time.Second))
-	c.inLast = now
-	c.inAllowance -= int64(len(data))
-	if c.inAllowance < 0 {
+	if !c.in.take(int64(len(data)), int64(s.cfg.SubscriberInputLimit), c.lastRead) {
 		s.stats.SubscriberFloods.Add(1)
 		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
 		return
@@ -519,10 +511,7 @@ func (c *client) afterRead(err error) {
 // the read's run of frames.
 func (c *client) Message(op ws.Opcode, payload []byte) error {
 	if rate := int64(c.srv.cfg.MaxPublishRate); rate > 0 {
-		elapsed := min(c.lastRead-c.inLast, int64(time.Second))
-		c.inAllowance = min(rate, c.inAllowance+elapsed*rate/int64(time.Second))
-		c.inLast = c.lastRead
-		if c.inAllowance--; c.inAllowance < 0 {
+		if !c.in.take(1, rate, c.lastRead) {
 			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + itoa(int(rate)) + " messages a second"}
 		}
 	}
