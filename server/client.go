@@ -26,6 +26,9 @@ const (
 	statePublisher               // upgraded publisher
 	stateSubscriber              // upgraded subscriber
 	stateHTTP                    // a plain HTTP request is being answered
+	stateAPIBody                 // reading an HTTP publish's body (see httppub.go)
+	stateAPIPublish              // off the loop: an HTTP publish's key is checked and its message published
+	stateAPIIdle                 // keep-alive, between HTTP publishes
 	stateClosing                 // our close frame or refusal is out
 	stateClosed                  // the socket is gone
 )
@@ -54,6 +57,7 @@ type client struct {
 	claim        ClusterTopic // a cluster node's claim for its publisher; nil on a single hub
 	interest     topics.Key   // a subscriber's topic, whose cluster interest it holds if joined
 	joined       bool
+	api          *apiConn // an HTTP publishing connection's requests; nil for others
 
 	// A subscriber's input allowance: SubscriberInputLimit bytes a second;
 	// a publisher's: MaxPublishRate messages a second.
@@ -98,6 +102,8 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	switch {
 	case c.upgraded:
 		s.stats.disconnects.add(disconnectOf(c.closeCode), 1)
+	case c.api != nil && (c.state == stateHandshake || c.state == stateAPIBody):
+		s.stats.httpPublishes.add(apiAbandoned, 1) // between requests it is no loss
 	case c.state == stateHandshake || c.state == stateKeyCheck:
 		if time.Now().UnixNano()-c.opened >= int64(s.cfg.HandshakeTimeout) {
 			s.stats.Refused.add(refHandshakeTimeout, 1)
@@ -136,6 +142,12 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 		c.publish(data)
 	case stateHTTP:
 		// One request per connection: anything more is dropped.
+	case stateAPIBody:
+		c.apiBody(data)
+	case stateAPIPublish:
+		c.apiPipelined(data)
+	case stateAPIIdle:
+		c.apiWake(data)
 	case stateSubscriber:
 		c.subscriberInput(data)
 	case stateClosing:
@@ -153,6 +165,7 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 			c.conn.CloseFlushed()
 		}
 	}
+	c.apiNext()
 }
 
 // setState moves the client to st, keeping the count of connections in
@@ -178,10 +191,10 @@ func (c *client) isPublisher() bool {
 // handshake reads the request head and answers it.
 func (c *client) handshake(data []byte) {
 	s := c.srv
-	buf := data
+	buf, owned := data, false
 	if len(c.buf) > 0 {
 		c.buf = append(c.buf, data...)
-		buf = c.buf
+		buf, owned = c.buf, true
 	}
 	req, n, err := ws.ParseRequest(buf, s.cfg.MaxHeaderBytes)
 	switch {
@@ -205,6 +218,10 @@ func (c *client) handshake(data []byte) {
 	r, err := parseTarget(req.Target)
 	if errors.Is(err, errNoEndpoint) && s.cfg.HTTP != nil {
 		c.serveHTTP(req) // health, metrics, also while draining: the handler decides
+		return
+	}
+	if r.http && c.refusal == 0 {
+		c.apiRequestHead(req, buf[:n], r, err, rest, owned)
 		return
 	}
 	if s.draining.Load() {
@@ -560,7 +577,9 @@ func (c *client) closeWith(code uint16, reason string) {
 
 // closeLocked leaves the topic, sends a close frame and waits (up to
 // CloseTimeout) for the peer's answer; a connection still in its handshake
-// is refused with 503 instead. c.mu is held.
+// is refused with 503 instead. An HTTP publishing connection gets 503 for
+// the body it is sending, the answer to the message being published, or,
+// idle, just its end. c.mu is held.
 func (c *client) closeLocked(code uint16, reason string) {
 	switch c.state {
 	case stateClosing, stateClosed:
@@ -570,6 +589,16 @@ func (c *client) closeLocked(code uint16, reason string) {
 		return
 	case stateHTTP:
 		return // its answer is on the way
+	case stateAPIIdle:
+		c.setState(stateClosing) // nothing asked, nothing to answer
+		c.conn.Close()
+		return
+	case stateAPIBody:
+		c.apiAnswer(apiShuttingDown, reason, true)
+		return
+	case stateAPIPublish:
+		c.api.closeAfter = true // once its answer is out
+		return
 	}
 	c.leaveTopic()
 	c.setState(stateClosing)

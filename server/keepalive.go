@@ -33,6 +33,7 @@ func (s *Server) keepalive() {
 			buf = s.clients.eachInto(buf, func(c *client) { c.keepalive(now) })
 		}
 		s.limits.sweep(now)
+		s.keyRates.sweep(now)
 		if now-swept >= int64(time.Second) {
 			s.sweepHistory(now)
 			swept = now

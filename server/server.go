@@ -224,6 +224,7 @@ type Server struct {
 	https    chan struct{} // semaphore of HTTP requests being served
 	clients  clientSet
 	keyUsers keyUsers
+	keyRates keyRates // HTTP publish's --max-publish-rate, per key
 	stats    Stats
 	metrics  metrics
 	pool     *fanoutPool
