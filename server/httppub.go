@@ -105,6 +105,8 @@ type apiConn struct {
 	next       bool // an answer went out and client.buf holds more: parse it
 	closeAfter bool // close the connection after answering the request being published
 
+	resp []byte // the answer being sent, reused
+
 	hashed string   // the key whose hash is hash
 	hash   [32]byte // keys.Hash(hashed), for the per-key rate
 }
@@ -497,8 +499,8 @@ func (c *client) apiRespond(res apiResult, contentType string, body []byte, must
 	a := c.api
 	s.stats.httpPublishes.add(res, 1)
 	closing := mustClose || a.req.close || a.closeAfter || s.draining.Load()
-	var b [512]byte
-	resp := appendAPIResponse(b[:0], apiResults[res].status, contentType, body, apiResults[res].extra, closing)
+	a.resp = appendAPIResponse(a.resp[:0], apiResults[res].status, contentType, body, apiResults[res].extra, closing)
+	resp := a.resp
 	if cap(a.frame) > apiKeepFrame {
 		a.frame = nil
 	}

@@ -883,3 +883,36 @@ func TestHTTPPublishMetrics(t *testing.T) {
 	})
 	checkFamilies(t, s1)
 }
+
+// TestHTTPPublishOverTLS: https:// publishes on the TLS listener, kept
+// alive, reach a wss:// subscriber.
+func TestHTTPPublishOverTLS(t *testing.T) {
+	h := startTLSHub(t, newTestCert(t, 1), func(c *server.Config) { c.SubscribeWaits = true })
+	s := h.sub(t, "secure")
+	var dials atomic.Int64
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: h.dialer.TLSClientConfig,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+	for i := range 20 {
+		req, _ := http.NewRequest("POST", "https://"+h.Addr()+apiPath("test", "secure"), strings.NewReader(strconv.Itoa(i)))
+		req.Header.Set("Authorization", "Bearer "+h.key)
+		req.Header.Set("Content-Type", "text/plain")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("POST over TLS: %v", err)
+		}
+		text, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if p := parsePosition(t, resp, string(text)); p.Offset != uint64(i+1) {
+			t.Fatalf("offset %d, want %d", p.Offset, i+1)
+		}
+		expect(t, s, websocket.TextMessage, []byte(strconv.Itoa(i)))
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d TLS connections for 20 publishes, want 1", n)
+	}
+}
