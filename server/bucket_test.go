@@ -65,3 +65,41 @@ func TestBucketRefill(t *testing.T) {
 		t.Fatal("a huge rate overflowed")
 	}
 }
+
+// TestKeyRatesBoundedAndSwept: the per-key table holds at most
+// maxRateKeys keys (past it, new keys are not limited) and the sweep drops
+// every key unused for a second.
+func TestKeyRatesBoundedAndSwept(t *testing.T) {
+	var k keyRates
+	const rate = 1
+	key := func(i int) [32]byte {
+		var h [32]byte
+		h[0], h[1], h[2] = byte(i), byte(i>>8), byte(i>>16)
+		return h
+	}
+	for i := range 2 * maxRateKeys {
+		if !k.take(key(i), rate, 0) {
+			t.Fatalf("key %d: refused its first message", i)
+		}
+	}
+	n := 0
+	for i := range k.shards {
+		n += len(k.shards[i].m)
+	}
+	if n != maxRateKeys {
+		t.Fatalf("%d keys tracked, want the bound %d", n, maxRateKeys)
+	}
+	if k.take(key(0), rate, 1) {
+		t.Fatal("a tracked key got a second message within its second")
+	}
+	k.sweep(int64(time.Second) / 2)
+	if k.take(key(0), rate, int64(time.Second)/2) {
+		t.Fatal("the sweep dropped a key used within the second")
+	}
+	k.sweep(2 * int64(time.Second))
+	for i := range k.shards {
+		if len(k.shards[i].m) != 0 {
+			t.Fatal("the sweep left idle keys")
+		}
+	}
+}

@@ -12,7 +12,7 @@ import (
 // connections do not pile up. One goroutine per hub scans the connections a
 // few times per PongTimeout; there is no timer per connection. It also
 // sweeps the per-address limits' idle entries, and once a second the
-// history's entries past their TTL.
+// history's entries past their TTL and HTTP publish's idle per-key rates.
 func (s *Server) keepalive() {
 	every := time.Second
 	if s.cfg.PingInterval > 0 {
@@ -33,9 +33,9 @@ func (s *Server) keepalive() {
 			buf = s.clients.eachInto(buf, func(c *client) { c.keepalive(now) })
 		}
 		s.limits.sweep(now)
-		s.keyRates.sweep(now)
 		if now-swept >= int64(time.Second) {
 			s.sweepHistory(now)
+			s.keyRates.sweep(now)
 			swept = now
 		}
 	}
