@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -101,5 +102,58 @@ func TestKeyRatesBoundedAndSwept(t *testing.T) {
 		if len(k.shards[i].m) != 0 {
 			t.Fatal("the sweep left idle keys")
 		}
+	}
+}
+
+// TestCheckCtx: the key check's context is a context: its deadline ends
+// it with DeadlineExceeded, stop with Canceled, and a context nobody asked
+// Done of ends without a timer.
+func TestCheckCtx(t *testing.T) {
+	c := &checkCtx{deadline: time.Now().Add(20 * time.Millisecond)}
+	if c.Err() != nil {
+		t.Fatal("ended before its deadline")
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Done did not close at the deadline")
+	}
+	if c.Err() != context.DeadlineExceeded {
+		t.Fatalf("Err %v after the deadline", c.Err())
+	}
+	c.stop()
+	if c.Err() != context.DeadlineExceeded {
+		t.Fatalf("Err %v: stop after the deadline changed it", c.Err())
+	}
+
+	c = &checkCtx{deadline: time.Now().Add(time.Hour)}
+	done := c.Done()
+	c.stop()
+	select {
+	case <-done:
+	default:
+		t.Fatal("stop did not close Done")
+	}
+	if c.Err() != context.Canceled {
+		t.Fatalf("Err %v after stop", c.Err())
+	}
+
+	c = &checkCtx{deadline: time.Now().Add(time.Hour)}
+	c.stop()
+	if c.timer != nil {
+		t.Fatal("stop started a timer")
+	}
+	if _, ok := <-c.Done(); ok || c.Err() != context.Canceled {
+		t.Fatalf("a stopped context: Done open or Err %v", c.Err())
+	}
+	// A context derived from it ends with it.
+	c = &checkCtx{deadline: time.Now().Add(time.Hour)}
+	child, cancel := context.WithTimeout(c, time.Hour)
+	defer cancel()
+	c.stop()
+	select {
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a derived context did not end with its parent")
 	}
 }
