@@ -12,6 +12,7 @@
 //	                                 files, memory, connections and topics must come back (reads /metrics)
 //	wspubsub-bench slowconsumer [flags]  one subscriber stops reading among 1,000 fast ones: it is cut off
 //	                                 at --max-backlog, the others lose nothing and keep their latency
+//	wspubsub-bench httppub [flags]   HTTP publishes a second on 1 and on 50 keep-alive connections (ours)
 //	wspubsub-bench smoke   --hub-bin BIN   tiny idle, fanout, churn, reconnect (ours and the reference),
 //	                                 soak and slowconsumer (ours) (CI)
 //	wspubsub-bench refhub  --listen ADDR --key K --domain D   run the reference hub standalone
@@ -60,7 +61,7 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-const usage = `usage: wspubsub-bench idle|fanout|churn|reconnect|soak|slowconsumer|smoke|refhub [flags]
+const usage = `usage: wspubsub-bench idle|fanout|churn|reconnect|soak|slowconsumer|httppub|smoke|refhub [flags]
        wspubsub-bench SCENARIO -h   for the flags`
 
 func run(args []string) int {
@@ -76,6 +77,8 @@ func run(args []string) int {
 			return 1
 		}
 		return 0
+	case "httppub":
+		return runHTTPPub(args)
 	case "idle", "fanout", "churn", "reconnect", "soak", "slowconsumer", "smoke":
 	case "-h", "--help", "help":
 		fmt.Println(usage)
