@@ -170,54 +170,19 @@ func (c *Config) setDefaults() {
 	def(&c.MaxHTTPRequests, 16)
 	def(&c.MaxConnections, openFileLimit()-64)
 	def(&c.HandshakeBurst, max(1, int(c.HandshakeRate)))
-	switch {
-	case c.MaxTopicsPerDomain == 0:
-		c.MaxTopicsPerDomain = 100_000
-	case c.MaxTopicsPerDomain < 0:
-		c.MaxTopicsPerDomain = 0
-	}
-	switch {
-	case c.HistorySize == 0:
-		c.HistorySize = 100
-	case c.HistorySize < 0:
-		c.HistorySize = 0
-	}
-	switch {
-	case c.HistoryBytes == 0:
-		c.HistoryBytes = 1 << 20
-	case c.HistoryBytes < 0:
-		c.HistoryBytes = 0
-	}
-	switch {
-	case c.HistoryTTL == 0:
-		c.HistoryTTL = 5 * time.Minute
-	case c.HistoryTTL < 0:
-		c.HistoryTTL = 0
-	}
-	switch {
-	case c.HistoryMemory == 0:
-		c.HistoryMemory = 256 << 20
-	case c.HistoryMemory < 0:
-		c.HistoryMemory = 0
-	}
-	switch {
-	case c.PingInterval == 0:
-		c.PingInterval = 30 * time.Second
-	case c.PingInterval < 0:
-		c.PingInterval = 0
-	}
+	orNone(&c.MaxTopicsPerDomain, 100_000)
+	orNone(&c.HistorySize, 100)
+	orNone(&c.HistoryBytes, 1<<20)
+	orNone(&c.HistoryTTL, 5*time.Minute)
+	orNone(&c.HistoryMemory, 256<<20)
+	orNone(&c.PingInterval, 30*time.Second)
 	if c.PongTimeout <= 0 {
 		c.PongTimeout = 10 * time.Second
 	}
 	if c.Version == "" {
 		c.Version = buildVersion()
 	}
-	switch {
-	case c.GracePeriod == 0:
-		c.GracePeriod = 10 * time.Second
-	case c.GracePeriod < 0:
-		c.GracePeriod = 0
-	}
+	orNone(&c.GracePeriod, 10*time.Second)
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
@@ -226,6 +191,17 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+}
+
+// orNone sets a setting whose zero value means its default d and whose
+// negative values mean none (0 to the code that reads it).
+func orNone[T int | int64 | time.Duration](v *T, d T) {
+	switch {
+	case *v == 0:
+		*v = d
+	case *v < 0:
+		*v = 0
 	}
 }
 

@@ -153,12 +153,9 @@ func (tb *Table[S]) AddPublisher(k Key) (*Topic[S], error) {
 	sh := tb.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	t := sh.m[k]
-	if t == nil {
-		var err error
-		if t, err = tb.create(sh, k); err != nil {
-			return nil, err
-		}
+	t, err := tb.lookupOrCreate(sh, k)
+	if err != nil {
+		return nil, err
 	}
 	if t.publishers >= tb.cfg.MaxPublishers {
 		return nil, ErrHasPublisher
@@ -340,12 +337,9 @@ func (tb *Table[S]) Touch(k Key) (*Topic[S], error) {
 	sh := tb.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	t := sh.m[k]
-	if t == nil {
-		var err error
-		if t, err = tb.create(sh, k); err != nil {
-			return nil, err
-		}
+	t, err := tb.lookupOrCreate(sh, k)
+	if err != nil {
+		return nil, err
 	}
 	if t.publishers == 0 {
 		// One timer per grace period, not per message: a timer that
@@ -406,6 +400,15 @@ func (t *Topic[S]) dropLog() {
 	t.Log.Lock()
 	t.Log.Drop()
 	t.Log.Unlock()
+}
+
+// lookupOrCreate returns the live topic k, starting it if need be; the
+// shard's mutex is held.
+func (tb *Table[S]) lookupOrCreate(sh *shard[S], k Key) (*Topic[S], error) {
+	if t := sh.m[k]; t != nil {
+		return t, nil
+	}
+	return tb.create(sh, k)
 }
 
 func (tb *Table[S]) create(sh *shard[S], k Key) (*Topic[S], error) {

@@ -36,6 +36,37 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// addKey adds a key for domain to keysFile with the binary's CLI and
+// returns it.
+func addKey(t *testing.T, bin, keysFile, domain string) string {
+	t.Helper()
+	out, err := exec.Command(bin, "keys", "add", "--domain", domain, "--keys-file", keysFile).Output()
+	if err != nil {
+		t.Fatalf("keys add: %v", err)
+	}
+	return lastLine(string(out))
+}
+
+// startServe runs `bin serve args...` until the test ends, and returns its
+// output, which is logged if the test fails.
+func startServe(t *testing.T, bin string, args ...string) *syncBuffer {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
+	logs := new(syncBuffer)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("wspubsub serve %s:\n%s", strings.Join(args, " "), logs.String())
+		}
+	})
+	return logs
+}
+
 // freePort returns a loopback address nothing listens on, as far as a
 // listen and close can tell.
 func freePort(t *testing.T) string {

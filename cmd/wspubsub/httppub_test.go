@@ -24,24 +24,10 @@ func TestServeHTTPPublish(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	keysFile := filepath.Join(dir, "keys.json")
-	out, err := exec.Command(bin, "keys", "add", "--domain", "test", "--keys-file", keysFile).Output()
-	if err != nil {
-		t.Fatalf("keys add: %v", err)
-	}
-	key := lastLine(string(out))
+	key := addKey(t, bin, keysFile, "test")
 	listen := freePort(t)
-	cmd := exec.Command(bin, "serve", "--listen", listen, "--keys-file", keysFile, "--grace-period", "30s")
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	logs := startServe(t, bin, "--listen", listen, "--keys-file", keysFile, "--grace-period", "30s")
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("wspubsub serve's output:\n%s", logs.String())
-		}
 		if strings.Contains(logs.String(), key) {
 			t.Errorf("the hub logged the full API key")
 		}

@@ -142,6 +142,14 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 }
 
+// zeroMeansNone turns a flag's 0, which means none on the command line,
+// into server.Config's way of saying none: a negative value.
+func zeroMeansNone[T int | int64 | time.Duration](v *T) {
+	if *v == 0 {
+		*v = -1
+	}
+}
+
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("wspubsub serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -157,27 +165,13 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := o.cfg
 	// Config's zero values mean its defaults; on the command line 0 means none.
-	if cfg.GracePeriod == 0 {
-		cfg.GracePeriod = -1
-	}
-	if cfg.PingInterval == 0 {
-		cfg.PingInterval = -1
-	}
-	if cfg.MaxTopicsPerDomain == 0 {
-		cfg.MaxTopicsPerDomain = -1
-	}
-	if cfg.HistorySize == 0 {
-		cfg.HistorySize = -1
-	}
-	if cfg.HistoryBytes == 0 {
-		cfg.HistoryBytes = -1
-	}
-	if cfg.HistoryTTL == 0 {
-		cfg.HistoryTTL = -1
-	}
-	if cfg.HistoryMemory == 0 {
-		cfg.HistoryMemory = -1
-	}
+	zeroMeansNone(&cfg.GracePeriod)
+	zeroMeansNone(&cfg.PingInterval)
+	zeroMeansNone(&cfg.MaxTopicsPerDomain)
+	zeroMeansNone(&cfg.HistorySize)
+	zeroMeansNone(&cfg.HistoryBytes)
+	zeroMeansNone(&cfg.HistoryTTL)
+	zeroMeansNone(&cfg.HistoryMemory)
 	log, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "wspubsub serve:", err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,27 +20,11 @@ import (
 func TestServeHistoryFlags(t *testing.T) {
 	bin := buildBinary(t)
 	keysFile := filepath.Join(t.TempDir(), "keys.json")
-	out, err := exec.Command(bin, "keys", "add", "--domain", "test", "--keys-file", keysFile).Output()
-	if err != nil {
-		t.Fatalf("keys add: %v", err)
-	}
-	key := lastLine(string(out))
+	key := addKey(t, bin, keysFile, "test")
 
 	run := func(t *testing.T, size string) string {
 		listen := freePort(t)
-		cmd := exec.Command(bin, "serve", "--listen", listen, "--keys-file", keysFile, "--history-size", size, "--history-ttl", "1m")
-		var logs syncBuffer
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-			if t.Failed() {
-				t.Logf("hub log:\n%s", logs.String())
-			}
-		})
+		startServe(t, bin, "--listen", listen, "--keys-file", keysFile, "--history-size", size, "--history-ttl", "1m")
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			if code, _ := status("http://" + listen + "/healthz"); code == 200 {
