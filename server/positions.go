@@ -233,19 +233,11 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 	v := &sc.v
 	*v = variants{kindPlain: b.frames}
 	if withMeta {
-		sc.meta = appendNotice(sc.meta[:0], kindMeta, epoch, reset, gapFirst, gapLast)
-		for i := range n {
-			f := b.frame(i)
-			sc.meta = appendMeta(sc.meta, epoch, first+uint64(i), ws.Opcode(f[0]&0x0f), f[history.HeaderLen(f):])
-		}
+		sc.meta = appendVariant(sc.meta[:0], kindMeta, epoch, first, b, reset, gapFirst, gapLast)
 		v[kindMeta] = sc.meta
 	}
 	if withSSE {
-		sc.sse = appendNotice(sc.sse[:0], kindSSE, epoch, reset, gapFirst, gapLast)
-		for i := range n {
-			f := b.frame(i)
-			sc.sse = appendSSE(sc.sse, epoch, first+uint64(i), ws.Opcode(f[0]&0x0f), f[history.HeaderLen(f):])
-		}
+		sc.sse = appendVariant(sc.sse[:0], kindSSE, epoch, first, b, reset, gapFirst, gapLast)
 		v[kindSSE] = sc.sse
 	}
 	s.fanout(&sc.fan, subs, v, n, b.payload, sent)
@@ -257,6 +249,30 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 		sc.sse = nil
 	}
 	return epoch, first
+}
+
+// appendVariant appends b's messages, at offsets first onwards of epoch,
+// in kind's variant, behind the notices the log reported for them.
+func appendVariant(dst []byte, kind int, epoch string, first uint64, b *batch, reset bool, gapFirst, gapLast uint64) []byte {
+	dst = appendNotice(dst, kind, epoch, reset, gapFirst, gapLast)
+	for i := range b.starts {
+		f := b.frame(i)
+		dst = appendMessage(dst, kind, epoch, first+uint64(i), f)
+	}
+	return dst
+}
+
+// appendMessage appends one message, given as its plain frame, in kind's
+// variant.
+func appendMessage(dst []byte, kind int, epoch string, offset uint64, frame []byte) []byte {
+	op, payload := ws.Opcode(frame[0]&0x0f), frame[history.HeaderLen(frame):]
+	switch kind {
+	case kindMeta:
+		return appendMeta(dst, epoch, offset, op, payload)
+	case kindSSE:
+		return appendSSE(dst, epoch, offset, op, payload)
+	}
+	return append(dst, frame...)
 }
 
 // appendPosition appends EPOCH:OFFSET.
@@ -412,15 +428,7 @@ func replayFor(log *history.Log, r resume, kind, limit int, now int64, own bool)
 func appendReplay(dst []byte, kind int, epoch string, rp history.Replay) []byte {
 	dst = appendNotice(dst, kind, epoch, rp.Reset, rp.GapFirst, rp.GapLast)
 	for i := range rp.Entries {
-		e := &rp.Entries[i]
-		switch kind {
-		case kindMeta:
-			dst = appendMeta(dst, epoch, e.Offset, ws.Opcode(e.Opcode()), e.Payload())
-		case kindSSE:
-			dst = appendSSE(dst, epoch, e.Offset, ws.Opcode(e.Opcode()), e.Payload())
-		default:
-			dst = append(dst, e.Frame...)
-		}
+		dst = appendMessage(dst, kind, epoch, rp.Entries[i].Offset, rp.Entries[i].Frame)
 	}
 	return dst
 }
