@@ -150,14 +150,23 @@ func (l *Log) Adopt(epoch string, first uint64, n int) (reset bool, gapFirst, ga
 // Add keeps a copy of frame as the message at offset, which is newer than
 // every entry kept, and drops what the limits no longer allow. With history
 // off it does nothing.
+//
+// The entries kept are always a run of consecutive offsets: a message that
+// is not the next one (those between never came here) or that is not kept
+// (larger than the whole history may be) ends the run, and the older
+// entries go. Since then reports every missing offset in its one gap
+// notice, rather than replay across a hole as if nothing were missing.
 func (l *Log) Add(offset uint64, frame []byte, now int64) {
 	if l.lim.Size <= 0 {
 		return
 	}
+	if l.n > 0 && offset != l.ring[(l.head+l.n-1)%len(l.ring)].Offset+1 {
+		l.dropAll()
+	}
 	cost := len(frame) + entryOverhead
 	if l.lim.Bytes > 0 && cost > l.lim.Bytes {
-		l.trim(now)
-		return // larger than the whole history may be
+		l.dropAll() // larger than the whole history may be: a hole
+		return
 	}
 	for l.n > 0 && (l.n >= l.lim.Size || l.lim.Bytes > 0 && l.bytes+cost > l.lim.Bytes) {
 		l.dropOldest()
@@ -228,11 +237,16 @@ func (l *Log) Expire(now int64) { l.trim(now) }
 func (l *Log) Drop() { l.clear() }
 
 func (l *Log) clear() {
+	l.dropAll()
+	l.ring, l.head = nil, 0
+	l.gen.Add(1)
+}
+
+// dropAll drops every entry, keeping the ring.
+func (l *Log) dropAll() {
 	for l.n > 0 {
 		l.dropOldest()
 	}
-	l.ring, l.head = nil, 0
-	l.gen.Add(1)
 }
 
 // evictThrough drops the entries up to offset, for the budget.
