@@ -13,14 +13,22 @@
 //
 // Ownership. Each topic started anywhere has a record in a JetStream
 // key-value bucket (key DOMAIN.TOPIC, encoded as above; value: the owning
-// node, its number of publishers, and the end of the grace period once the
-// last one left). The bucket's MaxAge is ClaimTTL, and the owner rewrites
+// node, its number of publishers, the end of the grace period once the
+// last one left, and the topic's position as the owner last published).
+// The bucket's MaxAge is ClaimTTL, and the owner rewrites
 // its records every ClaimTTL/3; the record of a node that died lapses. Every
 // write is a compare-and-set on the record's revision, so of two nodes that
 // claim a topic at once exactly one wins. Every node watches the bucket and
 // keeps a local view, which answers "is this topic started anywhere?" for
 // subscribers without a network round trip, and tells a node when a topic
 // whose publisher was elsewhere ended.
+//
+// Positions. The owner assigns every message's epoch and offset and sends
+// them with the message, so every node keeps the topic's history under the
+// same positions. A publisher that takes a topic over in its grace period
+// goes on from the position in the record (final once the grace period
+// started); one that takes over the record of a node that died starts a
+// new epoch, since nobody can tell what that node assigned last.
 //
 // Concurrency. All exported methods are safe for concurrent use. Started,
 // Join, Leave and a claim's Publish and Release never wait for the network

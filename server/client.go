@@ -350,6 +350,11 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		c.refuse(refConflict, "topic already has its publisher")
 		return
 	}
+	if claim != nil {
+		if epoch, last := claim.Continues(); epoch != "" {
+			s.continueAt(t, epoch, last)
+		}
+	}
 	s.stats.Publishers.Add(1) // counted before the 101 is out
 	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey, "")); err != nil {
 		s.stats.Publishers.Add(-1)

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"github.com/wspubsub/wspubsub/loop"
 	"github.com/wspubsub/wspubsub/topics"
 	"github.com/wspubsub/wspubsub/ws"
 )
@@ -59,6 +61,13 @@ type ClusterTopic interface {
 	// reports whether the frames went out; false means they are lost for
 	// other nodes (counted; their subscribers get a gap notice).
 	Publish(epoch string, first uint64, frames []byte, msgs, payload int) bool
+	// Continues says where the topic's positions go on from when this
+	// claim took the topic over from another node, or started it: the
+	// topic's log goes on from epoch:last before the publisher's first
+	// message, so that positions never repeat across the cluster. ""
+	// means the topic was this node's already and its log goes on as it
+	// is. It never blocks.
+	Continues() (epoch string, last uint64)
 	// Release gives up the claim of one publisher that left; the last one's
 	// leaving starts the grace period across the cluster. It never blocks.
 	Release()
@@ -212,6 +221,41 @@ func (c *client) awaitCluster(k topics.Key, sr subRequest, known bool) {
 	early := c.buf
 	c.buf = nil
 	c.subscribe(k, sr, early)
+}
+
+// continueAt makes t's log go on from epoch:last, where the topic's
+// previous owner (another hub node) stopped, before a publisher that took
+// the topic over here publishes. Its live subscribers that see positions
+// are told of a new epoch, or of offsets they will not get, as when a
+// message from another node says so.
+func (s *Server) continueAt(t *topics.Topic[*client], epoch string, last uint64) {
+	t.Publishing.Lock()
+	defer t.Publishing.Unlock()
+	t.Log.Lock()
+	reset, gapFirst, gapLast := t.Log.Continue(epoch, last)
+	subs := t.Subscribers()
+	t.Log.Unlock()
+	if reset || gapFirst > 0 {
+		s.notify(subs, epoch, reset, gapFirst, gapLast)
+	}
+}
+
+// notify sends a reset or gap notice to those of subs that see positions.
+// The caller holds the topic's Publishing mutex, so that the notice comes
+// in its place among the messages.
+func (s *Server) notify(subs []*client, epoch string, reset bool, gapFirst, gapLast uint64) {
+	var v variants
+	for kind := kindMeta; kind < numKinds; kind++ {
+		v[kind] = appendNotice(nil, kind, epoch, reset, gapFirst, gapLast)
+	}
+	for _, c := range subs {
+		if f := v[c.kind]; len(f) > 0 {
+			if err := c.conn.Send(f); errors.Is(err, loop.ErrBacklogFull) {
+				s.stats.SlowConsumers.Add(1)
+				c.cutSlow()
+			}
+		}
+	}
 }
 
 // closeTopic closes the subscribers of topic k, which ended, with 4001.

@@ -1,0 +1,224 @@
+package cluster_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/wspubsub/wspubsub/cluster"
+	"github.com/wspubsub/wspubsub/server"
+)
+
+// metaDialer offers wspubsub.meta: messages come with their positions.
+var metaDialer = websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"wspubsub.meta"}}
+
+// metaSub subscribes with wspubsub.meta; query is "" or "?since=..." etc.
+func (n *node) metaSub(t testing.TB, topic, query string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := metaDialer.Dial(n.url+"/ws/sub/test/"+topic+query, nil)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("meta subscriber to %s%s: %v (status %d)", topic, query, err, status)
+	}
+	if c.Subprotocol() != "wspubsub.meta" {
+		t.Fatalf("subprotocol %q not echoed", c.Subprotocol())
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// item is what a wspubsub.meta subscriber reads: a message with its
+// position, or a notice.
+type item struct {
+	kind   string // "id", "gap" or "reset"
+	epoch  string
+	offset uint64 // id; gap: the first missing offset
+	last   uint64 // gap: the last missing offset
+	typ    int
+	data   []byte
+}
+
+func (it item) String() string {
+	switch it.kind {
+	case "id":
+		return fmt.Sprintf("%s:%d", it.epoch, it.offset)
+	case "gap":
+		return fmt.Sprintf("gap %s:%d-%d", it.epoch, it.offset, it.last)
+	}
+	return "reset " + it.epoch
+}
+
+func parseItem(t testing.TB, typ int, b []byte) item {
+	t.Helper()
+	head, body, ok := bytes.Cut(b, []byte("\n\n"))
+	if !ok {
+		t.Fatalf("no header in %.60q", b)
+	}
+	name, value, ok := strings.Cut(string(head), ": ")
+	if !ok {
+		t.Fatalf("bad header %q", head)
+	}
+	it := item{kind: name, typ: typ, data: body}
+	epoch, pos, _ := strings.Cut(value, ":")
+	it.epoch = epoch
+	switch name {
+	case "id":
+		it.offset, _ = strconv.ParseUint(pos, 10, 64)
+	case "gap":
+		f, l, _ := strings.Cut(pos, "-")
+		it.offset, _ = strconv.ParseUint(f, 10, 64)
+		it.last, _ = strconv.ParseUint(l, 10, 64)
+		if typ != websocket.TextMessage || len(body) != 0 {
+			t.Fatalf("gap notice %q of type %d", b, typ)
+		}
+	case "reset":
+		if typ != websocket.TextMessage || len(body) != 0 || pos != "" {
+			t.Fatalf("reset notice %q of type %d", b, typ)
+		}
+	default:
+		t.Fatalf("unknown header %q", head)
+	}
+	return it
+}
+
+// next reads one item from a wspubsub.meta subscriber.
+func next(t testing.TB, c *websocket.Conn) item {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, b, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return parseItem(t, typ, b)
+}
+
+// expectID reads a message and checks its position and bytes.
+func expectID(t testing.TB, c *websocket.Conn, epoch string, offset uint64, data string) {
+	t.Helper()
+	it := next(t, c)
+	if it.kind != "id" || it.epoch != epoch || it.offset != offset || string(it.data) != data {
+		t.Fatalf("got %v %q, want %s:%d %q", it, it.data, epoch, offset, data)
+	}
+}
+
+// expectIDs reads messages at offsets first..last of epoch, each holding
+// prefix and its offset, and no notice.
+func expectIDs(t testing.TB, c *websocket.Conn, epoch string, first, last uint64, prefix string) {
+	t.Helper()
+	for o := first; o <= last; o++ {
+		expectID(t, c, epoch, o, prefix+strconv.FormatUint(o, 10))
+	}
+}
+
+// publishN publishes "prefix<offset>" for offsets first..last.
+func publishN(t testing.TB, p *websocket.Conn, first, last uint64, prefix string) {
+	t.Helper()
+	for o := first; o <= last; o++ {
+		publish(t, p, websocket.TextMessage, []byte(prefix+strconv.FormatUint(o, 10)))
+	}
+}
+
+// takeover dials a publisher of topic on n, waiting while another node's
+// claim is live (409).
+func (n *node) takeover(t testing.TB, topic string) *websocket.Conn {
+	t.Helper()
+	var p *websocket.Conn
+	waitFor(t, "a publisher to take "+topic+" over", func() bool {
+		c, status, err := n.dial("/ws/pub/" + n.tc.key + "/test/" + topic)
+		if err == nil {
+			p = c
+			return true
+		}
+		if status != http.StatusConflict {
+			t.Fatalf("publisher: status %d, %v; want 409 or 101", status, err)
+		}
+		return false
+	})
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// TestPositionsSameOnEveryNode: the owner assigns positions, and every
+// node's subscribers see the same ones; a publisher taking the topic over
+// on another node within the grace period, even a node that never had the
+// topic, goes on with the epoch and the count.
+func TestPositionsSameOnEveryNode(t *testing.T) {
+	tc := newCluster(t)
+	a, b, c := tc.node(t, ""), tc.node(t, ""), tc.node(t, "")
+	p := a.pub(t, "news")
+	sa, sb := a.metaSub(t, "news", ""), b.metaSub(t, "news", "")
+	plain := b.sub(t, "news")
+	publishN(t, p, 1, 3, "m")
+	first := next(t, sa)
+	epoch := first.epoch
+	if first.kind != "id" || first.offset != 1 || string(first.data) != "m1" || len(epoch) != 12 {
+		t.Fatalf("first message on the owner: %v %q", first, first.data)
+	}
+	expectIDs(t, sa, epoch, 2, 3, "m")
+	expectIDs(t, sb, epoch, 1, 3, "m")
+	for _, m := range []string{"m1", "m2", "m3"} {
+		expect(t, plain, websocket.TextMessage, []byte(m))
+	}
+	// A subscriber joining on a node where the topic was not live yet
+	// sees the owner's positions from its first message.
+	sc := c.metaSub(t, "news", "")
+	publishN(t, p, 4, 4, "m")
+	for _, s := range []*websocket.Conn{sa, sb, sc} {
+		expectIDs(t, s, epoch, 4, 4, "m")
+	}
+	sc.Close()
+	waitFor(t, "c to drop the topic", func() bool { return c.Topics() == 0 })
+
+	// The publisher leaves a and comes back on c, which has no trace of
+	// the topic: it goes on at 5.
+	leave(t, p)
+	p2 := c.pub(t, "news")
+	publishN(t, p2, 5, 6, "m")
+	expectIDs(t, sa, epoch, 5, 6, "m")
+	expectIDs(t, sb, epoch, 5, 6, "m")
+	// And again to b, which had the topic's messages as a subscriber's
+	// node.
+	leave(t, p2)
+	p3 := b.pub(t, "news")
+	publishN(t, p3, 7, 7, "m")
+	expectIDs(t, sa, epoch, 7, 7, "m")
+	expectIDs(t, sb, epoch, 7, 7, "m")
+	expectSilent(t, sa, 50*time.Millisecond) // no notice anywhere
+	expectSilent(t, sb, 50*time.Millisecond)
+}
+
+// TestOwnerCrashStartsNewEpoch: when the owner dies, nobody can say which
+// offsets it assigned last, so the publisher taking the topic over starts
+// a new epoch, and every subscriber that sees positions is told so.
+func TestOwnerCrashStartsNewEpoch(t *testing.T) {
+	tc := newCluster(t)
+	opts := func(s *server.Config, c *cluster.Config) {
+		s.GracePeriod = 5 * time.Second
+		c.ClaimTTL = 1500 * time.Millisecond
+	}
+	a, b, c := tc.node(t, "", opts), tc.node(t, "", opts), tc.node(t, "", opts)
+	p := a.pub(t, "news")
+	sb, sc := b.metaSub(t, "news", ""), c.metaSub(t, "news", "")
+	publishN(t, p, 1, 2, "m")
+	epoch := next(t, sb).epoch
+	expectIDs(t, sb, epoch, 2, 2, "m")
+	expectIDs(t, sc, epoch, 1, 2, "m")
+	a.cl.Crash()
+	p2 := b.takeover(t, "news")
+	publishN(t, p2, 1, 1, "n")
+	for _, s := range []*websocket.Conn{sb, sc} {
+		r := next(t, s)
+		if r.kind != "reset" || r.epoch == epoch {
+			t.Fatalf("after the owner's crash: %v, want a reset to a new epoch", r)
+		}
+		expectIDs(t, s, r.epoch, 1, 1, "n")
+	}
+}
