@@ -119,6 +119,7 @@ type Node struct {
 
 	view      view
 	interests interests
+	replyBuf  []byte // the history subscription's answers, on its goroutine
 
 	kick      chan struct{} // wakes the worker: dirty leases
 	reconnect chan struct{} // wakes the worker: set up the bucket and watch again
@@ -194,6 +195,10 @@ func Connect(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cannot use JetStream: %w", err)
 	}
 	n.nc, n.js = nc, js
+	if _, err := nc.Subscribe(historySubject(cfg.Prefix, n.id), n.answerHistory); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cannot subscribe to history requests: %w", err)
+	}
 	go n.work()
 	if nc.IsConnected() {
 		n.wake(n.reconnect)

@@ -222,3 +222,173 @@ func TestOwnerCrashStartsNewEpoch(t *testing.T) {
 		expectIDs(t, s, r.epoch, 1, 1, "n")
 	}
 }
+
+// TestResumeOnAnyNode: a subscriber resuming or rewinding on a node that
+// never had the topic's older messages gets them from the owner, then
+// the live stream, with no gap and no duplicate; the node keeps them for
+// the next one.
+func TestResumeOnAnyNode(t *testing.T) {
+	tc := newCluster(t)
+	a, b, c := tc.node(t, ""), tc.node(t, ""), tc.node(t, "")
+	p := a.pub(t, "news")
+	sa := a.metaSub(t, "news", "")
+	publishN(t, p, 1, 5, "m")
+	epoch := next(t, sa).epoch
+	expectIDs(t, sa, epoch, 2, 5, "m")
+
+	sb := b.metaSub(t, "news", "?since="+epoch+":2")
+	expectIDs(t, sb, epoch, 3, 5, "m")
+	// rewind, without positions.
+	sc := c.sub(t, "news?rewind=4")
+	for _, m := range []string{"m2", "m3", "m4", "m5"} {
+		expect(t, sc, websocket.TextMessage, []byte(m))
+	}
+	publishN(t, p, 6, 6, "m")
+	expectIDs(t, sb, epoch, 6, 6, "m")
+	expect(t, sc, websocket.TextMessage, []byte("m6"))
+	fetches := metric(t, b, "wspubsub_cluster_history_fetches_total", "result", "ok")
+	if fetches == 0 || metric(t, a, "wspubsub_cluster_history_requests_served_total") == 0 {
+		t.Fatal("no history was fetched from the owner")
+	}
+	// b now keeps the topic's history from offset 1: the next subscriber
+	// resuming there, from any position, asks nobody.
+	sb2 := b.metaSub(t, "news", "?since="+epoch+":0")
+	expectIDs(t, sb2, epoch, 1, 6, "m")
+	sb3 := b.metaSub(t, "news", "?since=0ldEp0ch:3")
+	if r := next(t, sb3); r.kind != "reset" || r.epoch != epoch {
+		t.Fatalf("resume from another epoch: %v, want a reset to %s", r, epoch)
+	}
+	expectIDs(t, sb3, epoch, 1, 6, "m")
+	if got := metric(t, b, "wspubsub_cluster_history_fetches_total", "result", "ok"); got != fetches {
+		t.Fatalf("b asked the owner %v more times for history it keeps", got-fetches)
+	}
+	expectSilent(t, sb, 50*time.Millisecond)
+}
+
+// TestResumeWhilePublishing: subscribers resume on nodes without the
+// topic's history while the publisher keeps publishing; each gets every
+// message after its position once, in order, across the replay fetched
+// from the owner and the live stream.
+func TestResumeWhilePublishing(t *testing.T) {
+	tc := newCluster(t)
+	a, b, c := tc.node(t, ""), tc.node(t, ""), tc.node(t, "")
+	p := a.pub(t, "news")
+	sa := a.metaSub(t, "news", "")
+	publishN(t, p, 1, 1, "m")
+	epoch := next(t, sa).epoch
+	const total = 90 // within the default history of 100
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for o := uint64(2); o <= total; o++ {
+			if err := p.WriteMessage(websocket.TextMessage, []byte("m"+strconv.FormatUint(o, 10))); err != nil {
+				t.Errorf("publish: %v", err)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	type resumer struct {
+		c    *websocket.Conn
+		from uint64
+	}
+	var rs []resumer
+	for i := range 12 {
+		n := []*node{b, c}[i%2]
+		from := uint64(i * 3)
+		rs = append(rs, resumer{n.metaSub(t, "news", "?since="+epoch+":"+strconv.FormatUint(from, 10)), from})
+		time.Sleep(10 * time.Millisecond)
+	}
+	<-done
+	for _, r := range rs {
+		expectIDs(t, r.c, epoch, r.from+1, total, "m")
+	}
+	for _, r := range rs {
+		expectSilent(t, r.c, 20*time.Millisecond)
+	}
+}
+
+// TestResumeBeyondHistory: what the owner no longer keeps is reported
+// with one gap notice, on any node.
+func TestResumeBeyondHistory(t *testing.T) {
+	tc := newCluster(t)
+	small := func(s *server.Config, _ *cluster.Config) { s.HistorySize = 10 }
+	a, b := tc.node(t, "", small), tc.node(t, "", small)
+	p := a.pub(t, "news")
+	sa := a.metaSub(t, "news", "")
+	publishN(t, p, 1, 25, "m")
+	epoch := next(t, sa).epoch
+	expectIDs(t, sa, epoch, 2, 25, "m")
+	sb := b.metaSub(t, "news", "?since="+epoch+":3")
+	if g := next(t, sb); g.kind != "gap" || g.epoch != epoch || g.offset != 4 || g.last != 15 {
+		t.Fatalf("resume beyond the history: %v, want gap %s:4-15", g, epoch)
+	}
+	expectIDs(t, sb, epoch, 16, 25, "m")
+}
+
+// TestResumeOwnerUnreachable: when the owner cannot be asked, a node
+// serves what it has, with a gap notice for the rest; one that knows
+// nothing of the topic's positions refuses a resume with 503 rather than
+// skip anything silently, and never waits for long.
+func TestResumeOwnerUnreachable(t *testing.T) {
+	tc := newCluster(t)
+	opts := func(s *server.Config, c *cluster.Config) {
+		s.GracePeriod = 10 * time.Second
+		c.ClaimTTL = 10 * time.Second // a's record outlives it for the test
+	}
+	a, b, c := tc.node(t, "", opts), tc.node(t, "", opts), tc.node(t, "", opts)
+	p := a.pub(t, "news")
+	sa := a.metaSub(t, "news", "")
+	publishN(t, p, 1, 3, "m")
+	epoch := next(t, sa).epoch
+	expectIDs(t, sa, epoch, 2, 3, "m")
+	// b has the stream from 4 on (or 3, if a had not sent it to NATS yet
+	// when b's interest came into force).
+	sb := b.metaSub(t, "news", "")
+	publishN(t, p, 4, 5, "m")
+	from := next(t, sb)
+	if from.kind != "id" || from.offset < 3 || from.offset > 4 {
+		t.Fatalf("b's first message: %v", from)
+	}
+	expectIDs(t, sb, epoch, from.offset+1, 5, "m")
+	a.cl.Crash()
+
+	start := time.Now()
+	sb2 := b.metaSub(t, "news", "?since="+epoch+":1")
+	if g := next(t, sb2); g.kind != "gap" || g.offset != 2 || g.last != from.offset-1 {
+		t.Fatalf("resume on b with the owner gone: %v, want gap %s:2-%d", g, epoch, from.offset-1)
+	}
+	expectIDs(t, sb2, epoch, from.offset, 5, "m")
+	if status := c.refused(t, "/ws/sub/test/news?since="+epoch+":1"); status != http.StatusServiceUnavailable {
+		t.Fatalf("resume on c, which knows nothing of the topic, with the owner gone: %d, want 503", status)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the handshakes took %v", d)
+	}
+	// A rewind asks for what is kept: c has nothing, and says nothing.
+	sc := c.metaSub(t, "news", "?rewind=3")
+	expectSilent(t, sc, 100*time.Millisecond)
+	if got := metric(t, b, "wspubsub_cluster_history_fetches_total", "result", "error"); got == 0 {
+		t.Fatal("no failed fetch counted")
+	}
+}
+
+// TestTakeoverKeepsHistory: the node a publisher takes a topic over on
+// brings in the previous owner's history, so that it outlives that
+// node's copy.
+func TestTakeoverKeepsHistory(t *testing.T) {
+	tc := newCluster(t)
+	a, b, c := tc.node(t, ""), tc.node(t, ""), tc.node(t, "") // grace: 2s
+	p := a.pub(t, "news")
+	sa := a.metaSub(t, "news", "")
+	publishN(t, p, 1, 4, "m")
+	epoch := next(t, sa).epoch
+	expectIDs(t, sa, epoch, 2, 4, "m")
+	sa.Close()
+	leave(t, p)
+	p2 := b.pub(t, "news")
+	publishN(t, p2, 5, 5, "m")
+	waitFor(t, "a to drop its copy of the topic", func() bool { return a.Topics() == 0 })
+	sc := c.metaSub(t, "news", "?since="+epoch+":0")
+	expectIDs(t, sc, epoch, 1, 5, "m")
+}

@@ -353,6 +353,9 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	if claim != nil {
 		if epoch, last := claim.Continues(); epoch != "" {
 			s.continueAt(t, epoch, last)
+			if last > 0 && s.cfg.HistorySize > 0 {
+				go s.fillTakenOver(t)
+			}
 		}
 	}
 	s.stats.Publishers.Add(1) // counted before the 101 is out

@@ -229,6 +229,7 @@ type Server struct {
 	pool     *fanoutPool
 	budget   *history.Budget // bounds every topic's history together
 	cluster  Cluster         // nil on a single hub
+	fills    fills           // a cluster node's fetches of history from other nodes
 
 	limits *addrLimits
 
@@ -258,6 +259,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.clients.init()
 	s.keyUsers.m = make(map[*client][32]byte)
+	s.fills.m = make(map[*topics.Topic[*client]]*fillCall)
 	tc := topics.Config[*client]{
 		MaxPublishers:      cfg.PublishersPerTopic,
 		MaxTopicsPerDomain: cfg.MaxTopicsPerDomain,
