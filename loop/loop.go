@@ -94,6 +94,11 @@ type Conn struct {
 	queued  int64 // bytes handed to nc.Write; guarded by mu
 	written atomic.Int64
 	tls     *tlsConn // nil: plaintext; guarded by mu
+
+	// end is, after SendFinal, the count of written bytes at which the
+	// connection is closed; 0 otherwise. Read by the write callback, which
+	// runs under nbio's lock and so may not take mu.
+	end atomic.Int64
 }
 
 func init() {
@@ -151,7 +156,11 @@ func Start(cfg Config, h Handler) (*Engine, error) {
 	}
 	e.nb.OnWrittenSize(func(nc *nbio.Conn, _ []byte, n int) {
 		if c, ok := nc.Session().(*Conn); ok {
-			c.written.Add(int64(n))
+			if w := c.written.Add(int64(n)); w == c.end.Load() {
+				// The last byte after SendFinal is out. nbio holds the
+				// connection's lock here, which Close takes.
+				time.AfterFunc(0, func() { nc.Close() })
+			}
 		}
 	})
 	e.nb.OnClose(func(nc *nbio.Conn, err error) {
@@ -272,7 +281,45 @@ func (c *Conn) SendLast(b []byte, linger time.Duration) bool {
 	return true
 }
 
-// Closing reports whether SendLast was called.
+// SendFinal is SendLast for a peer that will never answer (an EventSource
+// client has no close handshake): the connection is closed as soon as the
+// kernel has taken every byte, b's included, or when linger runs out,
+// whichever comes first. It reports false if the connection was already
+// closing.
+func (c *Conn) SendFinal(b []byte, linger time.Duration) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	c.closing = true
+	err := c.write(b)
+	c.end.Store(c.queued)
+	flushed := c.queued == c.written.Load()
+	c.mu.Unlock()
+	switch {
+	case err != nil:
+	case flushed: // the write callback may have come before end was set
+		c.nc.Close()
+	default:
+		if linger <= 0 {
+			linger = time.Second
+		}
+		c.nc.SetReadDeadline(time.Now().Add(linger))
+	}
+	return true
+}
+
+// Counts reports the bytes Send, SendFirst, SendLast and SendFinal took so
+// far and how many of them the kernel took (ciphertext, under TLS). Bytes
+// the kernel took may still be on their way: they are out of the hub.
+func (c *Conn) Counts() (queued, written int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued, c.written.Load()
+}
+
+// Closing reports whether SendLast or SendFinal was called.
 func (c *Conn) Closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

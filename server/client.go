@@ -43,13 +43,12 @@ type client struct {
 	state        state
 	upgraded     bool
 	wasPublisher bool
+	kind         uint8  // a subscriber's variant: kindPlain, kindMeta or kindSSE
 	closeCode    uint16 // the code of the close frame the hub sent, if any
 	buf          []byte // the request head so far, then bytes that came before the 101
 	rd           ws.Reader
 	topic        *topics.Topic[*client]
-	out          batch        // the messages of the read being handled (a publisher's)
-	sc           *scratch     // a publisher's encoding and fan-out scratch
-	kind         int          // a subscriber's variant: kindPlain, kindMeta or kindSSE
+	sc           *scratch     // a publisher's read, encoding and fan-out scratch
 	close        []byte       // the close frame to answer with, once the read is handled
 	claim        ClusterTopic // a cluster node's claim for its publisher; nil on a single hub
 	interest     topics.Key   // a subscriber's topic, whose cluster interest it holds if joined
@@ -66,6 +65,7 @@ type client struct {
 	addr     netip.Addr // the peer's address, when admitted by the per-address limits
 	refusal  refusal    // a limit the connection broke at accept, answered at its request
 	lost     bool       // closing, and its input can no longer be parsed
+	sse      sseKeep    // an EventSource subscriber's keepalive
 }
 
 // OnOpen implements loop.Handler.
@@ -116,7 +116,7 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	if c.addr.IsValid() {
 		s.limits.close(c.addr)
 	}
-	c.buf, c.out = nil, batch{}
+	c.buf = nil
 }
 
 // OnData implements loop.Handler.
@@ -146,8 +146,8 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 		// connection), close once our own bytes are out: closing with a
 		// backlog would discard the close frame queued behind it. A backlog
 		// that does not drain is ended by the close timeout.
-		if c.lost {
-			return
+		if c.lost || c.kind == kindSSE {
+			return // an EventSource client has no close frame to send
 		}
 		c.rd.Discard = true
 		if err := c.rd.Feed(data, c); err != nil || c.rd.Closed() {
@@ -210,6 +210,10 @@ func (c *client) handshake(data []byte) {
 		return
 	}
 	if s.draining.Load() {
+		if err == nil && r.sse && req.Method == "GET" && acceptsEventStream(req.Accept) {
+			c.drainSSE(req.Origin)
+			return
+		}
 		c.drainRefuse()
 		return
 	}
@@ -223,10 +227,13 @@ func (c *client) handshake(data []byte) {
 	}
 	switch {
 	case errors.Is(err, errNoEndpoint):
-		c.refuse(refNoEndpoint, "no such endpoint: use /ws/pub/{ApiKey}/{Domain}/{Topic} or /ws/sub/{Domain}/{Topic}")
+		c.refuse(refNoEndpoint, "no such endpoint: use /ws/pub/{ApiKey}/{Domain}/{Topic}, /ws/sub/{Domain}/{Topic} or /sse/sub/{Domain}/{Topic}")
 		return
 	case err != nil:
 		c.refuse(refBadRequest, "bad path: "+err.Error())
+		return
+	case r.sse:
+		c.handshakeSSE(r.topic, req, rest)
 		return
 	case !req.Upgrade:
 		c.refuseWith(refUpgradeRequired, "this endpoint speaks WebSocket only", "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n", 0)
@@ -386,19 +393,21 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 
 // subRequest is what a subscriber's handshake asks for.
 type subRequest struct {
-	wsKey string // Sec-WebSocket-Key
-	kind  int    // kindPlain or kindMeta
-	from  resume // where its stream starts
+	wsKey  string // Sec-WebSocket-Key; "" for EventSource
+	kind   int    // kindPlain, kindMeta or kindSSE
+	from   resume // where its stream starts
+	origin string // EventSource: the Origin its response allows, if any
 }
 
-// subscribe joins the topic and sends the 101, with the replay the
-// subscriber asked for, as one step: no message can reach the client before
-// them, and every message published after the replay's last is in its live
-// stream. A replay larger than the backlog bound is cut short and followed
-// by a 4000 close, without joining: the client resumes from what it got.
+// subscribe joins the topic and sends the 101 (an EventSource subscriber's
+// 200), with the replay the subscriber asked for, as one step: no message
+// can reach the client before them, and every message published after the
+// replay's last is in its live stream. A replay larger than the backlog
+// bound is cut short and followed by a 4000 close, without joining: the
+// client resumes from what it got.
 func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	s := c.srv
-	c.kind = sr.kind
+	c.kind = uint8(sr.kind)
 	protocol := ""
 	if sr.kind == kindMeta {
 		protocol = metaProtocol
@@ -409,7 +418,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		var epoch string
 		t, err := s.topics.Join(k, c, func(t *topics.Topic[*client]) bool {
 			var complete bool
-			rp, complete = replayFor(t.Log, sr.from, sr.kind, s.cfg.MaxBacklog, time.Now().UnixNano())
+			rp, complete = replayFor(t.Log, sr.from, sr.kind, s.cfg.MaxBacklog, time.Now().UnixNano(), s.cluster == nil)
 			epoch = t.Log.Epoch()
 			cut = !complete
 			return complete
@@ -426,7 +435,12 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		if sr.from.mode != resumeLive {
 			s.countReplay(rp, cut)
 		}
-		b := ws.AppendUpgradeResponse(nil, sr.wsKey, protocol)
+		var b []byte
+		if sr.kind == kindSSE {
+			b = appendSSEHead(nil, sr.origin, sseRetry())
+		} else {
+			b = ws.AppendUpgradeResponse(nil, sr.wsKey, protocol)
+		}
 		return appendReplay(b, sr.kind, epoch, rp), nil
 	})
 	switch {
@@ -450,6 +464,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	c.inAllowance, c.inLast = int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano()
 	c.buf = nil
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
+	c.sse = sseKeep{}
 	c.conn.SetDeadline(time.Time{})
 	if cut {
 		s.stats.SlowConsumers.Add(1)
@@ -469,25 +484,27 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return
 // into one run of frames, and hands that run to every subscriber.
 func (c *client) publish(data []byte) {
 	bp := batchPool.Get().(*[]byte)
-	c.out.frames, c.out.starts, c.out.payload = (*bp)[:0], c.out.starts[:0], 0
+	out := &c.sc.out
+	out.frames, out.starts, out.payload = (*bp)[:0], out.starts[:0], 0
 	err := c.rd.Feed(data, c)
-	if len(c.out.starts) > 0 {
-		c.srv.publish(c.sc, c.topic, &c.out, c.claim)
+	if len(out.starts) > 0 {
+		c.srv.publish(c.sc, c.topic, out, c.claim)
 	}
-	if cap(c.out.frames) <= 4<<20 {
-		*bp = c.out.frames[:0]
+	if cap(out.frames) <= 4<<20 {
+		*bp = out.frames[:0]
 		batchPool.Put(bp)
 	}
-	c.out.frames = nil
-	if cap(c.out.starts) > 4096 {
-		c.out.starts = nil
+	out.frames = nil
+	if cap(out.starts) > 4096 {
+		out.starts = nil
 	}
 	c.afterRead(err)
 }
 
 // subscriberInput reads what a subscriber sends: control frames are
 // answered, data is dropped, and a subscriber sending more than its limit in
-// a second is closed.
+// a second is closed. An EventSource client has nothing to say after its
+// request: whatever it sends is dropped, within the same limit.
 func (c *client) subscriberInput(data []byte) {
 	s := c.srv
 	limit := int64(s.cfg.SubscriberInputLimit)
@@ -499,6 +516,9 @@ func (c *client) subscriberInput(data []byte) {
 	if c.inAllowance < 0 {
 		s.stats.SubscriberFloods.Add(1)
 		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
+		return
+	}
+	if c.kind == kindSSE {
 		return
 	}
 	c.afterRead(c.rd.Feed(data, c))
@@ -534,9 +554,10 @@ func (c *client) Message(op ws.Opcode, payload []byte) error {
 			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + itoa(int(rate)) + " messages a second"}
 		}
 	}
-	c.out.starts = append(c.out.starts, len(c.out.frames))
-	c.out.frames = ws.AppendFrame(c.out.frames, op, payload)
-	c.out.payload += len(payload)
+	out := &c.sc.out
+	out.starts = append(out.starts, len(out.frames))
+	out.frames = ws.AppendFrame(out.frames, op, payload)
+	out.payload += len(payload)
 	c.srv.stats.MessagesIn.Add(1)
 	c.srv.stats.BytesIn.Add(int64(len(payload)))
 	return nil
@@ -579,7 +600,10 @@ func (c *client) closeWith(code uint16, reason string) {
 
 // closeLocked leaves the topic, sends a close frame and waits (up to
 // CloseTimeout) for the peer's answer; a connection still in its handshake
-// is refused with 503 instead. c.mu is held.
+// is refused with 503 instead. An EventSource subscriber, which has no close
+// handshake, gets a last "close" event with the code and reason, and its
+// connection ends once that is out (or CloseTimeout, with a backlog that
+// does not drain). c.mu is held.
 func (c *client) closeLocked(code uint16, reason string) {
 	switch c.state {
 	case stateClosing, stateClosed:
@@ -593,6 +617,10 @@ func (c *client) closeLocked(code uint16, reason string) {
 	c.leaveTopic()
 	c.setState(stateClosing)
 	c.closeCode = code
+	if c.kind == kindSSE {
+		c.conn.SendFinal(appendSSEClose(nil, code, reason), c.srv.cfg.CloseTimeout)
+		return
+	}
 	c.conn.SendLast(ws.AppendClose(nil, code, reason), c.srv.cfg.CloseTimeout)
 }
 

@@ -65,7 +65,10 @@ func TestHalfClosedSockets(t *testing.T) {
 		p.closeWrite(t)
 		s.expectFrame(t, finBit|opText, []byte("last words"))
 		p.expectEnd(t)
-		// The topic is free for a new publisher (no 409).
+		// The topic is free for a new publisher (no 409) once the hub
+		// has handled the close, which may come just after the client
+		// sees its end.
+		waitFor(t, "the publisher's slot to free", func() bool { return h.Stats().Publishers.Load() == 0 })
 		p2 := h.rawPub(t, "test", "half-pub")
 		p2.send(t, masked(finBit|opText, []byte("new owner")))
 		s.expectFrame(t, finBit|opText, []byte("new owner"))
@@ -76,6 +79,7 @@ func TestHalfClosedSockets(t *testing.T) {
 		p.send(t, masked(opText, []byte("never")), masked(0, []byte(" finished"))[:5])
 		p.closeWrite(t)
 		p.expectEnd(t)
+		waitFor(t, "the publisher's slot to free", func() bool { return h.Stats().Publishers.Load() == 0 })
 		p2 := h.rawPub(t, "test", "half-frag")
 		p2.send(t, masked(finBit|opText, []byte("next")))
 		s.expectFrame(t, finBit|opText, []byte("next"))

@@ -9,10 +9,11 @@ import (
 // keepalive pings each upgraded connection that has sent nothing for
 // PingInterval, and closes with 4003 one that then sends nothing (a pong or
 // anything else) within PongTimeout: dead peers and half-open TCP
-// connections do not pile up. One goroutine per hub scans the connections a
-// few times per PongTimeout; there is no timer per connection. It also
-// sweeps the per-address limits' idle entries, and once a second the
-// history's entries past their TTL.
+// connections do not pile up. EventSource subscribers, which cannot
+// answer, get a comment line instead (keepaliveSSE). One goroutine per hub
+// scans the connections a few times per PongTimeout; there is no timer per
+// connection. It also sweeps the per-address limits' idle entries, and once
+// a second the history's entries past their TTL.
 func (s *Server) keepalive() {
 	every := time.Second
 	if s.cfg.PingInterval > 0 {
@@ -45,6 +46,10 @@ func (c *client) keepalive(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != statePublisher && c.state != stateSubscriber {
+		return
+	}
+	if c.kind == kindSSE {
+		c.keepaliveSSE(now)
 		return
 	}
 	cfg := &c.srv.cfg

@@ -34,6 +34,7 @@ const (
 	refHandshakeRate
 	refOriginForbidden
 	refTooManyTopics
+	refNotAcceptable    // an EventSource request whose Accept refuses text/event-stream
 	refHandshakeTimeout // no answer: the connection is dropped
 	refAbandoned        // the client left before the handshake ended
 	numRefusals
@@ -61,6 +62,7 @@ var refusals = [numRefusals]struct {
 	refHandshakeRate:       {429, "handshake_rate"},
 	refOriginForbidden:     {403, "origin_forbidden"},
 	refTooManyTopics:       {429, "too_many_topics"},
+	refNotAcceptable:       {406, "not_acceptable"},
 	refHandshakeTimeout:    {0, "handshake_timeout"},
 	refAbandoned:           {0, "abandoned"},
 }
@@ -215,7 +217,7 @@ func newMetrics() metrics {
 		}),
 		handshake: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "wspubsub", Name: "handshake_duration_seconds",
-			Help:    "Time from a connection's accept to its 101 response.",
+			Help:    "Time from a connection's accept to its 101 response (an EventSource stream's 200).",
 			Buckets: prometheus.ExponentialBuckets(25e-6, 4, 10), // 25µs to ~6.5s
 		}),
 	}
@@ -226,7 +228,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	descConnections    = desc("connections", "Open WebSocket connections by role.", "role")
+	descConnections    = desc("connections", "Open connections by role; EventSource subscribers are subscribers.", "role")
 	descHandshaking    = desc("handshakes_in_progress", "Connections that have not finished their handshake.")
 	descTopics         = desc("topics", "Live topics.")
 	descAccepted       = desc("connections_accepted_total", "Handshakes completed, by role.", "role")

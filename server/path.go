@@ -19,30 +19,34 @@ const (
 // errNoEndpoint means the path names no endpoint of the hub (HTTP 404).
 var errNoEndpoint = errors.New("no such endpoint")
 
-// route is what a WebSocket path asks for.
+// route is what a subscriber's or publisher's path asks for.
 type route struct {
 	publisher bool
+	sse       bool   // an EventSource subscriber (/sse/sub/)
 	key       string // the API key in the path; "" when it travels in a header
 	topic     topics.Key
 }
 
 // parseTarget parses a request target: /ws/pub/{ApiKey}/{Domain}/{Topic},
-// /ws/pub/{Domain}/{Topic} (key in an Authorization header) or
-// /ws/sub/{Domain}/{Topic}, each segment percent-decoded. It returns
-// errNoEndpoint for a path outside those endpoints and another error, saying
-// what is wrong, for a malformed one.
+// /ws/pub/{Domain}/{Topic} (key in an Authorization header),
+// /ws/sub/{Domain}/{Topic} or /sse/sub/{Domain}/{Topic}, each segment
+// percent-decoded. It returns errNoEndpoint for a path outside those
+// endpoints and another error, saying what is wrong, for a malformed one.
 func parseTarget(target string) (route, error) {
 	var r route
 	path, _, _ := strings.Cut(target, "?")
 	rest, ok := strings.CutPrefix(path, "/ws/")
 	if !ok {
-		return r, errNoEndpoint
+		if rest, ok = strings.CutPrefix(path, "/sse/"); !ok {
+			return r, errNoEndpoint
+		}
+		r.sse = true
 	}
 	kind, rest, _ := strings.Cut(rest, "/")
-	switch kind {
-	case "pub":
+	switch {
+	case kind == "pub" && !r.sse:
 		r.publisher = true
-	case "sub":
+	case kind == "sub":
 	default:
 		return r, errNoEndpoint
 	}
@@ -60,6 +64,8 @@ func parseTarget(target string) (route, error) {
 	case len(segs) == 2:
 	case r.publisher:
 		return r, errors.New("want /ws/pub/{ApiKey}/{Domain}/{Topic} or /ws/pub/{Domain}/{Topic}")
+	case r.sse:
+		return r, errors.New("want /sse/sub/{Domain}/{Topic}")
 	default:
 		return r, errors.New("want /ws/sub/{Domain}/{Topic}")
 	}

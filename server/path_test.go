@@ -10,23 +10,27 @@ import (
 func TestParseTarget(t *testing.T) {
 	good := []struct {
 		target, key, domain, topic string
-		pub                        bool
+		pub, sse                   bool
 	}{
-		{"/ws/sub/a/news", "", "a", "news", false},
-		{"/ws/sub/a/news?x=1", "", "a", "news", false},
-		{"/ws/pub/KEY/a/news", "KEY", "a", "news", true},
-		{"/ws/pub/a/news", "", "a", "news", true},
-		{"/ws/sub/%C3%A9t%C3%A9/prix%20%2B", "", "été", "prix +", false},
-		{"/ws/sub/a+b/c", "", "a+b", "c", false},
-		{"/ws/sub/" + strings.Repeat("d", 64) + "/" + strings.Repeat("t", 255), "", strings.Repeat("d", 64), strings.Repeat("t", 255), false},
+		{"/ws/sub/a/news", "", "a", "news", false, false},
+		{"/ws/sub/a/news?x=1", "", "a", "news", false, false},
+		{"/ws/pub/KEY/a/news", "KEY", "a", "news", true, false},
+		{"/ws/pub/a/news", "", "a", "news", true, false},
+		{"/ws/sub/%C3%A9t%C3%A9/prix%20%2B", "", "été", "prix +", false, false},
+		{"/ws/sub/a+b/c", "", "a+b", "c", false, false},
+		{"/ws/sub/" + strings.Repeat("d", 64) + "/" + strings.Repeat("t", 255), "", strings.Repeat("d", 64), strings.Repeat("t", 255), false, false},
+		{"/sse/sub/a/news", "", "a", "news", false, true},
+		{"/sse/sub/a/news?since=E:1", "", "a", "news", false, true},
+		{"/sse/sub/%C3%A9t%C3%A9/prix%20%2B", "", "été", "prix +", false, true},
 	}
 	for _, g := range good {
 		r, err := parseTarget(g.target)
-		if err != nil || r.publisher != g.pub || r.key != g.key || r.topic.Domain != g.domain || r.topic.Topic != g.topic {
+		if err != nil || r.publisher != g.pub || r.sse != g.sse || r.key != g.key || r.topic.Domain != g.domain || r.topic.Topic != g.topic {
 			t.Errorf("%s: %+v %v", g.target, r, err)
 		}
 	}
-	for _, nf := range []string{"/", "/ws", "/ws/", "/ws/foo/a/b", "/metricsx", "/wss/sub/a/b"} {
+	for _, nf := range []string{"/", "/ws", "/ws/", "/ws/foo/a/b", "/metricsx", "/wss/sub/a/b",
+		"/sse", "/sse/", "/sse/pub/k/a/b", "/sse/pub/a/b", "/sse/foo/a/b", "/sse/SUB/a/b"} {
 		if _, err := parseTarget(nf); !errors.Is(err, errNoEndpoint) {
 			t.Errorf("%s: %v, want errNoEndpoint", nf, err)
 		}
@@ -37,6 +41,7 @@ func TestParseTarget(t *testing.T) {
 		"/ws/sub/%zz/b", "/ws/sub/a/%4", "/ws/sub/%%%/b", "/ws/sub/a/%%", "/ws/sub/%/x", "/ws/sub/a%2Fb/c", "/ws/sub/%FF/b", "/ws/sub/a/%C3",
 		"/ws/sub/" + strings.Repeat("d", 65) + "/t", "/ws/sub/d/" + strings.Repeat("t", 256),
 		"/ws/pub/" + strings.Repeat("k", 129) + "/a/b",
+		"/sse/sub", "/sse/sub/", "/sse/sub/a", "/sse/sub/a/", "/sse/sub//b", "/sse/sub/a/b/c", "/sse/sub/a%2Fb/c", "/sse/sub/%FF/b",
 	} {
 		if _, err := parseTarget(bad); err == nil || errors.Is(err, errNoEndpoint) {
 			t.Errorf("%s: %v, want a 400 error", bad, err)
@@ -46,7 +51,8 @@ func TestParseTarget(t *testing.T) {
 
 func FuzzParseTarget(f *testing.F) {
 	for _, s := range []string{"/ws/sub/a/b", "/ws/pub/k/a/b", "/ws/pub/a/b", "/ws/sub/%C3%A9/%2F", "/ws/sub//", "/ws/sub/a/b/c",
-		"/ws/pub/%", "/ws/sub/%ff%fe/x", "/ws/sub/%%%/x", "/ws/pub/%%/%/%", "/ws/sub/a/b?q=%zz", "/ws/sub/" + strings.Repeat("%41", 70) + "/b"} {
+		"/ws/pub/%", "/ws/sub/%ff%fe/x", "/ws/sub/%%%/x", "/ws/pub/%%/%/%", "/ws/sub/a/b?q=%zz", "/ws/sub/" + strings.Repeat("%41", 70) + "/b",
+		"/sse/sub/a/b", "/sse/pub/a/b", "/sse/sub/a/b?since=E:1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
@@ -61,6 +67,9 @@ func FuzzParseTarget(f *testing.F) {
 		}
 		if !r.publisher && r.key != "" {
 			t.Fatalf("subscriber with a key: %q", target)
+		}
+		if r.sse != strings.HasPrefix(target, "/sse/sub/") || r.sse && r.publisher {
+			t.Fatalf("%q parsed as %+v", target, r)
 		}
 	})
 }

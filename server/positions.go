@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -163,6 +164,7 @@ func (b *batch) split() error {
 // scratch is the buffers one publish encodes its variants into; a
 // publisher keeps its own, others take one from scratchPool.
 type scratch struct {
+	out    batch // a publisher's read being handled
 	fan    fanoutState
 	v      variants
 	meta   []byte
@@ -345,27 +347,48 @@ func appendSSE(dst []byte, epoch string, offset uint64, op ws.Opcode, payload []
 	return append(dst, '\n')
 }
 
-// encodedLen is how many bytes e takes in kind's variant.
+// encodedLen is how many bytes e takes in kind's variant, at most (an
+// offset is counted as 20 digits).
 func encodedLen(kind int, epoch string, e *history.Entry) int {
 	switch kind {
 	case kindMeta:
 		return len(e.Frame) + 8 + 4 + len(epoch) + 1 + 20 + 2
 	case kindSSE:
-		p := len(e.Frame) - history.HeaderLen(e.Frame)
-		return 32 + len(epoch) + 20 + base64.StdEncoding.EncodedLen(p) + p/2
+		return sseLen(epoch, ws.Opcode(e.Opcode()), e.Payload())
 	}
 	return len(e.Frame)
+}
+
+// sseLen is what appendSSE appends for a message, at most: a text
+// message's every line break costs a "data: " line of its own, so a
+// payload of newlines takes seven times its size.
+func sseLen(epoch string, op ws.Opcode, payload []byte) int {
+	n := len("id: ") + len(epoch) + 1 + 20 + 1
+	if op == ws.OpBinary {
+		return n + len("event: binary\n") + len("data: ") + base64.StdEncoding.EncodedLen(len(payload)) + 2
+	}
+	lf, cr := bytes.Count(payload, []byte{'\n'}), bytes.Count(payload, []byte{'\r'})
+	lines := lf + cr - bytes.Count(payload, []byte("\r\n")) + 1
+	return n + lines*len("data: \n") + len(payload) - lf - cr + 1
 }
 
 // replayFor reads what a subscriber asking r is sent before the live
 // stream; log's mutex is held. Entries that would take the replay past
 // limit bytes are left out (at least one is kept): complete is false then,
-// and the subscriber must not join, or it would miss them.
-func replayFor(log *history.Log, r resume, kind, limit int, now int64) (rp history.Replay, complete bool) {
+// and the subscriber must not join, or it would miss them. With own, the
+// hub assigns the topic's positions (it is no cluster node that follows
+// an owner elsewhere).
+func replayFor(log *history.Log, r resume, kind, limit int, now int64, own bool) (rp history.Replay, complete bool) {
 	switch r.mode {
 	case resumeRewind:
 		rp = log.Rewind(r.n, now)
 	case resumeSince:
+		if own && log.Epoch() == "" {
+			// No message yet: fix the epoch now, so that a client
+			// resuming from an older one is told of the reset and the
+			// messages to come carry this epoch from offset 1.
+			log.Assign(0)
+		}
 		rp = log.Since(r.epoch, r.offset, now)
 	default:
 		return rp, true

@@ -102,9 +102,12 @@ type Config struct {
 
 	// PingInterval is how long an upgraded connection may send nothing
 	// before the hub pings it; negative turns keepalive off. Default 30s.
+	// An EventSource stream, which cannot answer, gets a comment line
+	// after that long with nothing sent to it.
 	PingInterval time.Duration
 	// PongTimeout is how long a pinged connection has to send anything
-	// (its pong) before it is closed with 4003. Default 10s.
+	// (its pong) before it is closed with 4003; an EventSource stream, to
+	// take its comment line off the hub. Default 10s.
 	PongTimeout time.Duration
 	// MaxConnections bounds open connections; more get 503. Default: the
 	// process's open-file limit less 64.
@@ -129,13 +132,14 @@ type Config struct {
 	// assigned).
 	HistorySize int
 	// HistoryBytes bounds each topic's history in bytes (frames plus 48
-	// bytes each). Default 1 MiB.
+	// bytes each). Default 1 MiB; negative: no bound but HistorySize.
 	HistoryBytes int
 	// HistoryTTL is how long a message is kept. Default 5m; negative: no
 	// age bound.
 	HistoryTTL time.Duration
 	// HistoryMemory bounds the history of all topics together, in bytes;
-	// past it the oldest entries of any topic go first. Default 256 MiB.
+	// past it the oldest entries of any topic go first. Default 256 MiB;
+	// negative: no bound.
 	HistoryMemory int64
 
 	// AllowedOrigins lists the Origin headers browsers may connect with:
@@ -175,15 +179,23 @@ func (c *Config) setDefaults() {
 	case c.HistorySize < 0:
 		c.HistorySize = 0
 	}
-	def(&c.HistoryBytes, 1<<20)
+	switch {
+	case c.HistoryBytes == 0:
+		c.HistoryBytes = 1 << 20
+	case c.HistoryBytes < 0:
+		c.HistoryBytes = 0
+	}
 	switch {
 	case c.HistoryTTL == 0:
 		c.HistoryTTL = 5 * time.Minute
 	case c.HistoryTTL < 0:
 		c.HistoryTTL = 0
 	}
-	if c.HistoryMemory <= 0 {
+	switch {
+	case c.HistoryMemory == 0:
 		c.HistoryMemory = 256 << 20
+	case c.HistoryMemory < 0:
+		c.HistoryMemory = 0
 	}
 	switch {
 	case c.PingInterval == 0:
@@ -266,7 +278,7 @@ func Start(cfg Config) (*Server, error) {
 		SubscribeWaits:     cfg.SubscribeWaits,
 		GracePeriod:        cfg.GracePeriod,
 		OnExpire:           s.expire,
-		Kind:               func(c *client) int { return c.kind },
+		Kind:               func(c *client) int { return int(c.kind) },
 	}
 	lim := history.Limits{Size: cfg.HistorySize, Bytes: cfg.HistoryBytes, TTL: cfg.HistoryTTL}
 	tc.NewLog = func(topics.Key) *history.Log {

@@ -182,7 +182,10 @@ func ParseRequest(buf []byte, max int) (Request, int, error) {
 			}
 			req.Protocols += string(value)
 		case equalFold(name, "accept"):
-			req.Accept = string(value)
+			if req.Accept != "" { // RFC 9110 5.3: several make one list
+				req.Accept += ", "
+			}
+			req.Accept += string(value)
 		case equalFold(name, "last-event-id"):
 			if !once(64) {
 				return req, 0, ErrMalformed

@@ -255,6 +255,16 @@ func TestParseRequest(t *testing.T) {
 	if ValidKey("short") || ValidKey("dGhlIHNhbXBsZSBub25jZQ=!") {
 		t.Fatal("bad keys accepted")
 	}
+	// Several Accept headers are one list (RFC 9110 5.3); Last-Event-ID
+	// may come once.
+	es := "GET /sse/sub/a/b HTTP/1.1\r\nHost: h\r\nAccept: text/html\r\nAccept: text/event-stream;q=0.5\r\nLast-Event-ID: E:1\r\n\r\n"
+	if req, _, err := ParseRequest([]byte(es), 8192); err != nil || req.Accept != "text/html, text/event-stream;q=0.5" || req.LastEventID != "E:1" {
+		t.Fatalf("parsed %+v, %v", req, err)
+	}
+	twice := strings.Replace(es, "\r\n\r\n", "\r\nLast-Event-ID: E:2\r\n\r\n", 1)
+	if _, _, err := ParseRequest([]byte(twice), 8192); err != ErrMalformed {
+		t.Fatalf("two Last-Event-IDs: %v, want ErrMalformed", err)
+	}
 }
 
 func FuzzReader(f *testing.F) {
@@ -291,12 +301,40 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte("GET /ws/sub/a/b HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"))
 	f.Add([]byte("GET / HTTP/1.1\r\n:\r\n\r\n"))
 	f.Add([]byte("\r\n\r\n"))
+	f.Add([]byte("POST /api/pub/a/b HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"))
+	f.Add([]byte("GET /sse/sub/a/b HTTP/1.1\r\nAccept: text/event-stream\r\nLast-Event-ID: E:1\r\nSec-WebSocket-Protocol: a, wspubsub.meta\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		req, n, err := ParseRequest(in, 1024)
-		if err == nil && (n > len(in) || n > 1024 || !strings.HasPrefix(req.Target, "/")) {
-			t.Fatalf("n=%d target %q", n, req.Target)
+		if err == nil && (n > len(in) || n > 1024 || !strings.HasPrefix(req.Target, "/") || req.ContentLength < -1 ||
+			req.Body != (req.Chunked || req.ContentLength > 0)) {
+			t.Fatalf("n=%d target %q length %d body %v chunked %v", n, req.Target, req.ContentLength, req.Body, req.Chunked)
 		}
 	})
+}
+
+func TestRequestHeadersForHTTPEndpoints(t *testing.T) {
+	req, _, err := ParseRequest([]byte("POST /api/pub/a/b HTTP/1.1\r\nHost: h\r\nContent-Length: 12\r\nContent-Type: text/plain\r\n"+
+		"Connection: keep-alive, close\r\nLast-Event-ID: E:7\r\nAccept: text/event-stream\r\n"+
+		"Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: v2 , wspubsub.meta\r\n\r\n"), 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.ContentLength != 12 || !req.Body || req.Chunked || req.ContentType != "text/plain" || !req.Close ||
+		req.LastEventID != "E:7" || req.Accept != "text/event-stream" || req.Protocols != "chat, v2 , wspubsub.meta" {
+		t.Fatalf("%+v", req)
+	}
+	if !HasProtocol(req.Protocols, "wspubsub.meta") || !HasProtocol(req.Protocols, "v2") || HasProtocol(req.Protocols, "wspubsub") {
+		t.Fatal("HasProtocol")
+	}
+	for _, bad := range []string{"Content-Length: x", "Content-Length: -1", "Content-Length: 1\r\nContent-Length: 1", "Last-Event-ID: a\r\nLast-Event-ID: b"} {
+		if _, _, err := ParseRequest([]byte("POST / HTTP/1.1\r\n"+bad+"\r\n\r\n"), 4096); err != ErrMalformed {
+			t.Errorf("%q: %v, want ErrMalformed", bad, err)
+		}
+	}
+	req, _, _ = ParseRequest([]byte("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), 4096)
+	if req.ContentLength != -1 || req.Body {
+		t.Fatalf("no Content-Length: %+v", req)
+	}
 }
 
 func BenchmarkReaderFeed(b *testing.B) {

@@ -207,6 +207,7 @@ var configGroups = []struct {
 	{"Listening", []string{"listen", "tls-cert", "tls-key", "metrics-listen", "pprof"}},
 	{"API keys", []string{"keys-file", "database-url", "migrate"}},
 	{"Topics", []string{"grace-period", "subscribe-waits", "publishers-per-topic"}},
+	{"History", []string{"history-size", "history-bytes", "history-ttl", "history-memory"}},
 	{"Limits", []string{"max-message-size", "max-backlog", "subscriber-input-limit", "max-header-bytes", "handshake-timeout", "close-timeout",
 		"max-connections", "max-connections-per-addr", "handshake-rate", "handshake-burst", "max-topics-per-domain", "max-publish-rate"}},
 	{"Keepalive", []string{"ping-interval", "pong-timeout"}},

@@ -111,6 +111,10 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 1<<20, "largest message a publisher may send, in bytes (larger: close 1009)")
 	fs.IntVar(&cfg.MaxBacklog, "max-backlog", 1<<20, "most bytes a subscriber may fall behind before it is closed with 4000")
 	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "how long a topic outlives its publisher (0: none)")
+	fs.IntVar(&cfg.HistorySize, "history-size", 100, "messages each topic keeps for rewind and resume (0: no history)")
+	fs.IntVar(&cfg.HistoryBytes, "history-bytes", 1<<20, "bytes each topic's history may hold (0: no bound but --history-size)")
+	fs.DurationVar(&cfg.HistoryTTL, "history-ttl", 5*time.Minute, "how long a message is kept in history (0: no age bound)")
+	fs.Int64Var(&cfg.HistoryMemory, "history-memory", 256<<20, "bytes the history of all topics may hold; past it the oldest entries of any topic go first (0: no bound)")
 	fs.BoolVar(&cfg.SubscribeWaits, "subscribe-waits", false, "let subscribers join a topic before its publisher starts it")
 	fs.IntVar(&cfg.PublishersPerTopic, "publishers-per-topic", 1, "how many publishers a topic may have at once")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time from connecting to the end of the handshake")
@@ -119,7 +123,7 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.IntVar(&cfg.SubscriberInputLimit, "subscriber-input-limit", 64<<10, "bytes a subscriber may send per second before it is closed with 1008")
 	fs.IntVar(&cfg.Pollers, "pollers", 0, "event loops (0: one per core)")
 	fs.DurationVar(&cfg.DrainPeriod, "drain-period", 5*time.Second, "at shutdown, spread the closing of subscribers over this long")
-	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection that has sent nothing for this long (0: never)")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", 30*time.Second, "ping a connection that has sent nothing for this long; an EventSource stream gets ': ping' after this long with nothing sent (0: never)")
 	fs.DurationVar(&cfg.PongTimeout, "pong-timeout", 10*time.Second, "close with 4003 a pinged connection silent for this long")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", 0, "most open connections; more get 503 (0: the open-file limit less 64)")
 	fs.IntVar(&cfg.MaxConnectionsPerAddr, "max-connections-per-addr", 0, "most open connections from one IP address; more get 503 (0: no limit)")
@@ -161,6 +165,18 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.MaxTopicsPerDomain == 0 {
 		cfg.MaxTopicsPerDomain = -1
+	}
+	if cfg.HistorySize == 0 {
+		cfg.HistorySize = -1
+	}
+	if cfg.HistoryBytes == 0 {
+		cfg.HistoryBytes = -1
+	}
+	if cfg.HistoryTTL == 0 {
+		cfg.HistoryTTL = -1
+	}
+	if cfg.HistoryMemory == 0 {
+		cfg.HistoryMemory = -1
 	}
 	log, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
