@@ -392,3 +392,56 @@ func TestTakeoverKeepsHistory(t *testing.T) {
 	sc := c.metaSub(t, "news", "?since="+epoch+":0")
 	expectIDs(t, sc, epoch, 1, 5, "m")
 }
+
+// TestPartitionedNodeToldWhatItMissed: a node cut off from NATS while the
+// topic's publisher goes on elsewhere tells its wspubsub.meta subscribers,
+// with the next message that reaches it, exactly which offsets they
+// missed, and nothing when they missed nothing; a subscriber resuming
+// there later gets the missed messages from the owner.
+func TestPartitionedNodeToldWhatItMissed(t *testing.T) {
+	tc := newCluster(t)
+	px := startProxy(t, strings.TrimPrefix(tc.nats.URL, "nats://"))
+	a, b := tc.node(t, ""), tc.node(t, px.url())
+	p := a.pub(t, "news")
+	sa, sb := a.metaSub(t, "news", ""), b.metaSub(t, "news", "")
+	publishN(t, p, 1, 3, "m")
+	epoch := next(t, sa).epoch
+	expectIDs(t, sb, epoch, 1, 3, "m")
+
+	px.setCut(true)
+	waitFor(t, "b to notice", func() bool { return b.Ready() != nil })
+	publishN(t, p, 4, 10, "m") // lost for b
+	px.setCut(false)
+	waitFor(t, "b to be back", func() bool { return b.Ready() == nil })
+	// What is published while b subscribes again may be lost too: the
+	// gap says where b's stream picks up.
+	for o := uint64(11); o <= 60; o++ {
+		publishN(t, p, o, o, "m")
+		time.Sleep(2 * time.Millisecond)
+	}
+	g := next(t, sb)
+	if g.kind != "gap" || g.epoch != epoch || g.offset != 4 || g.last < 10 || g.last >= 60 {
+		t.Fatalf("after the partition: %v, want a gap %s:4-N, 10 <= N < 60", g, epoch)
+	}
+	expectIDs(t, sb, epoch, g.last+1, 60, "m")
+	if got := metric(t, b, "wspubsub_cluster_lost_batches_total"); got < 1 {
+		t.Errorf("b counted %v lost runs", got) // a run holds one or more messages
+	}
+
+	// Cut off again while nothing is published: nothing missed, nothing
+	// said. (b is ready once its subscriptions are back: its view's
+	// reload is sent after them.)
+	px.setCut(true)
+	waitFor(t, "b to notice", func() bool { return b.Ready() != nil })
+	px.setCut(false)
+	waitFor(t, "b to be back", func() bool { return b.Ready() == nil })
+	publishN(t, p, 61, 61, "m")
+	if it := next(t, sb); it.kind != "id" || it.offset != 61 {
+		t.Fatalf("after a partition in which nothing was published: %v, want %s:61", it, epoch)
+	}
+
+	// A subscriber resuming on b from before the partition gets every
+	// message: b asks the owner for what it missed.
+	sb2 := b.metaSub(t, "news", "?since="+epoch+":2")
+	expectIDs(t, sb2, epoch, 3, 61, "m")
+}
