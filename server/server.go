@@ -12,6 +12,7 @@
 // history.Log mutex, the topics table's shard lock, the history Budget's
 // lock; a goroutine holding a subscriber's client.mu never takes a
 // publisher's, and none takes a Publishing mutex holding a Conn's lock.
+// The mutex of a cluster node's history fetches (fills) is a leaf.
 package server
 
 import (
