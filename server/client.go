@@ -358,12 +358,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		return
 	}
 	if claim != nil {
-		if epoch, last := claim.Continues(); epoch != "" {
-			s.continueAt(t, epoch, last)
-			if last > 0 && s.cfg.HistorySize > 0 {
-				go s.fillTakenOver(t)
-			}
-		}
+		s.claimed(t, claim)
 	}
 	s.stats.Publishers.Add(1) // counted before the 101 is out
 	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey, "")); err != nil {

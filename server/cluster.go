@@ -324,6 +324,21 @@ func (c *client) awaitCluster(k topics.Key, sr subRequest, known bool) {
 	c.subscribe(k, sr, early)
 }
 
+// claimed sets topic t up for a claim on it before anything is published
+// through the claim: a claim that took the topic over from another node,
+// or started it, says where the positions go on from, and the history the
+// previous owner keeps is brought in.
+func (s *Server) claimed(t *topics.Topic[*client], claim ClusterTopic) {
+	epoch, last := claim.Continues()
+	if epoch == "" {
+		return
+	}
+	s.continueAt(t, epoch, last)
+	if last > 0 && s.cfg.HistorySize > 0 {
+		go s.fillTakenOver(t)
+	}
+}
+
 // continueAt makes t's log go on from epoch:last, where the topic's
 // previous owner (another hub node) stopped, before a publisher that took
 // the topic over here publishes. Its live subscribers that see positions
