@@ -445,3 +445,25 @@ func TestPartitionedNodeToldWhatItMissed(t *testing.T) {
 	sb2 := b.metaSub(t, "news", "?since="+epoch+":2")
 	expectIDs(t, sb2, epoch, 3, 61, "m")
 }
+
+// TestSSEResumeOnNodeWithoutHistory: an EventSource client resuming with
+// Last-Event-ID on a node that never had the topic gets what it missed
+// from the owner, then the live stream.
+func TestSSEResumeOnNodeWithoutHistory(t *testing.T) {
+	tc := newCluster(t)
+	a, b := tc.node(t, ""), tc.node(t, "")
+	p := a.pub(t, "news")
+	sa := a.metaSub(t, "news", "")
+	publishN(t, p, 1, 4, "m")
+	epoch := next(t, sa).epoch
+	s, status := b.sse(t, "/sse/sub/test/news", "Last-Event-ID: "+epoch+":1")
+	if s == nil {
+		t.Fatalf("resuming on b: %d", status)
+	}
+	publishN(t, p, 5, 5, "m")
+	for o := 2; o <= 5; o++ {
+		if e := s.event(t); e.id != epoch+":"+strconv.Itoa(o) || e.data != "m"+strconv.Itoa(o) {
+			t.Fatalf("event %d: %+v", o, e)
+		}
+	}
+}
