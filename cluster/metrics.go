@@ -44,6 +44,8 @@ type stats struct {
 	kvErrors                                         atomic.Int64
 	historyFetches                                   [numFetchResults]atomic.Int64
 	historyEntries, historyServed                    atomic.Int64
+	forwards                                         [numFetchResults]atomic.Int64
+	forwardsServed                                   atomic.Int64
 	lastPublishLog                                   atomic.Int64
 	lag                                              prometheus.Histogram
 }
@@ -82,13 +84,16 @@ var (
 	descFetches       = desc("history_fetches_total", "Requests for older messages of a topic to the node that keeps them, by result: ok, error.", "result")
 	descFetched       = desc("history_fetched_messages_total", "Messages received from other nodes' history for subscribers resuming here.")
 	descServed        = desc("history_requests_served_total", "Requests for a topic's history this node answered.")
+	descForwards      = desc("forwarded_publishes_total", "HTTP publishes forwarded to the topic's owner, by result: ok, error.", "result")
+	descForwardsTaken = desc("forwarded_publishes_served_total", "HTTP publishes other nodes forwarded to this node, as the topic's owner.")
 )
 
 // Describe implements prometheus.Collector.
 func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnected, descReady, descReconnects, descDisconnects, descSentBatches,
 		descSentMsgs, descSentBytes, descRecvBatches, descRecvMsgs, descRecvBytes, descLost, descDropped, descClaims,
-		descClaimsLost, descKVErrors, descSubscriptions, descOwned, descKnown, descFetches, descFetched, descServed} {
+		descClaimsLost, descKVErrors, descSubscriptions, descOwned, descKnown, descFetches, descFetched, descServed,
+		descForwards, descForwardsTaken} {
 		ch <- d
 	}
 	n.stats.lag.Describe(ch)
@@ -139,6 +144,10 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descFetched, st.historyEntries.Load())
 	counter(descServed, st.historyServed.Load())
+	for i := range numFetchResults {
+		counter(descForwards, st.forwards[i].Load(), fetchLabels[i])
+	}
+	counter(descForwardsTaken, st.forwardsServed.Load())
 	st.lag.Collect(ch)
 }
 

@@ -61,7 +61,19 @@ type Cluster interface {
 	// from. With no such node it returns an empty page. It may block for
 	// a network round trip.
 	History(ctx context.Context, k topics.Key, epoch string, after, before uint64) (HistoryPage, error)
+	// Forward hands an HTTP publish of k (its message as one frame of
+	// payload bytes) to the node that owns k, which publishes it and
+	// answers with its position. It reports forwarded false, and does
+	// nothing, when this node owns k or no node does: the caller then
+	// claims k and publishes here. Errors wrap topics.ErrTooManyTopics
+	// (429 there), topics.ErrHasPublisher (the ownership moved: ask
+	// again) or ErrTooLargeToForward. It may block for network round trips.
+	Forward(ctx context.Context, k topics.Key, frame []byte, payload int) (epoch string, offset uint64, forwarded bool, err error)
 }
+
+// ErrTooLargeToForward means an HTTP publish is larger than the cluster
+// carries to the topic's owner in one message.
+var ErrTooLargeToForward = errors.New("server: message too large to forward to the topic's owner")
 
 // HistoryPage is a run of a topic's kept messages as one hub node sends
 // them to another.
@@ -121,6 +133,12 @@ type ClusterHub interface {
 	// frames are the log's, which never change. It does not block
 	// beyond the log's mutex.
 	History(k topics.Key, epoch string, after, before uint64, limit int) HistoryPage
+	// PublishForwarded publishes an HTTP publish that another node took
+	// and forwarded here, this node owning k as that node knows it: frame
+	// is the message as one unmasked WebSocket frame of payload bytes. It
+	// is published as an HTTP publish taken here is, and returns its
+	// position. It may block for network round trips until ctx ends.
+	PublishForwarded(ctx context.Context, k topics.Key, frame []byte, payload int) (epoch string, offset uint64, err error)
 }
 
 // clusterHub is the Server as the cluster sees it.
@@ -188,6 +206,45 @@ func (h *clusterHub) History(k topics.Key, epoch string, after, before uint64, l
 
 // pageCost is what an entry counts against a page's limit.
 func pageCost(e *history.Entry) int { return len(e.Frame) + 2*binary.MaxVarintLen64 }
+
+// errBadForward means another node forwarded what is not one message.
+var errBadForward = errors.New("server: a forwarded publish is not one text or binary message")
+
+// PublishForwarded implements ClusterHub.
+func (h *clusterHub) PublishForwarded(ctx context.Context, k topics.Key, frame []byte, payload int) (string, uint64, error) {
+	s := (*Server)(h)
+	b := batch{frames: frame}
+	if err := b.split(); err != nil || len(b.starts) != 1 || len(frame)-history.HeaderLen(frame) != payload ||
+		frame[0] != 0x80|byte(ws.OpText) && frame[0] != 0x80|byte(ws.OpBinary) {
+		return "", 0, errBadForward
+	}
+	return s.publishHere(ctx, k, frame, payload)
+}
+
+// publishHere publishes an HTTP publish on this node, which owns k or
+// becomes its owner: it claims k as a WebSocket publisher would (on the
+// owner, without a round trip while the topic has a publisher here),
+// publishes through the claim, ordered with the topic's other publishes,
+// and releases the claim at once, so that the grace period runs from this
+// message across the cluster.
+func (s *Server) publishHere(ctx context.Context, k topics.Key, frame []byte, payload int) (epoch string, offset uint64, err error) {
+	claim, err := s.cluster.Claim(ctx, k)
+	if err != nil {
+		return "", 0, err
+	}
+	defer claim.Release()
+	t, err := s.topics.Touch(k)
+	if err != nil {
+		return "", 0, err
+	}
+	s.claimed(t, claim)
+	sc := scratchPool.Get().(*scratch)
+	b := batch{frames: frame, starts: append(sc.starts[:0], 0), payload: payload}
+	epoch, offset = s.publish(sc, t, &b, claim)
+	sc.starts = b.starts[:0]
+	scratchPool.Put(sc)
+	return epoch, offset, nil
+}
 
 // TopicEnded implements ClusterHub.
 func (h *clusterHub) TopicEnded(k topics.Key) {
