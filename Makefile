@@ -31,18 +31,21 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTarget$$' -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResume$$' -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzAcceptsEventStream$$' -fuzztime $(FUZZTIME) ./server/
+	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzWellFormed$$' -fuzztime $(FUZZTIME) ./keys/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./cmd/wspubsub/
 	$(GO) test -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME) ./cluster/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./cluster/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHistory$$' -fuzztime $(FUZZTIME) ./cluster/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseForward$$' -fuzztime $(FUZZTIME) ./cluster/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./bench/meta/
 
 # Benchmarks next to the code (fan-out allocations, parser, topic table).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ws/ ./topics/ ./keys/ ./server/
 
-# Seconds: tiny idle, fanout, paced and churn runs against both hubs.
+# Seconds: tiny idle, fanout, paced, churn and reconnect runs against both
+# hubs, a short soak and slow consumer against ours.
 bench-smoke: build
 	./wspubsub-bench smoke --hub-bin ./wspubsub
 
@@ -54,5 +57,7 @@ bench-suite: build
 	./wspubsub-bench fanout --compare --hub-bin ./wspubsub --topics 1000 --subs 10 --count 200 --size 256 --procs 2
 	./wspubsub-bench fanout --compare --hub-bin ./wspubsub --topics 1 --subs 10000 --count 120 --rate 4 --procs 2
 	./wspubsub-bench churn  --compare --hub-bin ./wspubsub --topics 10 --subs 200 --rate 100 --duration 10s --churn-rate 300 --churn-life 1s --procs 2
+	./wspubsub-bench reconnect --compare --hub-bin ./wspubsub --subs 10000 --rate 4 --duration 20s --procs 2 --cuts 2
+	./wspubsub-bench reconnect --compare --hub-bin ./wspubsub --subs 10000 --rate 4 --duration 20s --procs 2 --cuts 2 --cut hub
 	./wspubsub-bench slowconsumer --hub-bin ./wspubsub
 	./wspubsub-bench soak --hub-bin ./wspubsub

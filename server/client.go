@@ -26,6 +26,9 @@ const (
 	statePublisher               // upgraded publisher
 	stateSubscriber              // upgraded subscriber
 	stateHTTP                    // a plain HTTP request is being answered
+	stateAPIBody                 // reading an HTTP publish's body (see httppub.go)
+	stateAPIPublish              // off the loop: an HTTP publish's key is checked and its message published
+	stateAPIIdle                 // keep-alive, between HTTP publishes
 	stateClosing                 // our close frame or refusal is out
 	stateClosed                  // the socket is gone
 )
@@ -53,12 +56,11 @@ type client struct {
 	claim        ClusterTopic // a cluster node's claim for its publisher; nil on a single hub
 	interest     topics.Key   // a subscriber's topic, whose cluster interest it holds if joined
 	joined       bool
+	api          *apiConn // an HTTP publishing connection's requests; nil for others
 
-	// A subscriber's input allowance: a token bucket of SubscriberInputLimit
-	// bytes, refilled at that many bytes a second; a publisher's, of
-	// MaxPublishRate messages.
-	inAllowance int64
-	inLast      int64 // UnixNano of the last refill
+	// A subscriber's input allowance: SubscriberInputLimit bytes a second;
+	// a publisher's: MaxPublishRate messages a second.
+	in bucket
 
 	lastRead int64      // UnixNano of the last read, for keepalive
 	pingSent int64      // UnixNano of the unanswered ping, 0 if none
@@ -100,6 +102,8 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	switch {
 	case c.upgraded:
 		s.stats.disconnects.add(disconnectOf(c.closeCode), 1)
+	case c.api != nil && (c.state == stateHandshake || c.state == stateAPIBody):
+		s.stats.httpPublishes.add(apiAbandoned, 1) // between requests it is no loss
 	case c.state == stateHandshake || c.state == stateKeyCheck:
 		if time.Now().UnixNano()-c.opened >= int64(s.cfg.HandshakeTimeout) {
 			s.stats.Refused.add(refHandshakeTimeout, 1)
@@ -138,6 +142,12 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 		c.publish(data)
 	case stateHTTP:
 		// One request per connection: anything more is dropped.
+	case stateAPIBody:
+		c.apiBody(data)
+	case stateAPIPublish:
+		c.apiPipelined(data)
+	case stateAPIIdle:
+		c.apiWake(data)
 	case stateSubscriber:
 		c.subscriberInput(data)
 	case stateClosing:
@@ -155,6 +165,7 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 			c.conn.CloseFlushed()
 		}
 	}
+	c.apiNext()
 }
 
 // setState moves the client to st, keeping the count of connections in
@@ -180,10 +191,10 @@ func (c *client) isPublisher() bool {
 // handshake reads the request head and answers it.
 func (c *client) handshake(data []byte) {
 	s := c.srv
-	buf := data
+	buf, owned := data, false
 	if len(c.buf) > 0 {
 		c.buf = append(c.buf, data...)
-		buf = c.buf
+		buf, owned = c.buf, true
 	}
 	req, n, err := ws.ParseRequest(buf, s.cfg.MaxHeaderBytes)
 	switch {
@@ -209,6 +220,10 @@ func (c *client) handshake(data []byte) {
 		c.serveHTTP(req) // health, metrics, also while draining: the handler decides
 		return
 	}
+	if r.http && c.refusal == 0 {
+		c.apiRequestHead(req, buf[:n], r, err, rest, owned)
+		return
+	}
 	if s.draining.Load() {
 		if err == nil && r.sse && req.Method == "GET" && acceptsEventStream(req.Accept) {
 			c.drainSSE(req.Origin)
@@ -227,7 +242,7 @@ func (c *client) handshake(data []byte) {
 	}
 	switch {
 	case errors.Is(err, errNoEndpoint):
-		c.refuse(refNoEndpoint, "no such endpoint: use /ws/pub/{ApiKey}/{Domain}/{Topic}, /ws/sub/{Domain}/{Topic} or /sse/sub/{Domain}/{Topic}")
+		c.refuse(refNoEndpoint, "no such endpoint: use /ws/pub/{ApiKey}/{Domain}/{Topic}, /ws/sub/{Domain}/{Topic}, /sse/sub/{Domain}/{Topic} or POST /api/pub/{Domain}/{Topic}")
 		return
 	case err != nil:
 		c.refuse(refBadRequest, "bad path: "+err.Error())
@@ -376,7 +391,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	c.topic, c.wasPublisher, c.upgraded = t, true, true
 	c.claim = claim
 	c.sc = new(scratch)
-	c.inAllowance, c.inLast = int64(s.cfg.MaxPublishRate), time.Now().UnixNano()
+	c.in.fill(int64(s.cfg.MaxPublishRate), time.Now().UnixNano())
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
 	c.conn.SetDeadline(time.Time{})
 	early := c.buf
@@ -456,7 +471,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	s.metrics.handshake.Observe(since(c.opened))
 	c.setState(stateSubscriber)
 	c.upgraded = true
-	c.inAllowance, c.inLast = int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano()
+	c.in.fill(int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano())
 	c.buf = nil
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
 	c.sse = sseKeep{}
@@ -502,13 +517,7 @@ func (c *client) publish(data []byte) {
 // request: whatever it sends is dropped, within the same limit.
 func (c *client) subscriberInput(data []byte) {
 	s := c.srv
-	limit := int64(s.cfg.SubscriberInputLimit)
-	now := c.lastRead
-	elapsed := min(now-c.inLast, int64(time.Second))
-	c.inAllowance = min(limit, c.inAllowance+elapsed*limit/int64(time.Second))
-	c.inLast = now
-	c.inAllowance -= int64(len(data))
-	if c.inAllowance < 0 {
+	if !c.in.take(int64(len(data)), int64(s.cfg.SubscriberInputLimit), c.lastRead) {
 		s.stats.SubscriberFloods.Add(1)
 		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
 		return
@@ -542,10 +551,7 @@ func (c *client) afterRead(err error) {
 // the read's run of frames.
 func (c *client) Message(op ws.Opcode, payload []byte) error {
 	if rate := int64(c.srv.cfg.MaxPublishRate); rate > 0 {
-		elapsed := min(c.lastRead-c.inLast, int64(time.Second))
-		c.inAllowance = min(rate, c.inAllowance+elapsed*rate/int64(time.Second))
-		c.inLast = c.lastRead
-		if c.inAllowance--; c.inAllowance < 0 {
+		if !c.in.take(1, rate, c.lastRead) {
 			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + itoa(int(rate)) + " messages a second"}
 		}
 	}
@@ -598,7 +604,9 @@ func (c *client) closeWith(code uint16, reason string) {
 // is refused with 503 instead. An EventSource subscriber, which has no close
 // handshake, gets a last "close" event with the code and reason, and its
 // connection ends once that is out (or CloseTimeout, with a backlog that
-// does not drain). c.mu is held.
+// does not drain). An HTTP publishing connection gets 503 for the body it
+// is sending, the answer to the message being published, or, idle, just
+// its end. c.mu is held.
 func (c *client) closeLocked(code uint16, reason string) {
 	switch c.state {
 	case stateClosing, stateClosed:
@@ -608,6 +616,16 @@ func (c *client) closeLocked(code uint16, reason string) {
 		return
 	case stateHTTP:
 		return // its answer is on the way
+	case stateAPIIdle:
+		c.setState(stateClosing) // nothing asked, nothing to answer
+		c.conn.Close()
+		return
+	case stateAPIBody:
+		c.apiAnswer(apiShuttingDown, reason, true)
+		return
+	case stateAPIPublish:
+		c.api.closeAfter = true // once its answer is out
+		return
 	}
 	c.leaveTopic()
 	c.setState(stateClosing)

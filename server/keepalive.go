@@ -13,7 +13,8 @@ import (
 // answer, get a comment line instead (keepaliveSSE). One goroutine per hub
 // scans the connections a few times per PongTimeout; there is no timer per
 // connection. It also sweeps the per-address limits' idle entries, and once
-// a second the history's entries past their TTL.
+// a second the history's entries past their TTL and HTTP publish's idle
+// per-key rates.
 func (s *Server) keepalive() {
 	every := time.Second
 	if s.cfg.PingInterval > 0 {
@@ -36,6 +37,7 @@ func (s *Server) keepalive() {
 		s.limits.sweep(now)
 		if now-swept >= int64(time.Second) {
 			s.sweepHistory(now)
+			s.keyRates.sweep(now)
 			swept = now
 		}
 	}

@@ -155,3 +155,37 @@ func cutWildcard(pattern string) (scheme, host string, ok bool) {
 	}
 	return "", "", false
 }
+
+// bucket is a token bucket: it holds up to rate tokens and gains rate
+// tokens a second, rate being given at each call (the owner knows it, the
+// bucket need not keep it). Tokens are counted in billionths, so that calls
+// closer together than one token's worth still add up to whole tokens.
+type bucket struct {
+	avail int64 // billionths of a token
+	last  int64 // UnixNano of the last refill
+}
+
+// maxBucketRate bounds a bucket's rate, so that a full bucket's billionths
+// fit in an int64 with room for one second's refill on top.
+const maxBucketRate = 1 << 32
+
+// fill makes b full at now.
+func (b *bucket) fill(rate, now int64) {
+	b.avail, b.last = min(rate, maxBucketRate)*int64(time.Second), now
+}
+
+// take takes n tokens at now if b holds them, and reports whether it did;
+// a refused take takes nothing.
+func (b *bucket) take(n, rate, now int64) bool {
+	const unit = int64(time.Second)
+	rate = min(rate, maxBucketRate)
+	if d := now - b.last; d > 0 {
+		b.avail = min(rate*unit, b.avail+min(d, unit)*rate)
+		b.last = now
+	}
+	if n > rate || b.avail < n*unit {
+		return false
+	}
+	b.avail -= n * unit
+	return true
+}

@@ -171,12 +171,13 @@ type Stats struct {
 	Replayed         atomic.Int64 // messages sent from history to joining subscribers
 	GapNotices       atomic.Int64 // gap and reset notices sent to joining subscribers
 
-	handshaking atomic.Int64 // connections in stateHandshake or stateKeyCheck
-	accepted    [numRoles]atomic.Int64
-	disconnects counters[disconnect]
-	dropped     counters[drop]
-	keyChecks   [numKeyResults]atomic.Int64
-	replays     [numReplayResults]atomic.Int64
+	handshaking   atomic.Int64 // connections in stateHandshake or stateKeyCheck
+	accepted      [numRoles]atomic.Int64
+	disconnects   counters[disconnect]
+	dropped       counters[drop]
+	keyChecks     [numKeyResults]atomic.Int64
+	replays       [numReplayResults]atomic.Int64
+	httpPublishes counters[apiResult]
 }
 
 // counters is a counter per value of a small label set.
@@ -189,6 +190,7 @@ var (
 	_ [maxLabels - numRefusals]struct{}
 	_ [maxLabels - numDisconnects]struct{}
 	_ [maxLabels - numDrops]struct{}
+	_ [maxLabels - numAPIResults]struct{}
 )
 
 func (c *counters[K]) add(k K, n int64) { c[k].Add(n) }
@@ -250,6 +252,7 @@ var (
 	descReplays        = desc("replays_total", "Subscribers that joined with a rewind or a resume, by what they got.", "result")
 	descReplayed       = desc("replayed_messages_total", "Messages sent from history to subscribers that rewound or resumed.")
 	descGaps           = desc("gap_notices_total", "Gap and reset notices sent to subscribers that resumed.")
+	descHTTPPublishes  = desc("http_publishes_total", "HTTP publish requests answered (or left unanswered), by result.", "result")
 )
 
 // keyCacheCounter is implemented by key stores with a cache.
@@ -269,7 +272,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descHandshaking, descTopics, descAccepted, descRefused,
 		descDisconnects, descMsgsIn, descBytesIn, descMsgsOut, descBytesOut, descWrites, descDropped, descKeyChecks,
 		descKeyCache, descTopicsExpired, descBuildInfo, descKeyStoreReady, descDrainingStatus,
-		descHistoryBytes, descReplays, descReplayed, descGaps} {
+		descHistoryBytes, descReplays, descReplayed, descGaps, descHTTPPublishes} {
 		ch <- d
 	}
 	c.metrics.fanout.Describe(ch)
@@ -333,6 +336,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descReplayed, st.Replayed.Load())
 	counter(descGaps, st.GapNotices.Load())
+	for r := range numAPIResults {
+		counter(descHTTPPublishes, st.httpPublishes[r].Load(), apiResults[r].label)
+	}
 	c.metrics.fanout.Collect(ch)
 	c.metrics.handshake.Collect(ch)
 }

@@ -241,6 +241,7 @@ var metricTypes = map[string]dto.MetricType{
 	"wspubsub_replays_total":              dto.MetricType_COUNTER,
 	"wspubsub_replayed_messages_total":    dto.MetricType_COUNTER,
 	"wspubsub_gap_notices_total":          dto.MetricType_COUNTER,
+	"wspubsub_http_publishes_total":       dto.MetricType_COUNTER,
 	"wspubsub_fanout_duration_seconds":    dto.MetricType_HISTOGRAM,
 	"wspubsub_handshake_duration_seconds": dto.MetricType_HISTOGRAM,
 }

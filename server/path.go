@@ -23,18 +23,29 @@ var errNoEndpoint = errors.New("no such endpoint")
 type route struct {
 	publisher bool
 	sse       bool   // an EventSource subscriber (/sse/sub/)
+	http      bool   // POST /api/pub/{Domain}/{Topic}: an HTTP publish (publisher too)
 	key       string // the API key in the path; "" when it travels in a header
 	topic     topics.Key
 }
 
 // parseTarget parses a request target: /ws/pub/{ApiKey}/{Domain}/{Topic},
 // /ws/pub/{Domain}/{Topic} (key in an Authorization header),
-// /ws/sub/{Domain}/{Topic} or /sse/sub/{Domain}/{Topic}, each segment
-// percent-decoded. It returns errNoEndpoint for a path outside those
-// endpoints and another error, saying what is wrong, for a malformed one.
+// /ws/sub/{Domain}/{Topic}, /sse/sub/{Domain}/{Topic} or
+// /api/pub/{Domain}/{Topic} (HTTP publish), each segment percent-decoded.
+// It returns errNoEndpoint for a path outside those endpoints and another
+// error, saying what is wrong, for a malformed one; the route's http is set
+// for any path under /api/pub, malformed or not.
 func parseTarget(target string) (route, error) {
 	var r route
 	path, _, _ := strings.Cut(target, "?")
+	if rest, ok := strings.CutPrefix(path, "/api/pub"); ok && (rest == "" || rest[0] == '/') {
+		r.publisher, r.http = true, true
+		segs := strings.Split(strings.TrimPrefix(rest, "/"), "/")
+		if len(segs) != 2 {
+			return r, errors.New("want /api/pub/{Domain}/{Topic}")
+		}
+		return r.named(segs)
+	}
 	rest, ok := strings.CutPrefix(path, "/ws/")
 	if !ok {
 		if rest, ok = strings.CutPrefix(path, "/sse/"); !ok {
@@ -69,6 +80,12 @@ func parseTarget(target string) (route, error) {
 	default:
 		return r, errors.New("want /ws/sub/{Domain}/{Topic}")
 	}
+	return r.named(segs)
+}
+
+// named completes r with the domain and topic of segs, its last two path
+// segments.
+func (r route) named(segs []string) (route, error) {
 	domain, err := name("domain", segs[0], maxDomainLen)
 	if err != nil {
 		return r, err

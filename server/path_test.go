@@ -29,8 +29,25 @@ func TestParseTarget(t *testing.T) {
 			t.Errorf("%s: %+v %v", g.target, r, err)
 		}
 	}
+	for _, g := range []struct{ target, domain, topic string }{
+		{"/api/pub/a/news", "a", "news"},
+		{"/api/pub/a/news?x=%zz", "a", "news"},
+		{"/api/pub/%C3%A9t%C3%A9/prix%20%2B", "été", "prix +"},
+	} {
+		r, err := parseTarget(g.target)
+		if err != nil || !r.http || !r.publisher || r.key != "" || r.topic.Domain != g.domain || r.topic.Topic != g.topic {
+			t.Errorf("%s: %+v %v", g.target, r, err)
+		}
+	}
+	for _, bad := range []string{"/api/pub", "/api/pub/", "/api/pub/a", "/api/pub/a/", "/api/pub//b", "/api/pub/a/b/c",
+		"/api/pub/%zz/b", "/api/pub/a%2Fb/c", "/api/pub/" + strings.Repeat("d", 65) + "/t"} {
+		if r, err := parseTarget(bad); err == nil || errors.Is(err, errNoEndpoint) || !r.http {
+			t.Errorf("%s: %+v %v, want an HTTP publish route with a 400 error", bad, r, err)
+		}
+	}
 	for _, nf := range []string{"/", "/ws", "/ws/", "/ws/foo/a/b", "/metricsx", "/wss/sub/a/b",
-		"/sse", "/sse/", "/sse/pub/k/a/b", "/sse/pub/a/b", "/sse/foo/a/b", "/sse/SUB/a/b"} {
+		"/sse", "/sse/", "/sse/pub/k/a/b", "/sse/pub/a/b", "/sse/foo/a/b", "/sse/SUB/a/b",
+		"/api", "/api/", "/api/sub/a/b", "/api/pubx/a/b"} {
 		if _, err := parseTarget(nf); !errors.Is(err, errNoEndpoint) {
 			t.Errorf("%s: %v, want errNoEndpoint", nf, err)
 		}
@@ -52,7 +69,8 @@ func TestParseTarget(t *testing.T) {
 func FuzzParseTarget(f *testing.F) {
 	for _, s := range []string{"/ws/sub/a/b", "/ws/pub/k/a/b", "/ws/pub/a/b", "/ws/sub/%C3%A9/%2F", "/ws/sub//", "/ws/sub/a/b/c",
 		"/ws/pub/%", "/ws/sub/%ff%fe/x", "/ws/sub/%%%/x", "/ws/pub/%%/%/%", "/ws/sub/a/b?q=%zz", "/ws/sub/" + strings.Repeat("%41", 70) + "/b",
-		"/sse/sub/a/b", "/sse/pub/a/b", "/sse/sub/a/b?since=E:1"} {
+		"/sse/sub/a/b", "/sse/pub/a/b", "/sse/sub/a/b?since=E:1",
+		"/api/pub/a/b", "/api/pub/%C3%A9/x?y", "/api/pub", "/api/pub/a/b/c"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
@@ -70,6 +88,9 @@ func FuzzParseTarget(f *testing.F) {
 		}
 		if r.sse != strings.HasPrefix(target, "/sse/sub/") || r.sse && r.publisher {
 			t.Fatalf("%q parsed as %+v", target, r)
+		}
+		if r.http && (!r.publisher || r.key != "" || !strings.HasPrefix(target, "/api/pub/")) {
+			t.Fatalf("HTTP publish route %+v for %q", r, target)
 		}
 	})
 }

@@ -213,7 +213,11 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 		first = b.first + uint64(skip)
 	}
 	epoch = log.Epoch()
-	if log.Keeps() {
+	// A topic taken just before it ended (a cluster delivery after its
+	// Lookup, an HTTP publish after its Touch) keeps nothing: its log was
+	// or will be dropped, and entries added after that would be held by
+	// nobody but the budget.
+	if log.Keeps() && !t.Gone() {
 		for i := range n {
 			log.Add(first+uint64(i), b.frame(i), now)
 		}

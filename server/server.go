@@ -5,9 +5,12 @@
 //
 // Concurrency: a connection's events arrive on the loop goroutine that owns
 // it; a publisher's key is checked on a goroutine of its own for the length
-// of the handshake only. Each message a publisher sends is encoded once, and
-// the frames from one read of its socket are written to each subscriber in
-// one Send, on the publisher's loop goroutine. Lock order, outermost first:
+// of the handshake only, and an HTTP publishing connection's requests are
+// checked and published on one goroutine of its own while one is in
+// flight, which takes client.mu only to answer (httppub.go). Each message
+// a publisher sends is encoded once, and the frames from one read of its
+// socket are written to each subscriber in one Send, on the publisher's
+// loop goroutine. Lock order, outermost first:
 // client.mu, a topic's Publishing mutex, loop.Conn's lock, the topic's
 // history.Log mutex, the topics table's shard lock, the history Budget's
 // lock; a goroutine holding a subscriber's client.mu never takes a
@@ -237,6 +240,7 @@ type Server struct {
 	https    chan struct{} // semaphore of HTTP requests being served
 	clients  clientSet
 	keyUsers keyUsers
+	keyRates keyRates // HTTP publish's --max-publish-rate, per key
 	stats    Stats
 	metrics  metrics
 	pool     *fanoutPool

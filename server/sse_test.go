@@ -266,7 +266,7 @@ func (h *hub) rawSSE(t testing.TB, rcvbuf int, path string, headers ...string) *
 }
 
 // position splits an event ID, EPOCH:OFFSET.
-func position(t testing.TB, id string) (string, int) {
+func ssePosition(t testing.TB, id string) (string, int) {
 	t.Helper()
 	epoch, off, ok := strings.Cut(id, ":")
 	n, err := strconv.Atoi(off)
@@ -317,7 +317,7 @@ func TestSSEMessages(t *testing.T) {
 	for i, m := range msgs {
 		e := es.event(t)
 		if i == 0 {
-			epoch, _ = position(t, e.id)
+			epoch, _ = ssePosition(t, e.id)
 		}
 		if want := pos(epoch, i+1); e.id != want {
 			t.Fatalf("message %d: id %q, want %q", i, e.id, want)
@@ -348,7 +348,7 @@ func TestSSEResume(t *testing.T) {
 		publish(t, p, websocket.TextMessage, "m"+strconv.Itoa(i))
 	}
 	first := h.sse(t, "/sse/sub/test/news?rewind=1")
-	epoch, n := position(t, first.event(t).id)
+	epoch, n := ssePosition(t, first.event(t).id)
 	if n != 5 {
 		t.Fatalf("?rewind=1 began at offset %d, want 5", n)
 	}
@@ -394,7 +394,7 @@ func TestSSEGapAndReset(t *testing.T) {
 	for i := 1; i <= 10; i++ {
 		publish(t, p, websocket.TextMessage, "m"+strconv.Itoa(i))
 	}
-	epoch, _ := position(t, h.sse(t, "/sse/sub/test/news?rewind=1").event(t).id)
+	epoch, _ := ssePosition(t, h.sse(t, "/sse/sub/test/news?rewind=1").event(t).id)
 
 	// (A browser would still hold the ID it resumed from; these readers
 	// start with none.)
@@ -448,7 +448,7 @@ func TestSSEReplayCutAndResumed(t *testing.T) {
 				break
 			}
 			got++
-			if _, off := position(t, e.id); off != got || e.data != strconv.Itoa(got)+body {
+			if _, off := ssePosition(t, e.id); off != got || e.data != strconv.Itoa(got)+body {
 				t.Fatalf("after %d messages: got %s %.10q", got-1, e.id, e.data)
 			}
 			lastID = e.id
@@ -523,7 +523,7 @@ func TestSSEStatuses(t *testing.T) {
 	nothingCreated(t, h)
 	p := h.pub(t, "test", "news")
 	publish(t, p, websocket.TextMessage, "one")
-	epoch, _ := position(t, h.sse(t, "/sse/sub/test/news?rewind=1").event(t).id)
+	epoch, _ := ssePosition(t, h.sse(t, "/sse/sub/test/news?rewind=1").event(t).id)
 	get := func(target string, headers ...string) string {
 		return request("GET", target, append([]string{"Host: hub.test"}, headers...)...)
 	}

@@ -122,6 +122,7 @@ type Topic[S comparable] struct {
 	inGrace    bool
 	gone       bool
 
+	ended atomic.Bool // gone, for readers without the shard mutex
 	dirty atomic.Bool
 	snap  atomic.Pointer[[]S]
 	count atomic.Int64
@@ -486,6 +487,7 @@ func (tb *Table[S]) kind(s S) int {
 
 func (tb *Table[S]) remove(sh *shard[S], t *Topic[S]) {
 	t.gone = true
+	t.ended.Store(true)
 	t.subs, t.index = nil, nil
 	t.snap.Store(nil)
 	t.dirty.Store(false)
@@ -532,12 +534,11 @@ func (t *Topic[S]) Len() int { return int(t.count.Load()) }
 // Count is the number of subscribers of one kind (see Config.Kind).
 func (t *Topic[S]) Count(kind int) int { return int(t.kinds[kind].Load()) }
 
-// Gone reports whether the topic has ended.
-func (t *Topic[S]) Gone() bool {
-	t.shard.mu.Lock()
-	defer t.shard.mu.Unlock()
-	return t.gone
-}
+// Gone reports whether the topic has ended; it takes no lock. An ended
+// topic's log is dropped after the topic leaves the table, under the log's
+// mutex: a caller holding that mutex that sees false may add to the log,
+// and what it adds is dropped with the rest.
+func (t *Topic[S]) Gone() bool { return t.ended.Load() }
 
 // Subscribers returns the current subscribers. The slice is shared and must
 // not be modified; it stays valid (though possibly stale) after later joins

@@ -66,12 +66,22 @@ func AcceptKey(key string) string {
 // AppendRequest appends an HTTP/1.1 upgrade request for path on host to dst.
 // key is the base64 of 16 random bytes (see NewKey).
 func AppendRequest(dst []byte, host, path, key string) []byte {
+	return AppendRequestProtocol(dst, host, path, key, "")
+}
+
+// AppendRequestProtocol is AppendRequest offering the subprotocol protocol
+// in Sec-WebSocket-Protocol; "" offers none.
+func AppendRequestProtocol(dst []byte, host, path, key, protocol string) []byte {
 	dst = append(dst, "GET "...)
 	dst = append(dst, path...)
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
 	dst = append(dst, host...)
 	dst = append(dst, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "...)
 	dst = append(dst, key...)
+	if protocol != "" {
+		dst = append(dst, "\r\nSec-WebSocket-Protocol: "...)
+		dst = append(dst, protocol...)
+	}
 	dst = append(dst, "\r\n\r\n"...)
 	return dst
 }
@@ -97,12 +107,22 @@ func (e *HandshakeError) Error() string {
 // head that is not a valid 101 answer for key yields an error; a non-101
 // status yields a *HandshakeError.
 func ParseResponse(buf []byte, key string) (n int, err error) {
+	n, _, err = ParseResponseProtocol(buf, key, "")
+	return n, err
+}
+
+// ParseResponseProtocol is ParseResponse for a request that offered the
+// subprotocol offered (see AppendRequestProtocol): accepted reports whether
+// the server chose it. A server that answers with another subprotocol than
+// the one offered fails the handshake (RFC 6455 section 4.1); when none
+// was offered, the header is not looked at.
+func ParseResponseProtocol(buf []byte, key, offered string) (n int, accepted bool, err error) {
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {
 		if len(buf) > 16<<10 {
-			return 0, fmt.Errorf("%w: head longer than 16 KiB", ErrBadHandshake)
+			return 0, false, fmt.Errorf("%w: head longer than 16 KiB", ErrBadHandshake)
 		}
-		return 0, nil
+		return 0, false, nil
 	}
 	head := buf[:end]
 	n = end + 4
@@ -113,17 +133,18 @@ func ParseResponse(buf []byte, key string) (n int, err error) {
 	line := head[:lineEnd]
 	// "HTTP/1.1 101 Switching Protocols"
 	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) {
-		return n, fmt.Errorf("%w: status line %q", ErrBadHandshake, line)
+		return n, false, fmt.Errorf("%w: status line %q", ErrBadHandshake, line)
 	}
 	status, perr := strconv.Atoi(string(line[9:12]))
 	if perr != nil {
-		return n, fmt.Errorf("%w: status line %q", ErrBadHandshake, line)
+		return n, false, fmt.Errorf("%w: status line %q", ErrBadHandshake, line)
 	}
 	if status != 101 {
-		return n, &HandshakeError{Status: status, Line: string(line)}
+		return n, false, &HandshakeError{Status: status, Line: string(line)}
 	}
 	want := AcceptKey(key)
 	found := false
+	var chosen []byte
 	rest := head[lineEnd:]
 	for len(rest) > 0 {
 		rest = bytes.TrimPrefix(rest, []byte("\r\n"))
@@ -138,14 +159,24 @@ func ParseResponse(buf []byte, key string) (n int, err error) {
 		if colon < 0 {
 			continue
 		}
-		if bytes.EqualFold(bytes.TrimSpace(h[:colon]), []byte("Sec-WebSocket-Accept")) {
+		name := bytes.TrimSpace(h[:colon])
+		switch {
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Accept")):
 			found = string(bytes.TrimSpace(h[colon+1:])) == want
+		case bytes.EqualFold(name, []byte("Sec-WebSocket-Protocol")):
+			chosen = bytes.TrimSpace(h[colon+1:])
 		}
 	}
 	if !found {
-		return n, fmt.Errorf("%w: missing or wrong Sec-WebSocket-Accept", ErrBadHandshake)
+		return n, false, fmt.Errorf("%w: missing or wrong Sec-WebSocket-Accept", ErrBadHandshake)
 	}
-	return n, nil
+	if offered != "" && chosen != nil {
+		if string(chosen) != offered {
+			return n, false, fmt.Errorf("%w: server chose subprotocol %q, not the one offered (%q)", ErrBadHandshake, chosen, offered)
+		}
+		accepted = true
+	}
+	return n, accepted, nil
 }
 
 // AppendClientFrame appends one final, masked frame with opcode op and the

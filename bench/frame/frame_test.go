@@ -203,6 +203,33 @@ func TestParseResponse(t *testing.T) {
 	}
 }
 
+func TestSubprotocol(t *testing.T) {
+	key := NewKey([16]byte{4, 5, 6})
+	req := string(AppendRequestProtocol(nil, "127.0.0.1:1", "/ws/sub/d/t?since=e:3", key, "wspubsub.meta"))
+	if !strings.Contains(req, "\r\nSec-WebSocket-Protocol: wspubsub.meta\r\n") || !strings.HasPrefix(req, "GET /ws/sub/d/t?since=e:3 HTTP/1.1\r\n") || !strings.HasSuffix(req, "\r\n\r\n") {
+		t.Fatalf("request %q", req)
+	}
+	if strings.Contains(string(AppendRequest(nil, "h", "/", key)), "Protocol") {
+		t.Fatal("AppendRequest offers a subprotocol")
+	}
+	head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + AcceptKey(key) + "\r\n"
+	for _, tc := range []struct {
+		resp, offered string
+		accepted, bad bool
+	}{
+		{resp: head + "Sec-WebSocket-Protocol: wspubsub.meta\r\n\r\n", offered: "wspubsub.meta", accepted: true},
+		{resp: head + "sec-websocket-protocol:  wspubsub.meta \r\n\r\n", offered: "wspubsub.meta", accepted: true},
+		{resp: head + "\r\n", offered: "wspubsub.meta"},
+		{resp: head + "Sec-WebSocket-Protocol: chat\r\n\r\n", offered: "wspubsub.meta", bad: true},
+		{resp: head + "Sec-WebSocket-Protocol: chat\r\n\r\n"},
+	} {
+		n, accepted, err := ParseResponseProtocol([]byte(tc.resp), key, tc.offered)
+		if tc.bad != (err != nil) || accepted != tc.accepted || (err == nil && n != len(tc.resp)) {
+			t.Errorf("%q offering %q: n=%d accepted=%v err=%v", tc.resp, tc.offered, n, accepted, err)
+		}
+	}
+}
+
 func FuzzDecoder(f *testing.F) {
 	data, _ := stream(&testing.T{})
 	f.Add(data[:300], 7)

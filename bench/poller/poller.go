@@ -98,6 +98,10 @@ type DialSpec struct {
 	Path string
 	// Data is the caller's state for the connection (Conn.Data).
 	Data any
+	// Protocol, when set, is offered in Sec-WebSocket-Protocol; whether the
+	// server chose it is Conn.Accepted. A server that answers with another
+	// fails the dial.
+	Protocol string
 	// Request, when set, is written instead of the upgrade request: for
 	// clients that send a broken or partial handshake on purpose. The
 	// answer is parsed as usual, so anything but a valid 101 fails the
@@ -184,6 +188,8 @@ type Conn struct {
 	blocked  bool // a write hit EAGAIN; the next EPOLLOUT edge resumes it
 	deadline int64
 	sentBye  bool
+	accepted bool // the server chose spec.Protocol
+	mute     bool // pings go unanswered
 }
 
 // New starts an Engine's workers.
@@ -602,7 +608,7 @@ func (c *Conn) sendRequest() {
 	if c.spec.Request != nil {
 		c.out = append(c.out[:0], c.spec.Request...)
 	} else {
-		c.out = frame.AppendRequest(c.out[:0], host, c.spec.Path, c.key)
+		c.out = frame.AppendRequestProtocol(c.out[:0], host, c.spec.Path, c.key, c.spec.Protocol)
 	}
 	c.flush()
 }
@@ -691,7 +697,7 @@ func (c *Conn) readOnce() (more bool) {
 	data := w.buf[:head+n]
 	if c.state == stateHandshake {
 		c.hs = append(c.hs, data...)
-		hl, err := frame.ParseResponse(c.hs, c.key)
+		hl, accepted, err := frame.ParseResponseProtocol(c.hs, c.key, c.spec.Protocol)
 		if err != nil {
 			c.fail(0, err)
 			w.prunePending()
@@ -705,6 +711,7 @@ func (c *Conn) readOnce() (more bool) {
 		c.hs = nil
 		data = w.buf[:rest]
 		c.state = stateOpen
+		c.accepted = accepted
 		c.dec.MaxMessage = w.cfg.MaxMessage
 		w.prunePending()
 		w.h.Open(c, now)
@@ -726,7 +733,9 @@ func (c *Conn) readOnce() (more bool) {
 		case frame.OpText, frame.OpBinary:
 			w.h.Message(c, op, p, now)
 		case frame.OpPing:
-			c.control(frame.OpPong, p)
+			if !c.mute {
+				c.control(frame.OpPong, p)
+			}
 		case frame.OpClose:
 			code := frame.CloseCode(p)
 			if !c.sentBye {
@@ -812,6 +821,15 @@ func (c *Conn) Spec() DialSpec { return c.spec }
 
 // IsOpen reports whether the upgrade succeeded and the connection is up.
 func (c *Conn) IsOpen() bool { return c.state == stateOpen }
+
+// Accepted reports whether the server chose the subprotocol the dial
+// offered (DialSpec.Protocol).
+func (c *Conn) Accepted() bool { return c.accepted }
+
+// Mute stops or resumes answering pings: a muted connection reads as
+// usual but never sends a pong, as a peer whose pongs are lost, so a
+// server with a pong timeout closes it.
+func (c *Conn) Mute(on bool) { c.mute = on }
 
 // Buffered returns the bytes queued for writing.
 func (c *Conn) Buffered() int { return len(c.out) }

@@ -266,3 +266,70 @@ func TestRequestAndDrop(t *testing.T) {
 		t.Errorf("closed %d, refused %d; errors %v", d.closed, refused, d.errs)
 	}
 }
+
+// muter records whether each connection's subprotocol was accepted, and
+// mutes the ones whose Data says so.
+type muter struct {
+	mu       sync.Mutex
+	accepted map[string]bool
+}
+
+func (m *muter) Open(c *Conn, now int64) {
+	c.Mute(c.Data.(bool))
+	m.mu.Lock()
+	m.accepted[c.Spec().Path] = c.Accepted()
+	m.mu.Unlock()
+}
+func (m *muter) Message(*Conn, byte, []byte, int64) {}
+func (m *muter) Drained(*Conn, int64)               {}
+func (m *muter) Closed(*Conn, int, error)           {}
+
+// TestProtocolAndMute: an offered subprotocol is accepted only when the
+// server chooses it, and a muted connection leaves pings unanswered.
+func TestProtocolAndMute(t *testing.T) {
+	up := websocket.Upgrader{Subprotocols: []string{"wspubsub.meta"}}
+	ponged := make(chan string, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetPongHandler(func(string) error { ponged <- r.URL.Path; return nil })
+		c.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second))
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		c.ReadMessage()
+	}))
+	defer srv.Close()
+	ap := netip.MustParseAddrPort(strings.TrimPrefix(srv.URL, "http://"))
+	m := &muter{accepted: map[string]bool{}}
+	e, err := New(Config{Workers: 1, NewHandler: func(int) Handler { return m }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.Do(0, func(w *Worker) {
+		w.Dial(DialSpec{Server: ap, Path: "/meta", Protocol: "wspubsub.meta", Data: false})
+		w.Dial(DialSpec{Server: ap, Path: "/plain", Data: false})
+		w.Dial(DialSpec{Server: ap, Path: "/muted", Protocol: "wspubsub.meta", Data: true})
+	})
+	got := map[string]bool{}
+	timeout := time.After(time.Second)
+	for len(got) < 3 {
+		select {
+		case p := <-ponged:
+			got[p] = true
+			continue
+		case <-timeout:
+		}
+		break
+	}
+	if !got["/meta"] || !got["/plain"] || got["/muted"] {
+		t.Errorf("pongs from %v, want /meta and /plain only", got)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.accepted["/meta"] || m.accepted["/plain"] || !m.accepted["/muted"] {
+		t.Errorf("accepted %v", m.accepted)
+	}
+}

@@ -15,6 +15,7 @@ import (
 // Main runs the reference hub standalone until SIGINT or SIGTERM:
 //
 //	refhub --listen 127.0.0.1:8080 --key K --domain D [--subscribe-waits]
+//	       [--ping-interval D --pong-timeout D]
 func Main(args []string) error {
 	fs := flag.NewFlagSet("refhub", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
@@ -23,6 +24,8 @@ func Main(args []string) error {
 	waits := fs.Bool("subscribe-waits", false, "let subscribers join a topic before its publisher")
 	grace := fs.Duration("grace-period", 10*time.Second, "how long a topic outlives its publisher")
 	queue := fs.Int("queue", 256, "messages queued per subscriber before it is cut off with 4000")
+	ping := fs.Duration("ping-interval", 30*time.Second, "how often subscribers are pinged")
+	pong := fs.Duration("pong-timeout", 0, "close with 4003 a subscriber silent for --ping-interval plus this long (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,6 +43,8 @@ func Main(args []string) error {
 		SubscribeWaits: *waits,
 		GracePeriod:    *grace,
 		QueueLen:       *queue,
+		PingPeriod:     *ping,
+		PongTimeout:    *pong,
 		Logger:         logger,
 	})
 	if err != nil {

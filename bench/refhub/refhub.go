@@ -16,7 +16,11 @@
 // Every message a publisher sends goes to every subscriber of its topic, in
 // order, with its frame type. What subscribers send is dropped. Close codes:
 // 1001 on shutdown, 4000 for a subscriber whose queue overflowed, 4001 when
-// a topic's publisher has been gone for longer than the grace period.
+// a topic's publisher has been gone for longer than the grace period, 4003
+// for a subscriber that answered no ping for PingPeriod + PongTimeout (when
+// PongTimeout is set: the read deadline of gorilla's own chat example). It
+// keeps no history: a subscriber that reconnects gets the live stream, and
+// query parameters such as since are ignored.
 //
 // Concurrency contract: Hub's methods are safe from any goroutine. Lock
 // order: Hub.mu before topic.mu. A publisher's goroutine sends to
@@ -41,6 +45,7 @@ import (
 const (
 	CloseSlowConsumer = 4000
 	CloseTopicClosed  = 4001
+	CloseIdleTimeout  = 4003
 )
 
 // Config sets up a Hub. Zero fields take the defaults documented here.
@@ -58,8 +63,12 @@ type Config struct {
 	MaxMessage int64
 	// WriteTimeout bounds one write to a subscriber. Default 10 s.
 	WriteTimeout time.Duration
-	// PingPeriod is how often idle subscribers are pinged. Default 30 s.
+	// PingPeriod is how often subscribers are pinged. Default 30 s.
 	PingPeriod time.Duration
+	// PongTimeout, when set, closes with 4003 a subscriber from which
+	// nothing (a pong or anything else) came for PingPeriod + PongTimeout.
+	// Default 0: none.
+	PongTimeout time.Duration
 	// Logger receives connection errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -282,9 +291,21 @@ func (h *Hub) subscribe(w http.ResponseWriter, r *http.Request) {
 	// close frames and the connection ending.
 	conn.SetReadLimit(4096)
 	conn.SetPongHandler(func(string) error { return nil })
+	if h.cfg.PongTimeout > 0 {
+		wait := h.cfg.PingPeriod + h.cfg.PongTimeout
+		conn.SetReadDeadline(time.Now().Add(wait))
+		conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wait)) })
+	}
 	for {
 		if _, _, err := conn.NextReader(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				s.kick(CloseIdleTimeout)
+			}
 			break
+		}
+		if h.cfg.PongTimeout > 0 {
+			conn.SetReadDeadline(time.Now().Add(h.cfg.PingPeriod + h.cfg.PongTimeout))
 		}
 	}
 	s.kick(0)
@@ -341,6 +362,8 @@ func closeReason(code int) string {
 		return "slow consumer"
 	case CloseTopicClosed:
 		return "topic closed"
+	case CloseIdleTimeout:
+		return "idle timeout: no answer to ping"
 	case websocket.CloseGoingAway:
 		return "shutting down"
 	}

@@ -3,6 +3,7 @@ package refhub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -123,5 +124,38 @@ func TestSubscribeWaits(t *testing.T) {
 	sub.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, p, err := sub.ReadMessage(); err != nil || string(p) != "x" {
 		t.Fatalf("got %q %v", p, err)
+	}
+}
+
+// TestPongTimeout: a subscriber that answers pings stays; one that does
+// not is closed with 4003.
+func TestPongTimeout(t *testing.T) {
+	s := start(t, Config{PingPeriod: 50 * time.Millisecond, PongTimeout: 100 * time.Millisecond})
+	pub, _ := dial(t, s, "/ws/pub/k1/d/t")
+	alive, _ := dial(t, s, "/ws/sub/d/t")
+	mute, _ := dial(t, s, "/ws/sub/d/t")
+	// The one that reads all along answers pings as it reads.
+	got := make(chan error, 1)
+	go func() {
+		alive.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, p, err := alive.ReadMessage()
+		if err == nil && string(p) != "after" {
+			err = fmt.Errorf("got %q", p)
+		}
+		got <- err
+	}()
+	mute.SetPingHandler(func(string) error { return nil })
+	mute.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := mute.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != CloseIdleTimeout {
+		t.Fatalf("silent subscriber: want close 4003, got %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := pub.WriteMessage(websocket.BinaryMessage, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("subscriber that answers pings: %v", err)
 	}
 }

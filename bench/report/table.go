@@ -37,6 +37,9 @@ func Describe(r *result.Result) string {
 		if r.Scenario == "churn" {
 			what += fmt.Sprintf(", churn %g/s living %s", p.ChurnRate, p.ChurnLife)
 		}
+		if r.Scenario == "reconnect" {
+			what += fmt.Sprintf(", each subscriber cut %d× (--cut %s)", p.Cuts, p.CutMode)
+		}
 	}
 	return fmt.Sprintf("%s: %s (procs %d × %d workers, %d source addrs)", r.Scenario, what, p.Procs, p.Workers, p.SourceAddrs)
 }
@@ -58,7 +61,11 @@ func Table(w io.Writer, r *result.Result) {
 			r.Lost, r.Duplicates, r.OutOfOrder, r.Corrupt, r.Dropped, codes(r.CloseCodes))
 		row("throughput", "%s deliveries/s, %.1f MB/s, over %.2f s (%d published)", si(r.DeliveriesPerSec), r.MBPerSec, r.PublishSeconds, r.Published)
 		l := r.Latency
-		row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s", dur(l.P50), dur(l.P90), dur(l.P99), dur(l.P999), dur(l.Max))
+		live := ""
+		if r.Reconnect != nil {
+			live = " (live deliveries; replayed ones are in the time to recover)"
+		}
+		row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s%s", dur(l.P50), dur(l.P90), dur(l.P99), dur(l.P999), dur(l.Max), live)
 	} else if r.Dropped > 0 {
 		row("dropped", "%d subscribers closed by the server %v", r.Dropped, r.CloseCodes)
 	}
@@ -114,6 +121,25 @@ func Table(w io.Writer, r *result.Result) {
 			n, result.FormatCounts(s.Clients), s.Expected, bad, paren(result.FormatCounts(s.Unexpected)))
 		row("their messages", "%d published, %d delivered; %d gaps, %d duplicates, %d out of order",
 			s.Published, s.Delivered, s.Gaps, s.Duplicates, s.OutOfOrder)
+	}
+	if c := r.Reconnect; c != nil {
+		subs := fmt.Sprintf("%d with wspubsub.meta, %d without", c.MetaSubs, c.PlainSubs)
+		if c.CannotResume {
+			subs += " (this hub keeps no history: plain reconnects, loss expected)"
+		}
+		row("positions", "%s", subs)
+		row("cuts", "%d planned, %d made, %d skipped; the hub closed %d %s, %d unplanned, %d muted not closed in time",
+			c.Planned, c.Cuts, c.Skipped, c.HubClosed, codes(c.CloseCodes), c.Unplanned, c.HubMissed)
+		row("reconnects", "%d (%d with since, %d plain), %d dials failed %s",
+			c.Reconnects, c.Resumed, c.Plain, c.DialFailed, paren(result.FormatCounts(c.DialErrors)))
+		row("loss", "lost silently %d, reported lost %d (%d gap notices), %d resets; %d published before their connection opened (replayed); %d gap-covered that came anyway, %d bad positions",
+			r.Lost, c.ReportedLost, c.GapNotices, c.Resets, c.Replayed, c.GapDelivered, c.BadPositions)
+		l := c.Recover
+		row("time to recover", "p50 %s  p90 %s  p99 %s  max %s over %d outages, %d not recovered (cut to first message after the reconnect)",
+			dur(l.P50), dur(l.P90), dur(l.P99), dur(l.Max), c.Recovered, c.Unrecovered)
+		l = c.Reopen
+		row("  of which reopen", "p50 %s  p90 %s  p99 %s  max %s (cut to the reconnect's 101: delay, connect, handshake)",
+			dur(l.P50), dur(l.P90), dur(l.P99), dur(l.Max))
 	}
 	if c := r.Churn; c != nil {
 		row("churn", "%d opened, %d failed, %d cut by server; %d deliveries, %d gaps, %d duplicates, %d out of order %s",

@@ -59,6 +59,8 @@ type Part struct {
 	Series      []Bucket `json:"series,omitempty"`
 
 	Churn Churn `json:"churn"`
+	// Reconnect is the reconnect scenario's own count.
+	Reconnect Reconnect `json:"reconnect"`
 }
 
 // Bucket is one interval of a time series.
@@ -141,6 +143,7 @@ func Merge(dst *Part, src *Part) {
 	c.Gaps += s.Gaps
 	c.Duplicates += s.Duplicates
 	c.OutOfOrder += s.OutOfOrder
+	dst.Reconnect.merge(&src.Reconnect)
 }
 
 func mergeCounts(dst, src map[string]int) map[string]int {
@@ -175,6 +178,8 @@ type Params struct {
 	ChurnLife    string  `json:"churn_life,omitempty"`
 	Hold         string  `json:"hold,omitempty"`
 	Duration     string  `json:"duration,omitempty"`
+	Cuts         int     `json:"cuts,omitempty"`
+	CutMode      string  `json:"cut_mode,omitempty"`
 	Procs        int     `json:"procs"`
 	Workers      int     `json:"workers"`
 	SourceAddrs  int     `json:"source_addrs"`
@@ -306,6 +311,8 @@ type Result struct {
 
 	Series []Point `json:"series,omitempty"`
 	Churn  *Churn  `json:"churn,omitempty"`
+	// Reconnect is the reconnect scenario's cuts, reconnects and recovery.
+	Reconnect *Reconnect `json:"reconnect,omitempty"`
 	// Soak and Slow are the soak and slow-consumer scenarios' own findings.
 	Soak *Soak         `json:"soak,omitempty"`
 	Slow *SlowConsumer `json:"slow_consumer,omitempty"`
@@ -327,7 +334,7 @@ func (r *Result) Check() {
 	if r.DialFailed > 0 {
 		add("%d subscriber connects failed (%s)", r.DialFailed, FormatCounts(r.DialErrors))
 	}
-	if r.Lost > 0 {
+	if r.Lost > 0 && (r.Reconnect == nil || !r.Reconnect.CannotResume) {
 		add("%d of %d deliveries lost", r.Lost, r.Expected)
 	}
 	if r.Duplicates > 0 {
@@ -352,6 +359,10 @@ func (r *Result) Check() {
 	}
 	if r.Soak != nil {
 		r.Soak.check(add)
+	}
+	if r.Reconnect != nil {
+		r.Reconnect.summarize()
+		r.Reconnect.check(add)
 	}
 	if r.Slow != nil {
 		r.Slow.check(add)
@@ -407,6 +418,14 @@ func Compare(ours, ref *Result) []Ratio {
 		add("server RSS per connection", "KiB", ours.RSSPerConn/1024, ref.RSSPerConn/1024, true)
 		add("connect rate", "conn/s", ours.ConnectRate, ref.ConnectRate, false)
 		return out
+	}
+	if a, b := ours.Reconnect, ref.Reconnect; a != nil && b != nil {
+		add("lost silently", "msgs", float64(ours.Lost), float64(ref.Lost), true)
+		add("duplicates", "msgs", float64(ours.Duplicates), float64(ref.Duplicates), true)
+		add("out of order", "msgs", float64(ours.OutOfOrder), float64(ref.OutOfOrder), true)
+		add("time to recover p50", "ms", a.Recover.P50/1e3, b.Recover.P50/1e3, true)
+		add("time to recover p99", "ms", a.Recover.P99/1e3, b.Recover.P99/1e3, true)
+		add("time to recover max", "ms", a.Recover.Max/1e3, b.Recover.Max/1e3, true)
 	}
 	add("server CPU per delivery", "µs", ours.ServerCPUPerDeliveryUs, ref.ServerCPUPerDeliveryUs, true)
 	add("p99 latency", "ms", ours.Latency.P99/1e3, ref.Latency.P99/1e3, true)

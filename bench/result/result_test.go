@@ -104,3 +104,58 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("failures: %v", r.Failures)
 	}
 }
+
+func TestReconnectMergeAndCheck(t *testing.T) {
+	mk := func(lost int64, recover ...int64) Part {
+		p := Part{Expected: 100, Delivered: 100 - lost, Unique: 100 - lost, Lost: lost, Latency: NewLatency()}
+		rc := &p.Reconnect
+		rc.Mode, rc.MetaSubs, rc.Planned, rc.Cuts, rc.Reconnects, rc.Resumed = "client", 1, 2, 2, 2, 2
+		rc.CloseCodes = map[int]int{4003: 1}
+		rc.DialErrors = map[string]int{"HTTP 503": 1}
+		rc.RecoverHist, rc.ReopenHist = NewLatency(), NewLatency()
+		for _, v := range recover {
+			rc.RecoverHist.Record(v)
+			rc.ReopenHist.Record(v / 2)
+			rc.Recovered++
+		}
+		return p
+	}
+	var m Part
+	for _, p := range []Part{mk(0, 1e6, 2e6), mk(3, 3e6, 4e6)} {
+		p = roundTrip(t, p)
+		Merge(&m, &p)
+	}
+	rc := m.Reconnect
+	if rc.Mode != "client" || rc.MetaSubs != 2 || rc.Cuts != 4 || rc.Recovered != 4 || rc.CloseCodes[4003] != 2 || rc.DialErrors["HTTP 503"] != 2 {
+		t.Fatalf("merged: %+v", rc)
+	}
+	if rc.RecoverHist.Count() != 4 || rc.ReopenHist.Count() != 4 || rc.RecoverHist.Max() < 3.9e6 {
+		t.Fatalf("merged histograms: %d %d max %d", rc.RecoverHist.Count(), rc.ReopenHist.Count(), rc.RecoverHist.Max())
+	}
+	r := &Result{Lost: m.Lost, Expected: m.Expected, Reconnect: &rc}
+	r.Check()
+	if r.Pass() || r.Reconnect.Recover.Count != 4 || r.Reconnect.Reopen.P50 <= 0 {
+		t.Fatalf("a resuming hub's loss passed, or no summary: %v %+v", r.Failures, r.Reconnect.Recover)
+	}
+	rc.CannotResume, rc.PlainSubs, rc.MetaSubs = true, 2, 0
+	r.Check()
+	if !r.Pass() {
+		t.Errorf("the reference's loss failed: %v", r.Failures)
+	}
+	rc.CannotResume, rc.PlainSubs = false, 2
+	r.Lost = 0
+	r.Check()
+	if r.Pass() {
+		t.Error("a hub without positions passed")
+	}
+	rc.PlainSubs, rc.MetaSubs, rc.GapNotices, rc.ReportedLost = 0, 2, 1, 5
+	r.Check()
+	if r.Pass() {
+		t.Error("gaps passed without AllowGaps")
+	}
+	rc.AllowGaps = true
+	r.Check()
+	if !r.Pass() {
+		t.Errorf("gaps failed with AllowGaps: %v", r.Failures)
+	}
+}

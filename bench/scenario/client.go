@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wspubsub/wspubsub/bench/frame"
+	"github.com/wspubsub/wspubsub/bench/meta"
 	"github.com/wspubsub/wspubsub/bench/payload"
 	"github.com/wspubsub/wspubsub/bench/poller"
 	"github.com/wspubsub/wspubsub/bench/procfs"
@@ -59,6 +60,7 @@ type subState struct {
 	closed  bool // ended before the group finished
 	code    int  // close code the server sent
 	seqTrack
+	rc *resumer // reconnect scenario only
 }
 
 // pubState is one publisher: it sends count messages, paced or as fast as
@@ -94,6 +96,7 @@ type client struct {
 	seriesStart int64
 	seriesWidth int64
 	churn       *churner
+	cut         CutPlan // reconnect scenario
 
 	// Progress, read by the progress reporter.
 	opened    atomic.Int64 // subscribers open (stayed ones)
@@ -105,6 +108,8 @@ type client struct {
 	pubsDone  atomic.Int64
 	pubsErr   atomic.Int64
 	churned   atomic.Int64
+	cuts      atomic.Int64 // reconnect: cuts made
+	reopened  atomic.Int64 // reconnect: reconnects that upgraded
 }
 
 var _ poller.Handler = (*client)(nil)
@@ -189,6 +194,9 @@ type SubscribePlan struct {
 	First   int      `json:"first"`
 	N       int      `json:"n"`
 	Sources []string `json:"sources,omitempty"`
+	// Reconnect makes subscribers that offer wspubsub.meta and reconnect
+	// after a cut (see StartCuts).
+	Reconnect bool `json:"reconnect,omitempty"`
 }
 
 // SubscribeReply says how the connects went.
@@ -219,7 +227,11 @@ func (g *Group) Subscribe(ctx context.Context, p SubscribePlan) (SubscribeReply,
 	if err != nil {
 		return SubscribeReply{}, err
 	}
-	if uint64(p.N)*uint64(g.setup.Count) > maxTrackedBits {
+	bitmaps := uint64(1)
+	if p.Reconnect {
+		bitmaps = 2 // what arrived, and what gap notices covered
+	}
+	if bitmaps*uint64(p.N)*uint64(g.setup.Count) > maxTrackedBits {
 		return SubscribeReply{}, fmt.Errorf("cannot track %d subscribers × %d messages: more than %d bits", p.N, g.setup.Count, uint64(maxTrackedBits))
 	}
 	before := g.resolved()
@@ -237,6 +249,12 @@ func (g *Group) Subscribe(ctx context.Context, p SubscribePlan) (SubscribeReply,
 				}
 				if len(srcs) > 0 {
 					spec.Source = srcs[i%len(srcs)]
+				}
+				if p.Reconnect {
+					spec.Protocol = meta.Protocol
+					s.rc = &resumer{s: s, spec: spec, state: rsDialing, covered: make([]uint64, len(s.seen))}
+					s.rc.conn = w.Dial(spec)
+					continue
 				}
 				w.Dial(spec)
 			}
@@ -323,22 +341,7 @@ func (g *Group) ConnectPublishers(ctx context.Context, domain, key string, topic
 			bad += c.pubsErr.Load()
 		}
 		if bad > 0 {
-			msgs := make([]string, len(g.clients))
-			g.each(ctx, func(c *client) {
-				for _, p := range c.pubs {
-					if p.err != nil && msgs[c.idx] == "" {
-						msgs[c.idx] = fmt.Sprintf("publisher of %s: %v", topicName(int(p.id)), p.err)
-					}
-				}
-			})
-			msg := ""
-			for _, m := range msgs {
-				if m != "" {
-					msg = m
-					break
-				}
-			}
-			return fmt.Errorf("cannot connect %d of %d publishers: %s", bad, topics, msg)
+			return fmt.Errorf("cannot connect %d of %d publishers: %w", bad, topics, g.PublisherError(ctx))
 		}
 		if open == int64(topics) {
 			return nil
@@ -349,6 +352,32 @@ func (g *Group) ConnectPublishers(ctx context.Context, domain, key string, topic
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// PublisherError says why the first publisher that failed (to connect,
+// or mid-run) did, or returns nil when none did.
+func (g *Group) PublisherError(ctx context.Context) error {
+	var bad int64
+	for _, c := range g.clients {
+		bad += c.pubsErr.Load()
+	}
+	if bad == 0 {
+		return nil
+	}
+	msgs := make([]string, len(g.clients))
+	g.each(ctx, func(c *client) {
+		for _, p := range c.pubs {
+			if p.err != nil && msgs[c.idx] == "" {
+				msgs[c.idx] = fmt.Sprintf("publisher of %s: %v", topicName(int(p.id)), p.err)
+			}
+		}
+	})
+	for _, m := range msgs {
+		if m != "" {
+			return errors.New(m)
+		}
+	}
+	return fmt.Errorf("%d publishers failed", bad)
 }
 
 // Mark starts the measured phase: the client CPU baseline and the time
@@ -455,6 +484,8 @@ func (g *Group) Progress() Progress {
 		p.Sent += c.sent.Load()
 		p.PubsDone += c.pubsDone.Load()
 		p.Churned += c.churned.Load()
+		p.Cuts += c.cuts.Load()
+		p.Reconnects += c.reopened.Load()
 	}
 	return p
 }
@@ -468,6 +499,10 @@ type Progress struct {
 	Sent      int64 `json:"sent"`
 	PubsDone  int64 `json:"pubs_done"`
 	Churned   int64 `json:"churned"`
+	// Cuts and Reconnects count the reconnect scenario's cuts made and
+	// reconnects that upgraded.
+	Cuts       int64 `json:"cuts,omitempty"`
+	Reconnects int64 `json:"reconnects,omitempty"`
 }
 
 func (p *Progress) add(q Progress) {
@@ -478,6 +513,8 @@ func (p *Progress) add(q Progress) {
 	p.Sent += q.Sent
 	p.PubsDone += q.PubsDone
 	p.Churned += q.Churned
+	p.Cuts += q.Cuts
+	p.Reconnects += q.Reconnects
 }
 
 // finish runs on the worker goroutine and returns what it measured.
@@ -485,20 +522,27 @@ func (c *client) finish() result.Part {
 	p := c.part
 	p.DialErrors = cloneCounts(p.DialErrors)
 	p.Churn.Errors = cloneCounts(p.Churn.Errors)
-	if p.CloseCodes != nil {
-		m := make(map[int]int, len(p.CloseCodes))
-		for k, v := range p.CloseCodes {
-			m[k] = v
-		}
-		p.CloseCodes = m
-	}
+	p.CloseCodes = cloneCodes(p.CloseCodes)
 	for _, s := range c.subs {
 		if !s.opened {
 			continue
 		}
+		var covered uint64
+		if s.rc != nil {
+			covered = s.rc.account(&p, s.seen)
+		}
 		p.Expected += int64(c.count)
 		p.Unique += int64(s.recv)
-		p.Lost += int64(c.count - s.recv)
+		p.Lost += int64(c.count - s.recv - covered)
+	}
+	p.Reconnect.CloseCodes = cloneCodes(p.Reconnect.CloseCodes)
+	p.Reconnect.DialErrors = cloneCounts(p.Reconnect.DialErrors)
+	for _, h := range []**result.Hist{&p.Reconnect.RecoverHist, &p.Reconnect.ReopenHist} {
+		if *h != nil { // a copy: the worker goes on recording
+			cp := result.NewLatency()
+			cp.Merge(*h)
+			*h = cp
+		}
 	}
 	st := c.w.Stats()
 	p.Reads, p.Wakeups = int64(st.Reads), int64(st.Waits)
@@ -516,6 +560,17 @@ func (c *client) finish() result.Part {
 	return p
 }
 
+func cloneCodes(m map[int]int) map[int]int {
+	if m == nil {
+		return nil
+	}
+	out := make(map[int]int, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
 func cloneCounts(m map[string]int) map[string]int {
 	if m == nil {
 		return nil
@@ -531,11 +586,18 @@ func cloneCounts(m map[string]int) map[string]int {
 func (c *client) Open(conn *poller.Conn, now int64) {
 	switch s := conn.Data.(type) {
 	case *subState:
+		first := !s.opened
 		s.opened = true
 		if s.churner {
 			c.part.Churn.Opened++
 			c.churned.Add(1)
 			return
+		}
+		if s.rc != nil {
+			s.rc.opened(c, conn, now, first)
+			if !first {
+				return
+			}
 		}
 		c.part.Subscribers++
 		c.part.LastOpen = max(c.part.LastOpen, now)
@@ -552,13 +614,22 @@ func (c *client) Message(conn *poller.Conn, op byte, p []byte, now int64) {
 	if !ok {
 		return // publishers are not sent data
 	}
+	var h meta.Header
+	if s.rc != nil && !s.rc.plain {
+		if p, ok = s.rc.message(c, p, &h); !ok {
+			return
+		}
+	}
 	pub, seq, sent, err := payload.Parse(p, c.size)
 	if err != nil || op != frame.OpBinary || pub != s.topic || seq >= c.count {
 		c.part.Corrupt++
 		return
 	}
+	live := s.rc == nil || s.rc.delivered(c, &h, seq, sent, now)
 	lat := now - sent
-	c.latency.Record(lat)
+	if live {
+		c.latency.Record(lat)
+	}
 	c.part.Delivered++
 	c.part.Bytes += int64(len(p))
 	c.delivered.Add(1)
@@ -578,10 +649,12 @@ func (c *client) Message(conn *poller.Conn, op byte, p []byte, now int64) {
 		b := &c.part.Series[i]
 		b.Deliveries++
 		b.Bytes += int64(len(p))
-		if b.Latency == nil {
-			b.Latency = result.NewSeriesLatency()
+		if live {
+			if b.Latency == nil {
+				b.Latency = result.NewSeriesLatency()
+			}
+			b.Latency.Record(lat / 1000)
 		}
-		b.Latency.Record(lat / 1000)
 	}
 	dup, late := s.record(seq)
 	switch {
@@ -625,6 +698,10 @@ func (c *client) Closed(conn *poller.Conn, code int, err error) {
 	case *subState:
 		if s.churner {
 			c.churnClosed(s, err)
+			return
+		}
+		if s.rc != nil && s.opened {
+			s.rc.closed(c, conn, code, err)
 			return
 		}
 		if !s.opened {

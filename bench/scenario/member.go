@@ -24,11 +24,12 @@ import (
 // processes read them as JSON lines on stdin and answer each with one Reply
 // line on stdout, between which they write Progress lines.
 type Command struct {
-	Op        string         `json:"op"` // setup, subscribe, mark, churn, finish
+	Op        string         `json:"op"` // setup, subscribe, mark, churn, cuts, finish
 	Setup     *Setup         `json:"setup,omitempty"`
 	Subscribe *SubscribePlan `json:"subscribe,omitempty"`
 	Mark      *MarkPlan      `json:"mark,omitempty"`
 	Churn     *ChurnPlan     `json:"churn,omitempty"`
+	Cuts      *CutPlan       `json:"cuts,omitempty"`
 }
 
 // MarkPlan starts the measured phase (see Group.Mark).
@@ -64,6 +65,8 @@ func (g *Group) handle(ctx context.Context, cmd Command, remote bool) Reply {
 		err = g.Mark(ctx, cmd.Mark.Start, cmd.Mark.Width)
 	case "churn":
 		err = g.StartChurn(ctx, *cmd.Churn)
+	case "cuts":
+		err = g.StartCuts(ctx, *cmd.Cuts)
 	case "finish":
 		var p result.Part
 		p, err = g.Finish(ctx, remote)

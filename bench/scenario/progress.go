@@ -51,6 +51,9 @@ func (ru *runner) progressStart() {
 				if ru.o.Scenario == "churn" {
 					line += fmt.Sprintf("  churned %d", p.Churned)
 				}
+				if ru.o.Scenario == "reconnect" {
+					line += fmt.Sprintf("  cuts %d reconnects %d", p.Cuts, p.Reconnects)
+				}
 				if ru.o.ProgressTTY {
 					fmt.Fprintf(ru.o.Progress, "\r\033[K%s", line)
 				} else {

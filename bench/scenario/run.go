@@ -1,4 +1,5 @@
-// Package scenario runs the load scenarios — idle, fanout and churn —
+// Package scenario runs the load scenarios — idle, fanout, churn and
+// reconnect (subscribers cut and resumed with since; see reconnect.go) —
 // against a hub, over the poller's epoll clients, in this process or split
 // over worker processes, and sums up what they measured in a result.Result.
 // Two robustness scenarios run in this process alone and read the hub's
@@ -37,7 +38,8 @@ import (
 
 // Options configure a run. Zero fields take the defaults documented here.
 type Options struct {
-	// Scenario is "idle", "fanout" or "churn".
+	// Scenario is "idle", "fanout", "churn", "reconnect", "soak" or
+	// "slowconsumer".
 	Scenario string
 	// Topics (default 1) and SubsPerTopic (default 10) set the subscribers.
 	Topics       int
@@ -50,12 +52,29 @@ type Options struct {
 	// Rate is messages per second per publisher; 0 sends as fast as the
 	// socket takes them. Churn defaults to 50.
 	Rate float64
-	// Duration is how long churn lets messages flow. Default 5 s.
+	// Duration is how long churn lets messages flow (default 5 s), and
+	// reconnect (default 10 s).
 	Duration time.Duration
 	// ChurnRate is new subscribers per second while messages flow (churn
 	// only; default 50) and ChurnLife how long each stays (default 500 ms).
 	ChurnRate float64
 	ChurnLife time.Duration
+	// Cuts is how many times reconnect cuts each subscriber (default 2),
+	// spread over the run; CutMode how: "client" (default: the client
+	// drops its connection) or "hub" (the client stops answering pings
+	// until the hub closes it; the hub needs a short --ping-interval and
+	// --pong-timeout, PingInterval and PongTimeout here, default 1 s each).
+	// ReconnectDelay is the wait before reconnecting, jittered between
+	// half and one and a half of it. Default 200 ms.
+	Cuts           int
+	CutMode        string
+	ReconnectDelay time.Duration
+	// AllowGaps accepts messages a hub reports lost in gap notices (for
+	// a history shorter than the outages on purpose); by default they fail
+	// the run.
+	AllowGaps    bool
+	PingInterval time.Duration
+	PongTimeout  time.Duration
 	// Hold is how long idle holds the subscribers before measuring memory.
 	// Default 3 s.
 	Hold time.Duration
@@ -123,9 +142,9 @@ type Options struct {
 
 func (o *Options) defaults() error {
 	switch o.Scenario {
-	case "idle", "fanout", "churn", "soak", "slowconsumer":
+	case "idle", "fanout", "churn", "reconnect", "soak", "slowconsumer":
 	default:
-		return fmt.Errorf("cannot run scenario %q: want idle, fanout, churn, soak or slowconsumer", o.Scenario)
+		return fmt.Errorf("cannot run scenario %q: want idle, fanout, churn, reconnect, soak or slowconsumer", o.Scenario)
 	}
 	def := func(v *int, d int) {
 		if *v <= 0 {
@@ -165,6 +184,26 @@ func (o *Options) defaults() error {
 			o.ChurnRate = 50
 		}
 		defD(&o.ChurnLife, 500*time.Millisecond)
+	case "reconnect":
+		if o.Rate <= 0 {
+			o.Rate = 4
+		}
+		defD(&o.Duration, 10*time.Second)
+		if o.Count <= 0 {
+			o.Count = max(1, int(o.Rate*o.Duration.Seconds()))
+		}
+		def(&o.Cuts, 2)
+		defD(&o.ReconnectDelay, 200*time.Millisecond)
+		switch o.CutMode {
+		case "":
+			o.CutMode = "client"
+		case "client":
+		case "hub":
+			defD(&o.PingInterval, time.Second)
+			defD(&o.PongTimeout, time.Second)
+		default:
+			return fmt.Errorf("cannot cut subscribers by %q: want --cut client or --cut hub", o.CutMode)
+		}
 	case "soak":
 		defD(&o.Duration, 2*time.Minute)
 		if o.Rate <= 0 {
@@ -226,6 +265,8 @@ func (o *Options) params() result.Params {
 	case "churn":
 		p.ChurnRate = o.ChurnRate
 		p.ChurnLife = o.ChurnLife.String()
+	case "reconnect":
+		p.Cuts, p.CutMode = o.Cuts, o.CutMode
 	case "soak":
 		p.ChurnRate = o.ChurnRate
 		p.ChurnLife = o.ChurnLife.String()
@@ -401,7 +442,7 @@ func (ru *runner) run(ctx context.Context) error {
 		first, last := i*total/n, (i+1)*total/n
 		rep, err := m.call(ctx, Command{Op: "subscribe", Subscribe: &SubscribePlan{
 			Domain: t.Domain, Topics: o.Topics, First: first, N: last - first,
-			Sources: sourcesFor(o.Sources, i, n),
+			Sources: sourcesFor(o.Sources, i, n), Reconnect: o.Scenario == "reconnect",
 		}})
 		if err != nil {
 			return err
@@ -596,11 +637,32 @@ func (ru *runner) flow(ctx context.Context) error {
 			return err
 		}
 	}
+	if o.Scenario == "reconnect" {
+		from, to, stop, err := cutWindow(o, start, interval, pubDur)
+		if err != nil {
+			return err
+		}
+		plan := &CutPlan{
+			Mode: o.CutMode, Cuts: o.Cuts, FromNs: from, ToNs: to, StopNs: stop,
+			DelayNs: int64(o.ReconnectDelay), HubWaitNs: hubWait(o),
+		}
+		err = ru.each(func(_ int, m member) error {
+			_, err := m.call(ctx, Command{Op: "cuts", Cuts: plan})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
 	ru.setPhase("publish")
 	if err := ru.pg.StartPublishing(ctx, start, interval, o.Topics); err != nil {
 		return err
 	}
 	waitErr := ru.drain(ctx, start, pubDur)
+	if err := ru.pg.PublisherError(ctx); err != nil {
+		// What it did not send shows as loss; this says why.
+		waitErr = errors.Join(waitErr, fmt.Errorf("a publisher ended mid-run: %w", err))
+	}
 	cpu1, sched1, _ := ru.serverCPU()
 	self1 := procfs.SelfCPU()
 	if r.ServerMeasured {
@@ -630,6 +692,15 @@ func (ru *runner) flow(ctx context.Context) error {
 	if o.Scenario == "churn" {
 		c := part.Churn
 		r.Churn = &c
+	}
+	if o.Scenario == "reconnect" {
+		rc := part.Reconnect
+		rc.Mode = o.CutMode
+		// The reference keeps no history: what its subscribers miss
+		// while cut is reported, not failed.
+		rc.CannotResume = t.Name == "reference"
+		rc.AllowGaps = o.AllowGaps
+		r.Reconnect = &rc
 	}
 	return waitErr
 }

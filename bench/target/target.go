@@ -194,6 +194,16 @@ type HubOptions struct {
 	SubscribeWaits bool
 	MaxBacklog     int64         // bytes; 0 leaves the hub's default
 	GracePeriod    time.Duration // 0 leaves the hub's default
+	// PingInterval and PongTimeout, when set, are passed to both hubs
+	// (--ping-interval, --pong-timeout): a subscriber that answers no ping
+	// is closed with 4003.
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+	// HistorySize, when positive, is our hub's --history-size (messages
+	// kept per topic for since and rewind); 0 leaves its default (a hub
+	// without history is --hub-arg --history-size=0). The reference hub
+	// keeps none.
+	HistorySize int
 	// ExtraArgs are appended to our hub's serve command line.
 	ExtraArgs []string
 	// Stderr receives the hub's output besides its log file; may be nil.
@@ -310,6 +320,10 @@ func startOne(ctx context.Context, bin, dir, keys, key string, extra []string, o
 	if opt.GracePeriod > 0 {
 		args = append(args, "--grace-period", opt.GracePeriod.String())
 	}
+	args = append(args, keepaliveArgs(opt)...)
+	if opt.HistorySize > 0 {
+		args = append(args, "--history-size", strconv.Itoa(opt.HistorySize))
+	}
 	args = append(args, extra...)
 	args = append(args, opt.ExtraArgs...)
 	t := &Target{Name: "ours", Domain: opt.Domain, Key: key, dir: dir}
@@ -319,6 +333,18 @@ func startOne(ctx context.Context, bin, dir, keys, key string, extra []string, o
 		return nil, fmt.Errorf("cannot start %s: %w", bin, err)
 	}
 	return t, nil
+}
+
+// keepaliveArgs are the flags both hubs take for pings.
+func keepaliveArgs(opt HubOptions) []string {
+	var args []string
+	if opt.PingInterval > 0 {
+		args = append(args, "--ping-interval", opt.PingInterval.String())
+	}
+	if opt.PongTimeout > 0 {
+		args = append(args, "--pong-timeout", opt.PongTimeout.String())
+	}
+	return args
 }
 
 // waitReady waits until the hub's /readyz answers 200.
@@ -368,6 +394,7 @@ func StartReference(ctx context.Context, self string, opt HubOptions) (*Target, 
 	if opt.GracePeriod > 0 {
 		args = append(args, "--grace-period", opt.GracePeriod.String())
 	}
+	args = append(args, keepaliveArgs(opt)...)
 	t := &Target{Name: "reference", Domain: opt.Domain, Key: key, dir: dir}
 	env := []string{RoleEnv + "=refhub"}
 	if err := t.spawn(ctx, self, args, env, listen, opt); err != nil {

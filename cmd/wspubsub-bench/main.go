@@ -5,12 +5,16 @@
 //	wspubsub-bench idle    [flags]   hold N subscribers; connect rate, server memory per connection
 //	wspubsub-bench fanout  [flags]   T topics × S subscribers; throughput, loss, order, latency, CPU per delivery
 //	wspubsub-bench churn   [flags]   subscribers come and go while messages flow; no loss for those that stay
+//	wspubsub-bench reconnect [flags] every subscriber is cut (--cut client|hub) --cuts times and resumes
+//	                                 with since=EPOCH:OFFSET (wspubsub.meta); loss, duplicates, order,
+//	                                 time to recover
 //	wspubsub-bench soak    [flags]   minutes of clients of every kind coming and going; the hub's goroutines,
 //	                                 files, memory, connections and topics must come back (reads /metrics)
 //	wspubsub-bench slowconsumer [flags]  one subscriber stops reading among 1,000 fast ones: it is cut off
 //	                                 at --max-backlog, the others lose nothing and keep their latency
-//	wspubsub-bench smoke   --hub-bin BIN   tiny idle, fanout, churn (ours and the reference), soak and
-//	                                 slowconsumer (ours) (CI)
+//	wspubsub-bench httppub [flags]   HTTP publishes a second on 1 and on 50 keep-alive connections (ours)
+//	wspubsub-bench smoke   --hub-bin BIN   tiny idle, fanout, churn, reconnect (ours and the reference),
+//	                                 soak and slowconsumer (ours) (CI)
 //	wspubsub-bench refhub  --listen ADDR --key K --domain D   run the reference hub standalone
 //
 // The hub is started by the bench (--hub-bin, or the reference hub when no
@@ -57,7 +61,7 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-const usage = `usage: wspubsub-bench idle|fanout|churn|soak|slowconsumer|smoke|refhub [flags]
+const usage = `usage: wspubsub-bench idle|fanout|churn|reconnect|soak|slowconsumer|httppub|smoke|refhub [flags]
        wspubsub-bench SCENARIO -h   for the flags`
 
 func run(args []string) int {
@@ -73,7 +77,9 @@ func run(args []string) int {
 			return 1
 		}
 		return 0
-	case "idle", "fanout", "churn", "soak", "slowconsumer", "smoke":
+	case "httppub":
+		return runHTTPPub(args)
+	case "idle", "fanout", "churn", "reconnect", "soak", "slowconsumer", "smoke":
 	case "-h", "--help", "help":
 		fmt.Println(usage)
 		return 0
@@ -175,16 +181,26 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.Var(&hubArgs, "hub-arg", "extra argument for our hub's serve command (repeatable)")
 	fs.BoolVar(&f.hub.SubscribeWaits, "subscribe-waits", false, "start hubs with --subscribe-waits")
 	fs.Int64Var(&f.hub.MaxBacklog, "max-backlog", 0, "start our hub with --max-backlog BYTES")
+	fs.DurationVar(&f.hub.PingInterval, "ping-interval", 0, "start hubs with --ping-interval (reconnect --cut hub: default 1s)")
+	fs.DurationVar(&f.hub.PongTimeout, "pong-timeout", 0, "start hubs with --pong-timeout (reconnect --cut hub: default 1s)")
+	fs.IntVar(&f.hub.HistorySize, "history-size", 0, "start our hub with --history-size N, the messages it keeps per topic for since (0: its default)")
 	fs.DurationVar(&f.hub.GracePeriod, "grace-period", 0, "start hubs with --grace-period")
 	fs.StringVar(&f.hub.LogPath, "hub-log", "", "append the output of the hubs the bench starts to FILE and keep it (default: a temporary file, shown on failure)")
 	// Shape.
 	defTopics, defSubs, defCount, defSize, defRate := 1, 100, 200, 128, 0.0
 	defDuration, defChurnRate, defChurnLife := 5*time.Second, 50.0, 500*time.Millisecond
+	defDialConcurrency := 64
 	switch cmd {
 	case "idle":
 		defSubs = 1000
 	case "churn":
 		defTopics, defSubs, defCount = 4, 25, 0
+	case "reconnect":
+		// 10,000 subscribers cut in the first half of each slot reconnect
+		// at about 2,000/s; 64 handshakes in flight per worker would queue
+		// them for seconds at the client (2 × 2 workers × 512 stays under
+		// the kernel's somaxconn of 4096).
+		defSubs, defCount, defRate, defDuration, defDialConcurrency = 1000, 0, 4, 10*time.Second, 512
 	case "soak":
 		defTopics, defSubs, defCount, defSize, defRate = 10, 50, 0, 256, 10
 		defDuration, defChurnRate, defChurnLife = 2*time.Minute, 200, 4*time.Second
@@ -195,12 +211,17 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.IntVar(&o.SubsPerTopic, "subs", defSubs, "subscribers per topic")
 	pubs := fs.Int("pubs", 0, "publishers; the protocol allows one per topic, so this must equal --topics (default)")
 	fs.IntVar(&o.Size, "size", defSize, "message size in bytes (at least 32: publisher id, sequence, send time, trailer)")
-	fs.IntVar(&o.Count, "count", defCount, "messages per publisher (churn, soak: rate × duration when 0; slowconsumer: until the end)")
+	fs.IntVar(&o.Count, "count", defCount, "messages per publisher (churn, soak, reconnect: rate × duration when 0; slowconsumer: until the end)")
 	fs.Float64Var(&o.Rate, "rate", defRate, "messages per second per publisher; 0 = as fast as it goes (churn default 50)")
 	fs.DurationVar(&o.Hold, "hold", 3*time.Second, "idle: how long to hold the subscribers before measuring memory")
-	fs.DurationVar(&o.Duration, "duration", defDuration, "churn, soak: how long messages flow and clients come and go")
+	fs.DurationVar(&o.Duration, "duration", defDuration, "churn, soak, reconnect: how long messages flow and clients come and go (or are cut)")
 	fs.Float64Var(&o.ChurnRate, "churn-rate", defChurnRate, "churn: subscribers joining per second; soak: short-lived clients of every kind per second")
 	fs.DurationVar(&o.ChurnLife, "churn-life", defChurnLife, "churn: how long each joining subscriber stays; soak: their mean life (each lives up to twice it)")
+	// Reconnect.
+	fs.IntVar(&o.Cuts, "cuts", 2, "reconnect: how many times each subscriber is cut, spread over the run")
+	fs.StringVar(&o.CutMode, "cut", "client", "reconnect: client (the client drops its TCP connection) or hub (it stops answering pings until the hub closes it, 4003)")
+	fs.DurationVar(&o.ReconnectDelay, "reconnect-delay", 200*time.Millisecond, "reconnect: wait before reconnecting, jittered between half and one and a half of it")
+	fs.BoolVar(&o.AllowGaps, "allow-gaps", false, "reconnect: pass although the hub reported messages lost (gap notices), as with a --history-size shorter than the outages")
 	// Soak and slow consumer.
 	fs.StringVar(&o.MetricsURL, "metrics-url", "", "soak, slowconsumer: the hub's metrics (default http://HUB/metrics; give it for a --url hub with --metrics-listen)")
 	fs.DurationVar(&o.SettleTimeout, "settle-timeout", time.Minute, "soak: how long the hub gets to come back to its start once every client left")
@@ -217,7 +238,7 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.IntVar(&o.Procs, "procs", 1, "client processes holding subscribers (the bench re-executes itself)")
 	fs.IntVar(&o.Workers, "workers", 2, "epoll workers per client process")
 	fs.StringVar(&f.sources, "source-addrs", "auto", "local addresses for client sockets: a range 127.0.0.2-127.0.0.9, a comma list, auto (that range) or none")
-	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "handshakes in flight per worker")
+	fs.IntVar(&o.DialConcurrency, "dial-concurrency", defDialConcurrency, "handshakes in flight per worker (reconnect: 512, so that the client's bound does not make the time to recover)")
 	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 20*time.Second, "bound on one connect plus upgrade")
 	fs.DurationVar(&o.Coalesce, "coalesce", 300*time.Microsecond, "client workers pause this long after handling events so each read brings more frames (latency uses kernel receive timestamps, so this does not inflate it)")
 	fs.DurationVar(&o.Settle, "settle", 300*time.Millisecond, "pause after the last subscriber connects before publishing")
@@ -238,6 +259,15 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	f.hub.ExtraArgs = hubArgs
 	o.Tolerance.RSSBytes = f.tolRSSMiB * (1 << 20)
 	o.MaxBacklog = f.hub.MaxBacklog
+	if cmd == "reconnect" && o.CutMode == "hub" {
+		if f.hub.PingInterval == 0 {
+			f.hub.PingInterval = time.Second
+		}
+		if f.hub.PongTimeout == 0 {
+			f.hub.PongTimeout = time.Second
+		}
+	}
+	o.PingInterval, o.PongTimeout = f.hub.PingInterval, f.hub.PongTimeout
 	if cmd == "soak" || cmd == "slowconsumer" {
 		if f.compare {
 			return nil, fmt.Errorf("%s reads our hub's /metrics: the reference hub has none, so --compare does not apply", cmd)
@@ -395,9 +425,16 @@ func against(ctx context.Context, f *flags, o scenario.Options, which string) (*
 // hubOptions adapts the options of a hub the bench starts to scenario o:
 // the soak and the slow consumer want topics to end soon after their
 // publisher (--grace-period 1s unless given), and the slow consumer's
-// --max-backlog.
+// --max-backlog; reconnect --cut hub wants the pings it counts on.
 func hubOptions(h target.HubOptions, o scenario.Options) target.HubOptions {
 	switch o.Scenario {
+	case "reconnect":
+		if o.PingInterval > 0 {
+			h.PingInterval = o.PingInterval
+		}
+		if o.PongTimeout > 0 {
+			h.PongTimeout = o.PongTimeout
+		}
 	case "soak", "slowconsumer":
 		if h.GracePeriod == 0 {
 			h.GracePeriod = time.Second
@@ -422,6 +459,14 @@ func smoke(ctx context.Context, f *flags) ([]report.Run, error) {
 		{Scenario: "fanout", Topics: 2, SubsPerTopic: 50, Count: 100, Size: 128},
 		{Scenario: "fanout", Topics: 4, SubsPerTopic: 10, Count: 40, Size: 256, Rate: 100},
 		{Scenario: "churn", Topics: 2, SubsPerTopic: 10, Rate: 100, Duration: 2 * time.Second, ChurnRate: 40, ChurnLife: 300 * time.Millisecond},
+		// Every subscriber cut twice and resumed: by dropping its
+		// connection (ours and the reference), and by the hub for
+		// answering no ping (ours).
+		{Scenario: "reconnect", Topics: 2, SubsPerTopic: 25, Rate: 20, Duration: 1500 * time.Millisecond, Cuts: 2, CutMode: "client",
+			ReconnectDelay: 50 * time.Millisecond, DrainTimeout: 500 * time.Millisecond},
+		{Scenario: "reconnect", Topics: 2, SubsPerTopic: 25, Rate: 20, Duration: 2 * time.Second, Cuts: 2, CutMode: "hub",
+			ReconnectDelay: 50 * time.Millisecond, DrainTimeout: 500 * time.Millisecond,
+			PingInterval: 200 * time.Millisecond, PongTimeout: 200 * time.Millisecond},
 	}
 	var runs []report.Run
 	var errs []error
@@ -429,6 +474,10 @@ func smoke(ctx context.Context, f *flags) ([]report.Run, error) {
 		o := base
 		o.Scenario, o.Topics, o.SubsPerTopic, o.Count, o.Size, o.Rate = s.Scenario, s.Topics, s.SubsPerTopic, s.Count, s.Size, s.Rate
 		o.Hold, o.Duration, o.ChurnRate, o.ChurnLife = s.Hold, s.Duration, s.ChurnRate, s.ChurnLife
+		o.Cuts, o.CutMode, o.ReconnectDelay, o.PingInterval, o.PongTimeout = s.Cuts, s.CutMode, s.ReconnectDelay, s.PingInterval, s.PongTimeout
+		if s.DrainTimeout > 0 {
+			o.DrainTimeout = s.DrainTimeout
+		}
 		if o.Size == 0 {
 			o.Size = 128
 		}
@@ -440,6 +489,10 @@ func smoke(ctx context.Context, f *flags) ([]report.Run, error) {
 				continue
 			}
 			run.Ours = r
+			if o.Scenario == "reconnect" && o.CutMode == "hub" {
+				runs = append(runs, run) // the client cut already compares
+				continue
+			}
 			r, err = against(ctx, f, o, "reference")
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s against the reference: %w", o.Scenario, err))
@@ -556,7 +609,14 @@ func smokeSummary(runs []report.Run) {
 			if !r.Pass() {
 				v = "FAIL " + strings.Join(append(append([]string{}, r.Errors...), r.Failures...), "; ")
 			}
-			fmt.Printf("smoke %-7s %-10s subs %-5d delivered %-7d lost %d  %s\n", r.Scenario, r.Target, r.Subscribers, r.Delivered, r.Lost, v)
+			what := r.Scenario
+			if rc := r.Reconnect; rc != nil {
+				what += " (" + rc.Mode + ")"
+				if rc.CannotResume {
+					v += " (no resume: loss expected)"
+				}
+			}
+			fmt.Printf("smoke %-18s %-10s subs %-5d delivered %-7d lost %-4d %s\n", what, r.Target, r.Subscribers, r.Delivered, r.Lost, v)
 		}
 	}
 }

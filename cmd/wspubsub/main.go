@@ -130,7 +130,7 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.Float64Var(&cfg.HandshakeRate, "handshake-rate", 0, "new connections a second from one IP address; more get 429 (0: no limit)")
 	fs.IntVar(&cfg.HandshakeBurst, "handshake-burst", 0, "bursts allowed above --handshake-rate (0: one second's worth)")
 	fs.IntVar(&cfg.MaxTopicsPerDomain, "max-topics-per-domain", 100_000, "most live topics of one domain; more get 429 (0: no limit)")
-	fs.IntVar(&cfg.MaxPublishRate, "max-publish-rate", 0, "messages a second a publisher may send; past it, close 4004 (0: no limit)")
+	fs.IntVar(&cfg.MaxPublishRate, "max-publish-rate", 0, "messages a second a WebSocket publisher may send (past it, close 4004), and an API key may publish over HTTP across its connections (past it, 429) (0: no limit)")
 	fs.Var(originList{&cfg.AllowedOrigins}, "allowed-origins", "comma-separated Origins browsers may connect from: https://app.example, https://*.example, * (default: any)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "at shutdown, exit after this long whatever is left")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (and /debug/pprof) on this address instead of --listen")
