@@ -823,8 +823,9 @@ func (noCluster) Forward(context.Context, topics.Key, []byte, int) (string, uint
 }
 
 // TestHTTPPublishOnClusterNode: on a cluster node an HTTP publish goes
-// through the cluster's seam (publishHTTPCluster), which refuses it with
-// 503 until the cluster carries HTTP publishes; nothing is started locally.
+// through the cluster (publishHTTPCluster): one that cannot claim the topic
+// gets 503, and nothing is started locally. (cluster's tests publish across
+// real nodes.)
 func TestHTTPPublishOnClusterNode(t *testing.T) {
 	h := startHub(t, func(c *server.Config) { c.Cluster = noCluster{} })
 	resp, text := h.post(t, newHTTPClient(), apiPath("test", "a"), h.key, "text/plain", []byte("m"))
