@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -131,8 +133,9 @@ func TestServeThreeNodeCluster(t *testing.T) {
 // TestServeClusterPositions runs three `wspubsub serve --nats-url`
 // processes: subscribers on every node see the positions the owner
 // assigns; one resuming on a node that never had the topic gets the older
-// messages from the owner; and when the owner drains, its publisher takes
-// the topic over on that node and the epoch and count go on.
+// messages from the owner; when the owner drains, its publisher takes the
+// topic over on that node and the epoch and count go on; and an HTTP
+// publish on a node that does not own the topic gets the next position.
 func TestServeClusterPositions(t *testing.T) {
 	bin := buildBinary(t)
 	ns := natstest.Start(t)
@@ -198,9 +201,25 @@ func TestServeClusterPositions(t *testing.T) {
 	if err := cmds[0].Wait(); err != nil {
 		t.Fatalf("node a did not exit cleanly: %v", err)
 	}
+	// An HTTP publish on b goes to c, the owner now, and comes back with
+	// its position.
+	req, _ := http.NewRequest("POST", "http://"+addrs[1]+"/api/pub/test/news", strings.NewReader("m5"))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf(`{"epoch":%q,"offset":5}`, epoch); resp.StatusCode != 200 || strings.TrimSpace(string(body)) != want {
+		t.Fatalf("HTTP publish on b: %s %s, want 200 %s", resp.Status, body, want)
+	}
+	expect(onB, epoch+":5", "m5")
+	expect(onC, epoch+":5", "m5")
 	// And a resume on b, from the start, with a gone.
 	again := dial(&meta, addrs[1], "/ws/sub/test/news?since="+epoch+":0")
-	for i, m := range []string{"m1", "m2", "m3", "m4"} {
+	for i, m := range []string{"m1", "m2", "m3", "m4", "m5"} {
 		expect(again, fmt.Sprintf("%s:%d", epoch, i+1), m)
 	}
 }
