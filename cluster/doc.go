@@ -35,18 +35,25 @@
 // the node it took the topic over from) with a NATS request on that node's
 // subject, PREFIX.h.NODE, and gets a page of its history (see fetch.go).
 //
+// HTTP publish. A node that takes an HTTP publish of a topic another node
+// owns forwards the message to the owner with a request on its subject,
+// PREFIX.p.NODE; the owner publishes it as its own and answers with the
+// position (see forward.go). A topic nobody owns is claimed by the node
+// that took the publish, and released at once.
+//
 // Concurrency. All exported methods are safe for concurrent use. Started,
 // Join, Leave and a claim's Publish, Continues and Release never wait for
 // the network (Publish hands bytes to the NATS client's bounded buffer; the
 // NATS client may make it wait for the socket, at most FlusherTimeout);
-// they are called on the hub's event loops. Claim, Confirm, Keep and
-// History make network round trips and are called off the loops. The
+// they are called on the hub's event loops. Claim, Confirm, Keep, History
+// and Forward make network round trips and are called off the loops. The
 // callbacks into the hub (server.ClusterHub) come from goroutines of this
 // package and of the NATS client, never under a lock of this package:
 // Deliver for one topic from that topic's subscription goroutine, one call
 // at a time, in the order the publishing node sent; History from the
 // goroutine of the node's history subscription, one request at a time;
-// TopicEnded and ClaimLost from the node's own goroutines. Lock order,
+// PublishForwarded from goroutines of this package, at most maxForwards at
+// once; TopicEnded and ClaimLost from the node's own goroutines. Lock order,
 // outermost first: a lease's io mutex, then Node.mu; the view's and the
 // interests' mutexes and a lease's posMu are leaves.
 package cluster
