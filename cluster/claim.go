@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/wspubsub/wspubsub/history"
 	"github.com/wspubsub/wspubsub/server"
 	"github.com/wspubsub/wspubsub/topics"
 )
@@ -25,13 +26,22 @@ type record struct {
 	// GraceUntil is when the grace period ends, Unix milliseconds, once
 	// Pubs is 0.
 	GraceUntil int64 `json:"grace_until,omitempty"`
+	// Epoch and Last are the topic's position as the owner last published
+	// (the owner assigns positions): a publisher that takes the topic
+	// over on another node within the grace period goes on from them.
+	// Written when the grace period starts, they are final then, since
+	// nothing is published without a publisher.
+	Epoch string `json:"epoch,omitempty"`
+	Last  uint64 `json:"last,omitempty"`
 }
 
-func (n *Node) encode(pubs int, graceUntil time.Time) []byte {
-	r := record{Node: n.id, Pubs: pubs}
-	if pubs == 0 {
-		r.GraceUntil = graceUntil.UnixMilli()
+// encode is l's record: n.mu is held.
+func (n *Node) encode(l *lease) []byte {
+	r := record{Node: n.id, Pubs: l.pubs}
+	if l.pubs == 0 {
+		r.GraceUntil = l.graceUntil.UnixMilli()
 	}
+	r.Epoch, r.Last = l.position()
 	b, _ := json.Marshal(r)
 	return b
 }
@@ -76,6 +86,17 @@ type lease struct {
 
 	lost atomic.Bool
 
+	// prev is the node that owned the topic before this one took it over
+	// in its grace period, "" if none: it may still keep older messages.
+	// Set before the lease is owned, read-only then.
+	prev string
+
+	// The topic's position as this node last published it, or as it took
+	// the topic over: what its record says. Guarded by posMu.
+	posMu sync.Mutex
+	epoch string
+	last  uint64
+
 	// The publishing side, guarded by pub: publishers of the topic on
 	// several event loops take turns, so a run's parts stay together and the
 	// sequence is the publishing order.
@@ -89,6 +110,10 @@ type lease struct {
 type claim struct {
 	l        *lease
 	released atomic.Bool
+	// Where the topic's positions go on from, for the claim that took it
+	// over (or started it); "" for a topic this node owned already.
+	epoch string
+	last  uint64
 }
 
 var _ server.ClusterTopic = (*claim)(nil)
@@ -97,6 +122,9 @@ var _ server.ClusterTopic = (*claim)(nil)
 func (c *claim) Publish(epoch string, first uint64, frames []byte, msgs, payload int) bool {
 	return c.l.publish(epoch, first, frames, msgs, payload)
 }
+
+// Continues implements server.ClusterTopic.
+func (c *claim) Continues() (epoch string, last uint64) { return c.epoch, c.last }
 
 // Release implements server.ClusterTopic.
 func (c *claim) Release() {
@@ -159,7 +187,8 @@ func (n *Node) Claim(ctx context.Context, k topics.Key) (server.ClusterTopic, er
 			close(l.claimed)
 			n.mu.Unlock()
 			n.stats.claims[claimWon].Add(1)
-			return &claim{l: l}, nil
+			epoch, last := l.position()
+			return &claim{l: l, epoch: epoch, last: last}, nil
 		case l.state == leaseClaiming:
 			ch := l.claimed
 			n.mu.Unlock()
@@ -202,7 +231,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // acquire claims a topic this node has no lease on, returning the record's
-// revision.
+// revision. It sets the lease's position: a topic taken over in its grace
+// period goes on from its record's; any other starts a new epoch, since it
+// starts from nothing or its owner died without saying where it stopped
+// (going on from an older record could assign a position twice).
 func (n *Node) acquire(ctx context.Context, l *lease) (uint64, error) {
 	if !n.nc.IsConnected() {
 		return 0, ErrNotConnected
@@ -211,12 +243,14 @@ func (n *Node) acquire(ctx context.Context, l *lease) (uint64, error) {
 	if kv == nil {
 		return 0, ErrNotReady
 	}
-	rec := n.encode(1, time.Time{})
+	fresh := history.NewEpoch()
 	for range 4 {
+		l.prev = ""
+		l.setPosition(fresh, 0)
 		e, err := kv.Get(ctx, l.kvKey)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			rev, err := kv.Create(ctx, l.kvKey, rec)
+			rev, err := kv.Create(ctx, l.kvKey, n.encodeClaim(l))
 			if err == nil {
 				return rev, nil
 			}
@@ -227,11 +261,18 @@ func (n *Node) acquire(ctx context.Context, l *lease) (uint64, error) {
 		case err != nil:
 			return 0, fmt.Errorf("cannot read the topic's ownership record: %w", err)
 		}
-		if r, err := decodeRecord(e.Value()); err == nil && r.Node != n.id && r.owned(e.Created(), n.cfg.ClaimTTL) {
+		r, err := decodeRecord(e.Value())
+		if err == nil && r.Node != n.id && r.owned(e.Created(), n.cfg.ClaimTTL) {
 			return 0, fmt.Errorf("cluster: topic owned by node %s: %w", r.Node, topics.ErrHasPublisher)
 		}
 		// In grace, lapsed, unreadable or ours: take it over.
-		rev, err := kv.Update(ctx, l.kvKey, rec, e.Revision())
+		if err == nil && (r.Pubs == 0 || r.Node == n.id) && history.ValidEpoch(r.Epoch) {
+			l.setPosition(r.Epoch, r.Last)
+			if r.Node != n.id {
+				l.prev = r.Node
+			}
+		}
+		rev, err := kv.Update(ctx, l.kvKey, n.encodeClaim(l), e.Revision())
 		if err == nil {
 			return rev, nil
 		}
@@ -263,7 +304,7 @@ func (n *Node) reclaim(ctx context.Context, l *lease) (bool, error) {
 	if kv == nil || !n.nc.IsConnected() {
 		return false, ErrNotConnected
 	}
-	newRev, err := kv.Update(ctx, l.kvKey, n.encode(1, time.Time{}), rev)
+	newRev, err := kv.Update(ctx, l.kvKey, n.encodeClaim(l), rev)
 	if isConflict(err) {
 		n.drop(l) // another node wrote the record: claim afresh
 		return false, nil
@@ -431,7 +472,7 @@ func (n *Node) sync(l *lease) {
 		n.mu.Unlock()
 		return
 	}
-	rec, rev := n.encode(l.pubs, l.graceUntil), l.rev
+	rec, rev := n.encode(l), l.rev
 	n.mu.Unlock()
 	kv := n.bucket()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -499,6 +540,9 @@ func isConflict(err error) bool {
 // than the NATS server takes.
 func (l *lease) publish(epoch string, first uint64, frames []byte, msgs, payload int) bool {
 	n := l.n
+	if msgs > 0 {
+		l.setPosition(epoch, first+uint64(msgs)-1)
+	}
 	if l.lost.Load() {
 		n.stats.dropped[dropPublishError].Add(1)
 		return false
@@ -539,6 +583,25 @@ func (l *lease) publish(epoch string, first uint64, frames []byte, msgs, payload
 	n.stats.sentBatches.Add(1)
 	n.stats.sentMessages.Add(int64(msgs))
 	return true
+}
+
+// encodeClaim is the record of a claim: one publisher, l's position.
+func (n *Node) encodeClaim(l *lease) []byte {
+	epoch, last := l.position()
+	b, _ := json.Marshal(record{Node: n.id, Pubs: 1, Epoch: epoch, Last: last})
+	return b
+}
+
+func (l *lease) position() (epoch string, last uint64) {
+	l.posMu.Lock()
+	defer l.posMu.Unlock()
+	return l.epoch, l.last
+}
+
+func (l *lease) setPosition(epoch string, last uint64) {
+	l.posMu.Lock()
+	l.epoch, l.last = epoch, last
+	l.posMu.Unlock()
 }
 
 // publishFailed logs a failed publish, at most once a second.

@@ -13,8 +13,9 @@
 //
 // Ownership. Each topic started anywhere has a record in a JetStream
 // key-value bucket (key DOMAIN.TOPIC, encoded as above; value: the owning
-// node, its number of publishers, and the end of the grace period once the
-// last one left). The bucket's MaxAge is ClaimTTL, and the owner rewrites
+// node, its number of publishers, the end of the grace period once the
+// last one left, and the topic's position as the owner last published).
+// The bucket's MaxAge is ClaimTTL, and the owner rewrites
 // its records every ClaimTTL/3; the record of a node that died lapses. Every
 // write is a compare-and-set on the record's revision, so of two nodes that
 // claim a topic at once exactly one wins. Every node watches the bucket and
@@ -22,16 +23,37 @@
 // subscribers without a network round trip, and tells a node when a topic
 // whose publisher was elsewhere ended.
 //
+// Positions. The owner assigns every message's epoch and offset and sends
+// them with the message, so every node keeps the topic's history under the
+// same positions. A publisher that takes a topic over in its grace period
+// goes on from the position in the record (final once the grace period
+// started); one that takes over the record of a node that died starts a
+// new epoch, since nobody can tell what that node assigned last.
+//
+// History. A node that lacks older messages of a topic, for a subscriber
+// resuming there, asks the node that keeps them (the owner; on the owner,
+// the node it took the topic over from) with a NATS request on that node's
+// subject, PREFIX.h.NODE, and gets a page of its history (see fetch.go).
+//
+// HTTP publish. A node that takes an HTTP publish of a topic another node
+// owns forwards the message to the owner with a request on its subject,
+// PREFIX.p.NODE; the owner publishes it as its own and answers with the
+// position (see forward.go). A topic nobody owns is claimed by the node
+// that took the publish, and released at once.
+//
 // Concurrency. All exported methods are safe for concurrent use. Started,
-// Join, Leave and a claim's Publish and Release never wait for the network
-// (Publish hands bytes to the NATS client's bounded buffer; the NATS
-// client may make it wait for the socket, at most FlusherTimeout); they are
-// called on the hub's event loops. Claim, Confirm and Keep make network
-// round trips and are called off the loops. The callbacks into the hub
-// (server.ClusterHub) come from goroutines of this package and of the NATS
-// client, never under a lock of this package: Deliver for one topic from
-// that topic's subscription goroutine, one call at a time, in the order the
-// publishing node sent; TopicEnded and ClaimLost from the node's own
-// goroutines. Lock order, outermost first: a lease's io mutex, then
-// Node.mu; the view's and the interests' mutexes are leaves.
+// Join, Leave and a claim's Publish, Continues and Release never wait for
+// the network (Publish hands bytes to the NATS client's bounded buffer; the
+// NATS client may make it wait for the socket, at most FlusherTimeout);
+// they are called on the hub's event loops. Claim, Confirm, Keep, History
+// and Forward make network round trips and are called off the loops. The
+// callbacks into the hub (server.ClusterHub) come from goroutines of this
+// package and of the NATS client, never under a lock of this package:
+// Deliver for one topic from that topic's subscription goroutine, one call
+// at a time, in the order the publishing node sent; History from the
+// goroutine of the node's history subscription, one request at a time;
+// PublishForwarded from goroutines of this package, at most maxForwards at
+// once; TopicEnded and ClaimLost from the node's own goroutines. Lock order,
+// outermost first: a lease's io mutex, then Node.mu; the view's and the
+// interests' mutexes and a lease's posMu are leaves.
 package cluster

@@ -24,6 +24,14 @@ const (
 
 var dropLabels = [numDrops]string{"publish_error", "slow_consumer", "malformed"}
 
+const (
+	fetchOK = iota
+	fetchError
+	numFetchResults
+)
+
+var fetchLabels = [numFetchResults]string{"ok", "error"}
+
 // stats are the node's running totals: atomics, read at scrape time.
 type stats struct {
 	sentBatches, sentMessages, sentBytes             atomic.Int64
@@ -34,6 +42,10 @@ type stats struct {
 	claims                                           [numClaimResults]atomic.Int64
 	claimsLost                                       atomic.Int64
 	kvErrors                                         atomic.Int64
+	historyFetches                                   [numFetchResults]atomic.Int64
+	historyEntries, historyServed                    atomic.Int64
+	forwards                                         [numFetchResults]atomic.Int64
+	forwardsServed                                   atomic.Int64
 	lastPublishLog                                   atomic.Int64
 	lag                                              prometheus.Histogram
 }
@@ -69,13 +81,19 @@ var (
 	descSubscriptions = desc("subscriptions", "NATS subscriptions: topics with local subscribers.")
 	descOwned         = desc("owned_topics", "Topics this node owns (with publishers here, or in their grace period).")
 	descKnown         = desc("known_topics", "Topics started anywhere in the cluster, as this node's view has them.")
+	descFetches       = desc("history_fetches_total", "Requests for older messages of a topic to the node that keeps them, by result: ok, error.", "result")
+	descFetched       = desc("history_fetched_messages_total", "Messages received from other nodes' history for subscribers resuming here.")
+	descServed        = desc("history_requests_served_total", "Requests for a topic's history this node answered.")
+	descForwards      = desc("forwarded_publishes_total", "HTTP publishes forwarded to the topic's owner, by result: ok, error.", "result")
+	descForwardsTaken = desc("forwarded_publishes_served_total", "HTTP publishes other nodes forwarded to this node, as the topic's owner.")
 )
 
 // Describe implements prometheus.Collector.
 func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnected, descReady, descReconnects, descDisconnects, descSentBatches,
 		descSentMsgs, descSentBytes, descRecvBatches, descRecvMsgs, descRecvBytes, descLost, descDropped, descClaims,
-		descClaimsLost, descKVErrors, descSubscriptions, descOwned, descKnown} {
+		descClaimsLost, descKVErrors, descSubscriptions, descOwned, descKnown, descFetches, descFetched, descServed,
+		descForwards, descForwardsTaken} {
 		ch <- d
 	}
 	n.stats.lag.Describe(ch)
@@ -121,6 +139,15 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	n.mu.Unlock()
 	gauge(descOwned, int64(owned))
 	gauge(descKnown, int64(n.view.len()))
+	for i := range numFetchResults {
+		counter(descFetches, st.historyFetches[i].Load(), fetchLabels[i])
+	}
+	counter(descFetched, st.historyEntries.Load())
+	counter(descServed, st.historyServed.Load())
+	for i := range numFetchResults {
+		counter(descForwards, st.forwards[i].Load(), fetchLabels[i])
+	}
+	counter(descForwardsTaken, st.forwardsServed.Load())
 	st.lag.Collect(ch)
 }
 

@@ -119,6 +119,9 @@ type Node struct {
 
 	view      view
 	interests interests
+	replyBuf  []byte // the history subscription's answers, on its goroutine
+
+	forwarding chan struct{} // semaphore of forwarded HTTP publishes being published
 
 	kick      chan struct{} // wakes the worker: dirty leases
 	reconnect chan struct{} // wakes the worker: set up the bucket and watch again
@@ -165,6 +168,8 @@ func Connect(cfg Config) (*Node, error) {
 		reconnect: make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
+
+		forwarding: make(chan struct{}, maxForwards),
 	}
 	n.view.init()
 	n.interests.init()
@@ -194,6 +199,14 @@ func Connect(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cannot use JetStream: %w", err)
 	}
 	n.nc, n.js = nc, js
+	if _, err := nc.Subscribe(historySubject(cfg.Prefix, n.id), n.answerHistory); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cannot subscribe to history requests: %w", err)
+	}
+	if _, err := nc.Subscribe(forwardSubject(cfg.Prefix, n.id), n.answerForward); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cannot subscribe to forwarded publishes: %w", err)
+	}
 	go n.work()
 	if nc.IsConnected() {
 		n.wake(n.reconnect)

@@ -71,6 +71,7 @@ type Log struct {
 
 	epoch string
 	last  uint64 // the newest offset assigned or adopted; 0: none yet
+	from  uint64 // see From
 	ring  []Entry
 	head  int // index of the oldest entry in ring
 	n     int // entries kept
@@ -85,7 +86,11 @@ type Log struct {
 // epoch, the log takes a new random one at its first Assign, or the one an
 // Adopt brings (a topic whose positions another hub node assigns).
 func NewLog(lim Limits, b *Budget, epoch string) *Log {
-	return &Log{lim: lim, budget: b, epoch: epoch}
+	l := &Log{lim: lim, budget: b, epoch: epoch}
+	if epoch != "" {
+		l.from = 1
+	}
+	return l
 }
 
 // Lock takes the log's mutex.
@@ -100,6 +105,22 @@ func (l *Log) Epoch() string { return l.epoch }
 // Last is the newest offset assigned or adopted, 0 before the first.
 func (l *Log) Last() uint64 { return l.last }
 
+// Oldest is the offset of the oldest entry kept, 0 if none.
+func (l *Log) Oldest() uint64 {
+	if l.n == 0 {
+		return 0
+	}
+	return l.ring[l.head].Offset
+}
+
+// From is the oldest offset of the epoch the log answers for: every
+// message from it on reached the log, and is kept or was dropped by the
+// log's limits. A log that assigns its positions has had them all (From is
+// 1); one that adopts them from another hub node has had those since it
+// joined the stream, or since messages were lost on the way, and Backfill
+// can bring the older ones in. 0 while the log has no epoch.
+func (l *Log) From() uint64 { return l.from }
+
 // Len is the number of entries kept.
 func (l *Log) Len() int { return l.n }
 
@@ -113,7 +134,7 @@ func (l *Log) Keeps() bool { return l.lim.Size > 0 }
 // offset; they run to first+n-1.
 func (l *Log) Assign(n int) (first uint64) {
 	if l.epoch == "" {
-		l.epoch = NewEpoch()
+		l.epoch, l.from = NewEpoch(), 1
 	}
 	first = l.last + 1
 	l.last += uint64(n)
@@ -132,12 +153,13 @@ func (l *Log) Adopt(epoch string, first uint64, n int) (reset bool, gapFirst, ga
 		// live readers joined there and miss nothing.
 		reset = l.epoch != ""
 		l.clear()
-		l.epoch, l.last = epoch, 0
+		l.epoch, l.last, l.from = epoch, 0, first
 		if reset && first > 1 {
 			gapFirst, gapLast = 1, first-1
 		}
 	} else if first > l.last+1 {
 		gapFirst, gapLast = l.last+1, first-1
+		l.from = first
 	} else if first <= l.last {
 		skip = int(min(uint64(n), l.last-first+1))
 	}
@@ -147,17 +169,124 @@ func (l *Log) Adopt(epoch string, first uint64, n int) (reset bool, gapFirst, ga
 	return reset, gapFirst, gapLast, skip
 }
 
+// Continue makes the log go on from epoch:last, where another hub node,
+// whose publisher left, stopped: a publisher taking the topic over here
+// assigns last+1 next. A log that had no epoch takes it as it is; one of
+// another epoch is reset (every entry dropped); one of the same epoch
+// that had not heard of every offset up to last skips them (its entries
+// dropped, so they stay a run). It reports what a subscriber reading the
+// log live must be told, as Adopt does. A last older than the log's newest
+// offset leaves the log as it is: a position is never assigned twice.
+func (l *Log) Continue(epoch string, last uint64) (reset bool, gapFirst, gapLast uint64) {
+	switch {
+	case l.epoch == "":
+		l.epoch, l.last, l.from = epoch, last, last+1
+	case epoch != l.epoch:
+		reset = true
+		l.clear()
+		l.epoch, l.last, l.from = epoch, last, last+1
+		if last > 0 {
+			gapFirst, gapLast = 1, last
+		}
+	case last > l.last:
+		gapFirst, gapLast = l.last+1, last
+		l.dropAll()
+		l.last, l.from = last, last+1
+	}
+	return reset, gapFirst, gapLast
+}
+
+// Backfill inserts messages older than every entry the log keeps, which
+// another hub node kept: es are consecutive messages of epoch, oldest
+// first, and the run must reach the offset just before the oldest entry
+// kept (or the newest offset, if none is kept); what overlaps is left
+// out. Entries are inserted newest first, as long as the limits allow;
+// an entry's At is never later than that of the one after it. oldest is
+// the oldest offset the other node could send (0: none): once the log
+// holds that far, or its limits stop it, nothing older can be had, and
+// From turns 1. It returns how many entries it inserted; their frames are
+// copied.
+func (l *Log) Backfill(epoch string, es []Entry, oldest uint64, now int64) int {
+	if l.lim.Size <= 0 || epoch == "" || epoch != l.epoch || l.from <= 1 {
+		return 0
+	}
+	end := l.last
+	if l.n > 0 {
+		end = l.ring[l.head].Offset - 1
+	}
+	if end == 0 {
+		l.from = 1
+		return 0
+	}
+	i := len(es) - 1
+	for i >= 0 && es[i].Offset > end {
+		i--
+	}
+	if i < 0 || es[i].Offset != end {
+		if oldest == 0 || oldest > end {
+			l.from = 1 // nothing at or before end is kept there either
+		}
+		return 0
+	}
+	l.trim(now)
+	cut := int64(0)
+	if l.lim.TTL > 0 {
+		cut = now - int64(l.lim.TTL)
+	}
+	added, full := 0, false
+	for ; i >= 0; i-- {
+		e := es[i]
+		if i+1 < len(es) && e.Offset+1 != es[i+1].Offset || len(e.Frame) < 2 {
+			break
+		}
+		cost := len(e.Frame) + entryOverhead
+		if l.n >= l.lim.Size || l.lim.Bytes > 0 && l.bytes+cost > l.lim.Bytes || e.At < cut {
+			full = true
+			break
+		}
+		if l.n > 0 && e.At > l.ring[l.head].At {
+			e.At = l.ring[l.head].At
+		}
+		if l.ring == nil || l.n == len(l.ring) {
+			l.grow()
+		}
+		l.head = (l.head + len(l.ring) - 1) % len(l.ring)
+		l.ring[l.head] = Entry{Offset: e.Offset, At: e.At, Frame: append([]byte(nil), e.Frame...)}
+		l.n++
+		l.bytes += cost
+		l.oldest.Store(e.Offset)
+		if l.budget != nil {
+			l.budget.add(l, e.Offset, cost)
+		}
+		added++
+		l.from = e.Offset
+	}
+	if full || l.from <= max(oldest, 1) {
+		l.from = 1
+	}
+	return added
+}
+
 // Add keeps a copy of frame as the message at offset, which is newer than
 // every entry kept, and drops what the limits no longer allow. With history
 // off it does nothing.
+//
+// The entries kept are always a run of consecutive offsets: a message that
+// is not the next one (those between never came here) or that is not kept
+// (larger than the whole history may be) ends the run, and the older
+// entries go. Since then reports every missing offset in its one gap
+// notice, rather than replay across a hole as if nothing were missing.
 func (l *Log) Add(offset uint64, frame []byte, now int64) {
 	if l.lim.Size <= 0 {
 		return
 	}
+	if l.n > 0 && offset != l.ring[(l.head+l.n-1)%len(l.ring)].Offset+1 {
+		l.dropAll()
+	}
 	cost := len(frame) + entryOverhead
 	if l.lim.Bytes > 0 && cost > l.lim.Bytes {
-		l.trim(now)
-		return // larger than the whole history may be
+		l.dropAll() // larger than the whole history may be: a hole
+		return
 	}
 	for l.n > 0 && (l.n >= l.lim.Size || l.lim.Bytes > 0 && l.bytes+cost > l.lim.Bytes) {
 		l.dropOldest()
@@ -228,11 +357,16 @@ func (l *Log) Expire(now int64) { l.trim(now) }
 func (l *Log) Drop() { l.clear() }
 
 func (l *Log) clear() {
+	l.dropAll()
+	l.ring, l.head = nil, 0
+	l.gen.Add(1)
+}
+
+// dropAll drops every entry, keeping the ring.
+func (l *Log) dropAll() {
 	for l.n > 0 {
 		l.dropOldest()
 	}
-	l.ring, l.head = nil, 0
-	l.gen.Add(1)
 }
 
 // evictThrough drops the entries up to offset, for the budget.

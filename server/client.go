@@ -372,6 +372,9 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		c.refuse(refConflict, "topic already has its publisher")
 		return
 	}
+	if claim != nil {
+		s.claimed(t, claim)
+	}
 	s.stats.Publishers.Add(1) // counted before the 101 is out
 	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey, "")); err != nil {
 		s.stats.Publishers.Add(-1)

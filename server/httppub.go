@@ -415,8 +415,8 @@ func (c *client) apiPublish() (res apiResult, reason, epoch string, offset uint6
 	switch {
 	case errors.Is(err, topics.ErrTooManyTopics):
 		return apiTooManyTopics, "domain has too many topics", "", 0
-	case errors.Is(err, errClusterHTTPPublish):
-		return apiClusterUnavailable, err.Error(), "", 0
+	case errors.Is(err, ErrTooLargeToForward):
+		return apiTooLarge, "message larger than the cluster carries to the topic's owner (NATS max_payload)", "", 0
 	case err != nil:
 		s.log.Warn("cannot publish an HTTP publish across the cluster", "domain", r.topic.Domain, "topic", r.topic.Topic, "err", err)
 		return apiClusterUnavailable, "cluster unavailable, try again", "", 0
@@ -507,21 +507,28 @@ func (s *Server) publishHTTP(ctx context.Context, k topics.Key, frame []byte, pa
 	return epoch, offset, nil
 }
 
-// errClusterHTTPPublish is publishHTTPCluster's answer until a cluster node
-// can publish over HTTP.
-var errClusterHTTPPublish = errors.New("HTTP publish on a cluster node is not supported yet")
-
 // publishHTTPCluster is publishHTTP on a cluster node. There the topic's
 // owner assigns positions, and the topic's lifetime and grace period hold
 // across the nodes, so the message must reach the owner (or this node
 // become it) and come back with its position; Touch and the local log
-// alone would give positions no other node knows. It may block for network
-// round trips until ctx ends. It returns an error wrapping
-// topics.ErrTooManyTopics for a 429; any other error is a 503. Until the
-// cluster carries HTTP publishes it refuses them with
-// errClusterHTTPPublish.
+// alone would give positions no other node knows. A topic another node
+// owns gets the message forwarded there; one this node owns, or that no
+// node does, is claimed here as a publisher would, and released at once
+// (publishHere). When the ownership moves meanwhile, it asks again. It may
+// block for network round trips until ctx ends. It returns an error
+// wrapping topics.ErrTooManyTopics for a 429, ErrTooLargeToForward for a
+// 413; any other error is a 503.
 func (s *Server) publishHTTPCluster(ctx context.Context, k topics.Key, frame []byte, payload int) (epoch string, offset uint64, err error) {
-	return "", 0, errClusterHTTPPublish
+	for attempt := 1; ; attempt++ {
+		var forwarded bool
+		epoch, offset, forwarded, err = s.cluster.Forward(ctx, k, frame, payload)
+		if err == nil && !forwarded {
+			epoch, offset, err = s.publishHere(ctx, k, frame, payload)
+		}
+		if !errors.Is(err, topics.ErrHasPublisher) || attempt == 3 || ctx.Err() != nil {
+			return epoch, offset, err
+		}
+	}
 }
 
 // apiPublished answers a published request with its position. c.mu is

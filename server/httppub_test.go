@@ -815,10 +815,17 @@ func (noCluster) Join(topics.Key) bool                             { return true
 func (noCluster) Confirm(context.Context, topics.Key) error        { return nil }
 func (noCluster) Leave(topics.Key)                                 {}
 func (noCluster) Ready() error                                     { return nil }
+func (noCluster) History(context.Context, topics.Key, string, uint64, uint64) (server.HistoryPage, error) {
+	return server.HistoryPage{}, nil
+}
+func (noCluster) Forward(context.Context, topics.Key, []byte, int) (string, uint64, bool, error) {
+	return "", 0, false, nil
+}
 
 // TestHTTPPublishOnClusterNode: on a cluster node an HTTP publish goes
-// through the cluster's seam (publishHTTPCluster), which refuses it with
-// 503 until the cluster carries HTTP publishes; nothing is started locally.
+// through the cluster (publishHTTPCluster): one that cannot claim the topic
+// gets 503, and nothing is started locally. (cluster's tests publish across
+// real nodes.)
 func TestHTTPPublishOnClusterNode(t *testing.T) {
 	h := startHub(t, func(c *server.Config) { c.Cluster = noCluster{} })
 	resp, text := h.post(t, newHTTPClient(), apiPath("test", "a"), h.key, "text/plain", []byte("m"))

@@ -15,6 +15,7 @@
 // history.Log mutex, the topics table's shard lock, the history Budget's
 // lock; a goroutine holding a subscriber's client.mu never takes a
 // publisher's, and none takes a Publishing mutex holding a Conn's lock.
+// The mutex of a cluster node's history fetches (fills) is a leaf.
 package server
 
 import (
@@ -221,6 +222,7 @@ type Server struct {
 	pool     *fanoutPool
 	budget   *history.Budget // bounds every topic's history together
 	cluster  Cluster         // nil on a single hub
+	fills    fills           // a cluster node's fetches of history from other nodes
 
 	limits *addrLimits
 
@@ -250,6 +252,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.clients.init()
 	s.keyUsers.m = make(map[*client][32]byte)
+	s.fills.m = make(map[*topics.Topic[*client]]*fillCall)
 	tc := topics.Config[*client]{
 		MaxPublishers:      cfg.PublishersPerTopic,
 		MaxTopicsPerDomain: cfg.MaxTopicsPerDomain,

@@ -114,6 +114,7 @@ type Topic[S comparable] struct {
 
 	// Guarded by shard.mu.
 	publishers int
+	holds      int // handshakes preparing to join (see Hold)
 	subs       []S
 	index      map[S]int
 	graceGen   uint64 // bumped to cancel a pending expiry
@@ -207,7 +208,7 @@ func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
 			if !t.gone && t.graceGen == gen && t.publishers == 0 {
 				t.inGrace = false
 				t.graceGen++
-				if len(t.subs) == 0 {
+				if len(t.subs) == 0 && t.holds == 0 {
 					tb.remove(sh, t)
 				}
 			}
@@ -322,11 +323,58 @@ func (tb *Table[S]) unsubscribe(t *Topic[S], s S) bool {
 	t.count.Add(-1)
 	t.kinds[tb.kind(s)].Add(-1)
 	t.dirty.Store(true)
-	if len(t.subs) == 0 && t.publishers == 0 && !t.inGrace && !t.gone {
+	return tb.removeIfUnused(sh, t)
+}
+
+// removeIfUnused ends t if nothing holds it any more: no publisher, no
+// subscriber, no hold, no grace period pending. The shard's mutex is held.
+func (tb *Table[S]) removeIfUnused(sh *shard[S], t *Topic[S]) bool {
+	if len(t.subs) == 0 && t.publishers == 0 && t.holds == 0 && !t.inGrace && !t.gone {
 		tb.remove(sh, t)
 		return true
 	}
 	return false
+}
+
+// Hold keeps topic k live without a subscriber while a subscriber's
+// handshake prepares its replay off the event loop (a hub node asks the
+// topic's owner for older messages): what is published meanwhile goes on
+// into the topic's log. It starts the topic as Join would, and fails as
+// Join would. Each Hold is undone by one Unhold, once the subscriber
+// joined or gave up. A topic that ends (End, or its grace period running
+// out) ends whatever holds it.
+func (tb *Table[S]) Hold(k Key) (*Topic[S], error) {
+	sh := tb.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.m[k]
+	if t == nil {
+		if !tb.cfg.SubscribeWaits && (tb.cfg.Started == nil || !tb.cfg.Started(k)) {
+			return nil, ErrNotStarted
+		}
+		var err error
+		if t, err = tb.create(sh, k); err != nil {
+			return nil, err
+		}
+	}
+	t.holds++
+	return t, nil
+}
+
+// Unhold undoes one Hold; a topic nothing else holds ends.
+func (tb *Table[S]) Unhold(t *Topic[S]) {
+	sh := t.shard
+	sh.mu.Lock()
+	if t.gone || t.holds == 0 {
+		sh.mu.Unlock()
+		return
+	}
+	t.holds--
+	ended := tb.removeIfUnused(sh, t)
+	sh.mu.Unlock()
+	if ended {
+		t.dropLog()
+	}
 }
 
 // Touch starts topic k for a message published without a connection (an

@@ -298,3 +298,46 @@ func TestMaxTopicsPerDomain(t *testing.T) {
 		t.Fatal("a topic ended but its domain's count did not go down:", err)
 	}
 }
+
+func TestHold(t *testing.T) {
+	remote := map[Key]bool{{"a", "news"}: true}
+	tb := New(Config[*sub]{Started: func(k Key) bool { return remote[k] }})
+	if _, err := tb.Hold(Key{"a", "other"}); !errors.Is(err, ErrNotStarted) {
+		t.Fatalf("hold of a topic started nowhere: %v", err)
+	}
+	k := Key{"a", "news"}
+	tp, err := tb.Hold(k)
+	if err != nil || tb.Lookup(k) != tp {
+		t.Fatalf("hold: %v; in the table: %v", err, tb.Lookup(k) == tp)
+	}
+	// A subscriber joins and leaves while the topic is held: it lives on,
+	// with its log.
+	s1 := &sub{1}
+	tb.Subscribe(k, s1)
+	tp.Log.Lock()
+	tp.Log.Adopt("E", 1, 1)
+	tp.Log.Unlock()
+	tb.Unsubscribe(tp, s1)
+	if tb.Lookup(k) != tp {
+		t.Fatal("a held topic ended when its last subscriber left")
+	}
+	// The same topic for a second hold; the last Unhold ends it.
+	if tp2, _ := tb.Hold(k); tp2 != tp {
+		t.Fatal("a second hold got another topic")
+	}
+	tb.Unhold(tp)
+	if !tb.Has(k) {
+		t.Fatal("the topic ended with a hold left")
+	}
+	tb.Unhold(tp)
+	if tb.Has(k) {
+		t.Fatal("a topic with neither subscriber nor hold lives on")
+	}
+	tb.Unhold(tp) // one too many: nothing happens
+	// A held topic that ends elsewhere ends.
+	tp, _ = tb.Hold(k)
+	if _, ok := tb.End(k); !ok || tb.Has(k) {
+		t.Fatal("End left a held topic")
+	}
+	tb.Unhold(tp)
+}
