@@ -31,6 +31,9 @@ usage:
   wspubsub serve [flags]      run the hub (wspubsub serve -h lists the flags)
   wspubsub keys <command>     manage API keys (wspubsub keys help)
   wspubsub config <command>   print a default config file, or check one (wspubsub config help)
+  wspubsub sub [flags] URL    print a topic's messages: wspubsub sub ws://127.0.0.1:8080/ws/sub/DOMAIN/TOPIC
+  wspubsub pub [flags] URL    publish stdin's lines: wspubsub pub ws://127.0.0.1:8080/ws/pub/KEY/DOMAIN/TOPIC
+                              (wspubsub sub -h, wspubsub pub -h)
   wspubsub version            print the version
 `
 
@@ -50,6 +53,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runKeys(args[1:], stdout, stderr)
 	case "config":
 		return runConfig(args[1:], stdout, stderr)
+	case "sub":
+		return runSub(args[1:], stdout, stderr)
+	case "pub":
+		return runPub(args[1:], os.Stdin, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "wspubsub", version())
 		return 0
@@ -348,12 +355,22 @@ The key store was empty: created an API key for domain "test" (shown once, store
 
     %s
 
-Try it (websocat is one client of many):
-    publisher:  websocat ws://%s/ws/pub/%s/test/hello
-    subscriber: websocat ws://%s/ws/sub/test/hello
+Try it, publisher first (a subscriber to a topic no publisher started gets 404):
+    publisher (type lines):        %[2]s pub ws://%[3]s/ws/pub/%[1]s/test/hello
+    subscriber (another terminal): %[2]s sub ws://%[3]s/ws/sub/test/hello
 
-`, key, addr, key, addr)
+`, key, selfCommand(), addr)
 	return nil
+}
+
+// selfCommand is how the user ran this binary, to show commands they can
+// paste: its path, or "go run ./cmd/wspubsub" for a binary go run built.
+func selfCommand() string {
+	self := os.Args[0]
+	if strings.Contains(self, "go-build") {
+		return "go run ./cmd/wspubsub"
+	}
+	return self
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
