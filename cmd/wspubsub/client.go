@@ -189,15 +189,21 @@ func runSub(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "wspubsub sub:", err)
 		return 2
 	}
-	// The hub checks the values (400 with its reason), so the rule has one copy.
-	q := u.Query()
+	// The hub checks the values (400 with its reason), so the rule has one
+	// copy. The URL's own query is kept as it is.
+	add := url.Values{}
 	if *since != "" {
-		q.Set("since", *since)
+		add.Set("since", *since)
 	}
 	if *rewind != "" {
-		q.Set("rewind", *rewind)
+		add.Set("rewind", *rewind)
 	}
-	u.RawQuery = q.Encode()
+	if len(add) > 0 {
+		if u.RawQuery != "" {
+			u.RawQuery += "&"
+		}
+		u.RawQuery += add.Encode()
+	}
 	d, err := cf.dialer()
 	if err != nil {
 		fmt.Fprintln(stderr, "wspubsub sub:", err)
@@ -248,10 +254,9 @@ func runSub(args []string, stdout, stderr io.Writer) int {
 	}
 	// Ours to end: close with 1000 and wait for the hub's answer.
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-	if err := conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cf.timeout)); err != nil {
-		fmt.Fprintln(stderr, "wspubsub sub: cannot close:", err)
-		return 1
-	}
+	// If this fails, the hub closed first or the connection broke: the
+	// reader says which, below.
+	conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cf.timeout))
 	select {
 	case err := <-ended:
 		var ce *websocket.CloseError
@@ -431,13 +436,14 @@ send:
 	// before it: its answer means every message was taken.
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	if err := conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cf.timeout)); err != nil {
+		// Most likely the hub closed first, and the reader is reporting it.
 		select {
 		case err := <-ended:
 			return hubClosed(err)
-		default:
+		case <-time.After(cf.timeout):
+			fmt.Fprintln(stderr, "wspubsub pub: cannot close:", err)
+			return 1
 		}
-		fmt.Fprintln(stderr, "wspubsub pub: cannot close:", err)
-		return 1
 	}
 	select {
 	case err := <-ended:
