@@ -125,9 +125,32 @@ func shownURL(u *url.URL) string {
 }
 
 // dialHub connects to u, and on failure says why on stderr: the HTTP status
-// and body of a refusal, or the network or TLS error.
-func dialHub(d *websocket.Dialer, u *url.URL, h http.Header, stderr io.Writer, cmd string) (*websocket.Conn, bool) {
-	conn, resp, err := d.Dial(u.String(), h)
+// and body of a refusal, or the network or TLS error. A signal on sigs
+// gives up at once (the dial, left behind, ends with the process).
+func dialHub(d *websocket.Dialer, u *url.URL, h http.Header, sigs <-chan os.Signal, stderr io.Writer, cmd string) (*websocket.Conn, bool) {
+	type result struct {
+		conn *websocket.Conn
+		resp *http.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		conn, resp, err := d.Dial(u.String(), h)
+		done <- result{conn, resp, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-sigs:
+		fmt.Fprintf(stderr, "%s: interrupted while connecting\n", cmd)
+		go func() {
+			if r := <-done; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+		return nil, false
+	}
+	conn, resp, err := r.conn, r.resp, r.err
 	if err == nil {
 		return conn, true
 	}
@@ -214,7 +237,7 @@ func runSub(args []string, stdout, stderr io.Writer) int {
 	}
 	sigs, stop := interrupts()
 	defer stop()
-	conn, ok := dialHub(d, u, nil, stderr, "wspubsub sub")
+	conn, ok := dialHub(d, u, nil, sigs, stderr, "wspubsub sub")
 	if !ok {
 		return 1
 	}
@@ -359,7 +382,7 @@ func runPub(args []string, stdin io.Reader, stderr io.Writer) int {
 	}
 	sigs, stop := interrupts()
 	defer stop()
-	conn, ok := dialHub(d, u, h, stderr, "wspubsub pub")
+	conn, ok := dialHub(d, u, h, sigs, stderr, "wspubsub pub")
 	if !ok {
 		return 1
 	}

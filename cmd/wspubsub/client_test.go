@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -274,6 +275,30 @@ func TestClients(t *testing.T) {
 		waiting.cmd.Process.Signal(syscall.SIGINT)
 		if code := waiting.exitCode(t); code != 0 || !strings.Contains(waiting.stderr.String(), "closed: 1000") {
 			t.Errorf("waiting sub after SIGINT: exit %d, %q", code, waiting.stderr.String())
+		}
+	})
+
+	// Ctrl-C while the handshake hangs gives up at once, not after --timeout.
+	t.Run("interrupt", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		sub := startClient(t, bin, false, "sub", "--timeout", "30s", "ws://"+ln.Addr().String()+"/ws/sub/test/x")
+		c, err := ln.Accept() // its request comes, and no answer
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		sub.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-sub.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("sub did not give up on SIGINT during its handshake")
+		}
+		if code := sub.exitCode(t); code != 1 || !strings.Contains(sub.stderr.String(), "interrupted while connecting") {
+			t.Errorf("sub interrupted while connecting: exit %d, %q", code, sub.stderr.String())
 		}
 	})
 
