@@ -326,3 +326,24 @@ func TestClients(t *testing.T) {
 		}
 	})
 }
+
+// TestClientsUsage: help lists the clients, and bad arguments exit 2
+// before any connection.
+func TestClientsUsage(t *testing.T) {
+	code, out, _ := cli(t, "help")
+	if code != 0 || !strings.Contains(out, "wspubsub sub [flags] URL") || !strings.Contains(out, "wspubsub pub [flags] URL") {
+		t.Errorf("help: exit %d, %q; want both clients listed", code, out)
+	}
+	for _, args := range [][]string{
+		{"sub"},
+		{"pub"},
+		{"sub", "--raw", "--meta", "ws://127.0.0.1:1/ws/sub/a/b"},
+		{"sub", "ftp://127.0.0.1/ws/sub/a/b"},
+		{"pub", "ws:///ws/pub/a/b"},
+		{"sub", "--ca", "/nonexistent/ca.pem", "wss://127.0.0.1:1/ws/sub/a/b"},
+	} {
+		if code, _, stderr := cli(t, args...); code != 2 || stderr == "" {
+			t.Errorf("wspubsub %s: exit %d, %q; want 2 and a reason", strings.Join(args, " "), code, stderr)
+		}
+	}
+}
