@@ -32,6 +32,7 @@ import (
 	"github.com/wspubsub/wspubsub/history"
 	"github.com/wspubsub/wspubsub/loop"
 	"github.com/wspubsub/wspubsub/topics"
+	"github.com/wspubsub/wspubsub/version"
 	"github.com/wspubsub/wspubsub/ws"
 )
 
@@ -80,8 +81,8 @@ type Config struct {
 	Pollers int
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
-	// Version is reported by the build_info metric. Default: the module
-	// version the binary was built from.
+	// Version is reported by the build_info metric. Default:
+	// version.String(), the version stamped at build time.
 	Version string
 	// HTTP serves the plain HTTP requests the main listener gets for paths
 	// outside /ws/ (health, metrics); nil answers them 404. It runs off the
@@ -181,7 +182,7 @@ func (c *Config) setDefaults() {
 		c.PongTimeout = 10 * time.Second
 	}
 	if c.Version == "" {
-		c.Version = buildVersion()
+		c.Version = version.String()
 	}
 	orNone(&c.GracePeriod, 10*time.Second)
 	if c.HandshakeTimeout <= 0 {
