@@ -133,8 +133,6 @@ func TestKeysCLIErrors(t *testing.T) {
 	}
 	usage := [][]string{
 		nil,
-		{"help"},
-		{"--help"},
 		{"frobnicate"},
 		{"add"},
 		{"add", "--domain"},
@@ -144,12 +142,18 @@ func TestKeysCLIErrors(t *testing.T) {
 		{"revoke"},
 		{"revoke", "a", "b"},
 		{"deactivate"},
-		{"activate", "-h"},
 	}
 	for _, args := range usage {
 		code, out, errOut := keysCLI(t, args...)
 		if code != 2 || out != "" || !strings.Contains(errOut, "usage: wspubsub keys") {
 			t.Errorf("keys %q: exit %d, stdout %q, stderr %q; want 2 and usage on stderr", args, code, out, errOut)
+		}
+	}
+	// Help is not an error: usage on stdout, exit 0.
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"activate", "-h"}, {"list", "--help"}} {
+		code, out, errOut := keysCLI(t, args...)
+		if code != 0 || errOut != "" || !strings.Contains(out, "usage: wspubsub keys") {
+			t.Errorf("keys %q: exit %d, stdout %q, stderr %q; want 0 and usage on stdout", args, code, out, errOut)
 		}
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
@@ -179,5 +183,38 @@ func TestKeysCLIErrors(t *testing.T) {
 	code, _, errOut := keysCLI(t, "list")
 	if code != 1 || !strings.Contains(errOut, "corrupt") {
 		t.Fatalf("list of corrupt file: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestKeysListSaysWhichFile: `keys list` names the key file it read, as an
+// absolute path, and says when it does not exist, instead of printing a bare
+// empty table.
+func TestKeysListSaysWhichFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	t.Setenv("WSPUBSUB_KEYS_FILE", "")
+	t.Setenv("WSPUBSUB_DATABASE_URL", "")
+	abs := filepath.Join(dir, "wspubsub-keys.json")
+
+	code, out, errOut := keysCLI(t, "list")
+	if code != 0 || !strings.HasPrefix(out, "ID") {
+		t.Fatalf("list without a key file: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if !strings.Contains(errOut, abs) || !strings.Contains(errOut, "does not exist") {
+		t.Errorf("list without a key file: stderr %q does not say %s does not exist", errOut, abs)
+	}
+	if _, err := os.Stat(abs); !os.IsNotExist(err) {
+		t.Fatal("list created the key file")
+	}
+
+	if code, _, errOut = keysCLI(t, "add", "--domain", "d"); code != 0 {
+		t.Fatalf("add: exit %d, stderr %q", code, errOut)
+	}
+	code, out, errOut = keysCLI(t, "list")
+	if code != 0 || strings.Count(out, "\n") != 2 {
+		t.Fatalf("list: exit %d, stdout %q", code, out)
+	}
+	if !strings.Contains(errOut, abs) || strings.Contains(errOut, "does not exist") {
+		t.Errorf("list: stderr %q, want the key file %s named as existing", errOut, abs)
 	}
 }
