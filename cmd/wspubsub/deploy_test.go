@@ -56,7 +56,7 @@ func TestDockerignore(t *testing.T) {
 	for _, name := range []string{
 		"wspubsub", "wspubsub-bench", // make build
 		"cmd/wspubsub/wspubsub.test", "cpu.prof",
-		"wspubsub-keys.json", "deploy/wspubsub-keys.json", "prod-keys.json",
+		"wspubsub-keys.json", "deploy/wspubsub-keys.json", "prod-keys.json", "wspubsub-keys.json.last-used",
 		"tls/hub.pem", "hub.key",
 		".git/HEAD", ".git",
 		"server/testdata/fuzz/FuzzParseTarget/x",
