@@ -170,7 +170,7 @@ func (c *Config) setDefaults() {
 	def(&c.SubscriberInputLimit, 64<<10)
 	def(&c.MaxPendingKeyChecks, 256)
 	def(&c.MaxHTTPRequests, 16)
-	def(&c.MaxConnections, openFileLimit()-64)
+	def(&c.MaxConnections, DefaultMaxConnections())
 	def(&c.HandshakeBurst, max(1, int(c.HandshakeRate)))
 	orNone(&c.MaxTopicsPerDomain, 100_000)
 	orNone(&c.HistorySize, 100)
@@ -416,6 +416,11 @@ func (k *keyUsers) of(hash [32]byte) []*client {
 	}
 	return out
 }
+
+// DefaultMaxConnections is Config.MaxConnections when it is 0: the
+// process's open-file limit less 64, for the listeners, log files, the key
+// store's and the cluster's connections.
+func DefaultMaxConnections() int { return openFileLimit() - 64 }
 
 // openFileLimit is the process's soft limit on open files.
 func openFileLimit() int {
