@@ -4,9 +4,20 @@ FUZZTIME ?= 10s
 
 .PHONY: build run test lint race fuzz bench bench-smoke bench-suite
 
+# The version `wspubsub version` prints and /metrics' build_info carries,
+# stamped from git. Without git, a repository or tags it is still set
+# cleanly: --always falls back to the commit, and an empty VERSION leaves the
+# binary unstamped (it then reports what the Go toolchain recorded, or
+# "(devel)"). Override with `make build VERSION=v1.2.3`.
+GIT     ?= git
+VERSION ?= $(shell $(GIT) describe --tags --always --dirty 2>/dev/null)
+LDFLAGS := -X github.com/wspubsub/wspubsub/version.stamped=$(VERSION)
+# Where build puts the binaries.
+BINDIR  ?= .
+
 build:
-	$(GO) build -o wspubsub ./cmd/wspubsub
-	$(GO) build -o wspubsub-bench ./cmd/wspubsub-bench
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BINDIR)/wspubsub ./cmd/wspubsub
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BINDIR)/wspubsub-bench ./cmd/wspubsub-bench
 
 # Run the hub on the embedded key file (no database needed).
 run:

@@ -61,12 +61,18 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultName is Config.Name when it is empty: the host name, or "node" if
+// it cannot be had.
+func DefaultName() string {
+	if name, _ := os.Hostname(); name != "" {
+		return name
+	}
+	return "node"
+}
+
 func (c *Config) setDefaults() {
 	if c.Name == "" {
-		c.Name, _ = os.Hostname()
-		if c.Name == "" {
-			c.Name = "node"
-		}
+		c.Name = DefaultName()
 	}
 	if c.Prefix == "" {
 		c.Prefix = "wspubsub"

@@ -51,7 +51,7 @@ type Record struct {
 	Created  time.Time // when the key was added
 	Active   bool      // false while the key's domain is deactivated
 	Revoked  time.Time // zero unless revoked; a revoked key is refused forever
-	LastUsed time.Time // when a publisher last used it, to the minute; zero if never or not tracked (FileStore)
+	LastUsed time.Time // when a publisher last used it, to the minute; zero if never
 }
 
 // ValidDomain reports whether d can be stored as a key's domain: 1-64 bytes
@@ -68,10 +68,13 @@ func validUsername(u string) bool {
 type snapshot struct {
 	recs   []Record
 	byHash map[[32]byte]int // index into recs
+	// used[i] is when Check last queued a last-used time for recs[i]
+	// (UnixNano); the only mutable part, carried over to the next snapshot.
+	used []atomic.Int64
 }
 
 func newSnapshot(recs []Record) *snapshot {
-	s := &snapshot{recs: recs, byHash: make(map[[32]byte]int, len(recs))}
+	s := &snapshot{recs: recs, byHash: make(map[[32]byte]int, len(recs)), used: make([]atomic.Int64, len(recs))}
 	for i, r := range recs {
 		s.byHash[r.Hash] = i
 	}
@@ -95,8 +98,21 @@ func (a stamp) same(b stamp) bool {
 // FileStore keeps keys in a JSON file and serves Check from memory. Create
 // one with OpenFile. See the package comment for the concurrency contract.
 type FileStore struct {
-	path        string
-	reloadEvery time.Duration // how often Check may stat the file; tests shorten it
+	path          string
+	usedPath      string        // the last-used file beside it, see lastUsedPath
+	reloadEvery   time.Duration // how often Check may stat the file; tests shorten it
+	lastUsedEvery time.Duration // how often, at most, a key's use is recorded; tests shorten it
+	lastUsedBatch time.Duration // how long uses gather before one write of the last-used file
+
+	// Check queues the keys it accepts here, at most once per key per
+	// lastUsedEvery, without waiting: when the queue is full the use is
+	// dropped. The writer goroutine, started by the first use, gathers them
+	// and writes the last-used file off the Check path.
+	uses       chan keyUse
+	writing    atomic.Bool   // the writer goroutine was started
+	done       chan struct{} // closed by Close: the writer flushes and stops
+	writerDone chan struct{} // closed by the writer when it stops
+	closeOnce  sync.Once
 
 	snap      atomic.Pointer[snapshot]
 	lastStat  atomic.Int64 // UnixNano of the last stat on the Check path
@@ -114,7 +130,16 @@ type FileStore struct {
 // nothing is created until the first write; a file that cannot be parsed is
 // an error wrapping ErrCorrupt.
 func OpenFile(path string) (*FileStore, error) {
-	s := &FileStore{path: path, reloadEvery: time.Second}
+	s := &FileStore{
+		path:          path,
+		usedPath:      lastUsedPath(path),
+		reloadEvery:   time.Second,
+		lastUsedEvery: time.Minute,
+		lastUsedBatch: time.Second,
+		uses:          make(chan keyUse, maxQueuedUses),
+		done:          make(chan struct{}),
+		writerDone:    make(chan struct{}),
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	recs, st, err := s.readFile()
@@ -130,7 +155,8 @@ func OpenFile(path string) (*FileStore, error) {
 // Check returns nil if key is well formed, stored, active, not revoked and
 // issued for exactly domain, and ErrRefused otherwise (ErrClosed after
 // Close). It does not allocate when the key is accepted. ctx is not used:
-// the lookup is in memory.
+// the lookup is in memory. An accepted key's last-used time is queued for
+// the writer at most once a minute, without waiting.
 func (s *FileStore) Check(ctx context.Context, key, domain string) error {
 	if !WellFormed(key) {
 		return ErrRefused
@@ -138,7 +164,8 @@ func (s *FileStore) Check(ctx context.Context, key, domain string) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	s.maybeReload()
+	now := time.Now().UnixNano()
+	s.maybeReload(now)
 	h := Hash(key)
 	snap := s.snap.Load()
 	i, ok := snap.byHash[h]
@@ -152,14 +179,14 @@ func (s *FileStore) Check(ctx context.Context, key, domain string) error {
 	if !match || !r.Active || !r.Revoked.IsZero() || r.Domain != domain {
 		return ErrRefused
 	}
+	s.touch(snap, i, now)
 	return nil
 }
 
 // maybeReload stats the file at most once per reloadEvery and reloads it if
 // another process replaced it. A file that cannot be loaded leaves the
-// previous keys in force and is logged once.
-func (s *FileStore) maybeReload() {
-	now := time.Now().UnixNano()
+// previous keys in force and is logged once. now is time.Now's UnixNano.
+func (s *FileStore) maybeReload(now int64) {
 	last := s.lastStat.Load()
 	if now-last < int64(s.reloadEvery) || !s.statGuard.CompareAndSwap(false, true) {
 		return
@@ -466,6 +493,17 @@ func (s *FileStore) List(ctx context.Context) ([]Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot list keys: %w", err)
 	}
+	// Last-used times are a hint: a last-used file that cannot be read
+	// leaves them zero rather than failing the list.
+	if used, err := readLastUsed(s.usedPath); err == nil {
+		for i := range recs {
+			if at, ok := used[recs[i].Hash]; ok {
+				recs[i].LastUsed = at
+			}
+		}
+	} else {
+		slog.Debug("keys: cannot read last-used times", "path", s.usedPath, "err", err)
+	}
 	slices.SortFunc(recs, func(a, b Record) int {
 		if c := strings.Compare(a.Domain, b.Domain); c != 0 {
 			return c
@@ -559,7 +597,7 @@ func (s *FileStore) SetActive(ctx context.Context, domain string, active bool) (
 // refused.
 func (s *FileStore) Empty() bool {
 	if !s.closed.Load() {
-		s.maybeReload()
+		s.maybeReload(time.Now().UnixNano())
 	}
 	return len(s.snap.Load().recs) == 0
 }
@@ -568,8 +606,18 @@ func (s *FileStore) Empty() bool {
 // of every key that could publish before and cannot now. s.mu is held.
 func (s *FileStore) publish(next *snapshot) {
 	prev := s.snap.Swap(next)
+	if prev == nil {
+		return
+	}
+	// Keep "at most once a minute" across reloads. A Check still reading
+	// prev may queue one use more; the writer keeps the latest time.
+	for i := range next.recs {
+		if j, ok := prev.byHash[next.recs[i].Hash]; ok {
+			next.used[i].Store(prev.used[j].Load())
+		}
+	}
 	fn := s.onRevoked.Load()
-	if fn == nil || prev == nil {
+	if fn == nil {
 		return
 	}
 	for _, r := range prev.recs {
@@ -613,10 +661,17 @@ func (s *FileStore) Watch(ctx context.Context, onRevoked func(hash [32]byte)) er
 	return nil
 }
 
-// Close marks the store closed; later calls fail with ErrClosed. The store
+// Close marks the store closed; later calls fail with ErrClosed. It writes
+// the last-used times still queued, and waits for that write. The store
 // holds no open files between calls, so Close always returns nil, and
 // closing twice is harmless.
 func (s *FileStore) Close() error {
 	s.closed.Store(true)
+	s.closeOnce.Do(func() {
+		close(s.done)
+		if s.writing.Load() {
+			<-s.writerDone
+		}
+	})
 	return nil
 }

@@ -549,3 +549,105 @@ func BenchmarkCheckParallel(b *testing.B) {
 		}
 	})
 }
+
+// lastUsed returns the LastUsed of the only record List returns.
+func lastUsed(t *testing.T, s *keys.FileStore) time.Time {
+	t.Helper()
+	recs, err := s.List(context.Background())
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("List = %d records, %v", len(recs), err)
+	}
+	return recs[0].LastUsed
+}
+
+// TestFileLastUsed: an accepted Check is recorded as the key's last use, at
+// most once per interval, in a file beside the key file that another store
+// on the same key file (the CLI's) reads; the key file itself is not
+// rewritten, and Close writes what is still queued.
+func TestFileLastUsed(t *testing.T) {
+	s, path := openTemp(t)
+	keys.SetLastUsedIntervals(s, time.Hour, 50*time.Millisecond)
+	k := mustAdd(t, s, "a.example", "")
+	other := mustAdd(t, s, "b.example", "")
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := keys.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	listed := func() map[string]time.Time {
+		recs, err := cli.List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]time.Time{}
+		for _, r := range recs {
+			m[r.Domain] = r.LastUsed
+		}
+		return m
+	}
+	if m := listed(); !m["a.example"].IsZero() || !m["b.example"].IsZero() {
+		t.Fatalf("unused keys have last-used times %v", m)
+	}
+
+	start := time.Now().Truncate(time.Second)
+	wantCheck(t, s, k, "a.example", nil)
+	wantCheck(t, s, other, "a.example", keys.ErrRefused) // refused: not a use
+	var first time.Time
+	for deadline := time.Now().Add(5 * time.Second); first.IsZero(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no last-used time recorded: %s", keys.LastUsedPath(path))
+		}
+		first = listed()["a.example"]
+	}
+	if first.Before(start) || first.After(time.Now()) {
+		t.Fatalf("last used %v, want between %v and now", first, start)
+	}
+	if m := listed(); !m["b.example"].IsZero() {
+		t.Fatalf("a refused Check recorded a use of b.example's key: %v", m)
+	}
+
+	// Within the interval a later use is not recorded, even at Close.
+	time.Sleep(1100 * time.Millisecond) // the file keeps seconds
+	wantCheck(t, s, k, "a.example", nil)
+	time.Sleep(200 * time.Millisecond)
+	if got := listed()["a.example"]; !got.Equal(first) {
+		t.Fatalf("a use within the interval was recorded: %v, want %v", got, first)
+	}
+	after, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Fatal("recording a use rewrote the key file")
+	}
+
+	// Past the interval it is (here: another store on the file, with no
+	// interval, merging into what the first wrote), and Close writes it
+	// before returning.
+	s2, err := keys.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys.SetLastUsedIntervals(s2, 0, time.Hour)
+	wantCheck(t, s2, k, "a.example", nil)
+	s2.Close()
+	if got := listed()["a.example"]; !got.After(first) {
+		t.Fatalf("last used %v after Close, want later than %v", got, first)
+	}
+}
+
+// TestCheckHitDoesNotAllocateWhileRecording: queuing a use for the writer
+// does not allocate either, nor wait when the queue is full.
+func TestCheckHitDoesNotAllocateWhileRecording(t *testing.T) {
+	s, _ := openTemp(t)
+	keys.SetLastUsedIntervals(s, 0, time.Hour) // every Check queues a use
+	k := mustAdd(t, s, "a.example", "")
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(5000, func() { _ = s.Check(ctx, k, "a.example") }); n != 0 {
+		t.Fatalf("Check allocates %v times per accepted key", n)
+	}
+}

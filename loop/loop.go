@@ -105,10 +105,14 @@ func init() {
 	logging.SetLevel(logging.LevelError)
 }
 
+// DefaultPollers is how many event loops Start runs when Config.Pollers is
+// 0: one per usable core, runtime.GOMAXPROCS(0).
+func DefaultPollers() int { return runtime.GOMAXPROCS(0) }
+
 // Start listens on cfg.Addr and starts the loops.
 func Start(cfg Config, h Handler) (*Engine, error) {
 	if cfg.Pollers <= 0 {
-		cfg.Pollers = runtime.GOMAXPROCS(0)
+		cfg.Pollers = DefaultPollers()
 	}
 	if cfg.ReadBufferSize <= 0 {
 		cfg.ReadBufferSize = 64 << 10

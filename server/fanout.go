@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"runtime"
 	"sync"
 	"time"
 
@@ -147,7 +146,7 @@ func (s *Server) writeChunk(subs []*client, frames *variants) chunkResult {
 // lanesFor is how many cores a fan-out may use: one per event loop.
 func lanesFor(pollers int) int {
 	if pollers <= 0 {
-		return runtime.GOMAXPROCS(0)
+		return loop.DefaultPollers()
 	}
 	return pollers
 }

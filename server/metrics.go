@@ -3,7 +3,6 @@ package server
 import (
 	"net/http"
 	"runtime"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -398,14 +397,6 @@ func (s *Server) ReadyHandler() http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
-}
-
-// buildVersion is the module version the binary was built from.
-func buildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
 
 func since(start int64) float64 { return float64(time.Now().UnixNano()-start) / 1e9 }

@@ -32,6 +32,7 @@ import (
 	"github.com/wspubsub/wspubsub/history"
 	"github.com/wspubsub/wspubsub/loop"
 	"github.com/wspubsub/wspubsub/topics"
+	"github.com/wspubsub/wspubsub/version"
 	"github.com/wspubsub/wspubsub/ws"
 )
 
@@ -80,8 +81,8 @@ type Config struct {
 	Pollers int
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
-	// Version is reported by the build_info metric. Default: the module
-	// version the binary was built from.
+	// Version is reported by the build_info metric. Default:
+	// version.String(), the version stamped at build time.
 	Version string
 	// HTTP serves the plain HTTP requests the main listener gets for paths
 	// outside /ws/ (health, metrics); nil answers them 404. It runs off the
@@ -169,7 +170,7 @@ func (c *Config) setDefaults() {
 	def(&c.SubscriberInputLimit, 64<<10)
 	def(&c.MaxPendingKeyChecks, 256)
 	def(&c.MaxHTTPRequests, 16)
-	def(&c.MaxConnections, openFileLimit()-64)
+	def(&c.MaxConnections, DefaultMaxConnections())
 	def(&c.HandshakeBurst, max(1, int(c.HandshakeRate)))
 	orNone(&c.MaxTopicsPerDomain, 100_000)
 	orNone(&c.HistorySize, 100)
@@ -181,7 +182,7 @@ func (c *Config) setDefaults() {
 		c.PongTimeout = 10 * time.Second
 	}
 	if c.Version == "" {
-		c.Version = buildVersion()
+		c.Version = version.String()
 	}
 	orNone(&c.GracePeriod, 10*time.Second)
 	if c.HandshakeTimeout <= 0 {
@@ -415,6 +416,11 @@ func (k *keyUsers) of(hash [32]byte) []*client {
 	}
 	return out
 }
+
+// DefaultMaxConnections is Config.MaxConnections when it is 0: the
+// process's open-file limit less 64, for the listeners, log files, the key
+// store's and the cluster's connections.
+func DefaultMaxConnections() int { return openFileLimit() - 64 }
 
 // openFileLimit is the process's soft limit on open files.
 func openFileLimit() int {

@@ -101,36 +101,45 @@ func buildSection(run Run) section {
 		fmt   func(float64) string
 		lower bool
 		skip  func(*result.Result) bool
+		// tooShort, if set, reports a run too short to measure the figure.
+		tooShort func(*result.Result) bool
 	}
 	noServer := func(r *result.Result) bool { return !r.ServerMeasured }
 	var ms []metric
 	if run.Ours.Scenario == "idle" {
 		ms = []metric{
-			{"Server memory per connection", func(r *result.Result) float64 { return r.RSSPerConn / 1024 }, func(v float64) string { return fmt.Sprintf("%.2f KiB", v) }, true, noServer},
-			{"Connect rate", func(r *result.Result) float64 { return r.ConnectRate }, func(v float64) string { return si(v) + "/s" }, false, nil},
-			{"Subscribers held", func(r *result.Result) float64 { return float64(r.Subscribers) }, func(v float64) string { return fmt.Sprintf("%.0f", v) }, false, nil},
-			{"Server RSS after", func(r *result.Result) float64 { return float64(r.ServerRSSAfter) }, func(v float64) string { return mib(int64(v)) }, true, noServer},
+			{"Server memory per connection", func(r *result.Result) float64 { return r.RSSPerConn / 1024 }, func(v float64) string { return fmt.Sprintf("%.2f KiB", v) }, true, noServer, nil},
+			{"Connect rate", func(r *result.Result) float64 { return r.ConnectRate }, func(v float64) string { return si(v) + "/s" }, false, nil, nil},
+			{"Subscribers held", func(r *result.Result) float64 { return float64(r.Subscribers) }, func(v float64) string { return fmt.Sprintf("%.0f", v) }, false, nil, nil},
+			{"Server RSS after", func(r *result.Result) float64 { return float64(r.ServerRSSAfter) }, func(v float64) string { return mib(int64(v)) }, true, noServer, nil},
 		}
 	} else {
 		ms = []metric{
-			{"Deliveries per second", func(r *result.Result) float64 { return r.DeliveriesPerSec }, func(v float64) string { return si(v) }, false, nil},
-			{"Server CPU per delivery", func(r *result.Result) float64 { return r.ServerCPUPerDeliveryUs }, usec, true, noServer},
-			{"p99 latency", func(r *result.Result) float64 { return r.Latency.P99 }, dur, true, nil},
-			{"Lost / dup / reordered", func(r *result.Result) float64 { return float64(r.Lost + r.Duplicates + r.OutOfOrder) }, func(v float64) string { return fmt.Sprintf("%.0f", v) }, true, nil},
-			{"Server memory per connection", func(r *result.Result) float64 { return r.RSSPerConn / 1024 }, func(v float64) string { return fmt.Sprintf("%.2f KiB", v) }, true, noServer},
-			{"Client CPU per delivery", func(r *result.Result) float64 { return r.ClientCPUPerDeliveryUs }, usec, true, nil},
+			{"Deliveries per second", func(r *result.Result) float64 { return r.DeliveriesPerSec }, func(v float64) string { return si(v) }, false, nil, nil},
+			{"Server CPU per delivery", func(r *result.Result) float64 { return r.ServerCPUPerDeliveryUs }, usec, true, noServer,
+				func(r *result.Result) bool { return !result.CPUMeasured(r.ServerCPUSeconds) }},
+			{"p99 latency", func(r *result.Result) float64 { return r.Latency.P99 }, dur, true, nil, nil},
+			{"Lost / dup / reordered", func(r *result.Result) float64 { return float64(r.Lost + r.Duplicates + r.OutOfOrder) }, func(v float64) string { return fmt.Sprintf("%.0f", v) }, true, nil, nil},
+			{"Server memory per connection", func(r *result.Result) float64 { return r.RSSPerConn / 1024 }, func(v float64) string { return fmt.Sprintf("%.2f KiB", v) }, true, noServer, nil},
+			{"Client CPU per delivery", func(r *result.Result) float64 { return r.ClientCPUPerDeliveryUs }, usec, true, nil,
+				func(r *result.Result) bool { return !result.CPUMeasured(r.ClientCPUSeconds) }},
 		}
 	}
 	for _, m := range ms {
 		c := card{Label: m.label}
+		short := func(r *result.Result) bool { return m.tooShort != nil && m.tooShort(r) }
 		for i, r := range rs {
 			v := "n/a"
-			if m.skip == nil || !m.skip(r) {
+			switch {
+			case m.skip != nil && m.skip(r):
+			case short(r):
+				v = result.TooShortToMeasure
+			default:
 				v = m.fmt(m.get(r))
 			}
 			c.Values = append(c.Values, cardValue{Who: r.Target, Color: colorOf(r, i), Value: v})
 		}
-		if len(rs) == 2 && (m.skip == nil || (!m.skip(rs[0]) && !m.skip(rs[1]))) {
+		if len(rs) == 2 && (m.skip == nil || (!m.skip(rs[0]) && !m.skip(rs[1]))) && !short(rs[0]) && !short(rs[1]) {
 			o, ref := m.get(rs[0]), m.get(rs[1])
 			if ref != 0 {
 				ratio := o / ref
@@ -151,16 +160,22 @@ func buildSection(run Run) section {
 	}
 	if run.Ours.Scenario != "idle" {
 		// Runs of very different lengths get a time chart each, or the
-		// short one would be a sliver at the left.
+		// short one would be a sliver at the left. Each keeps its own time
+		// axis, but the pair shares one y scale, so that the panels side by
+		// side compare at a glance.
 		if len(rs) == 2 && !similarLength(rs[0], rs[1]) {
-			for _, r := range rs {
-				s.Charts = append(s.Charts, throughputChart([]*result.Result{r}))
-			}
-			for _, r := range rs {
-				s.Charts = append(s.Charts, latencyOverTime([]*result.Result{r}))
+			for _, pair := range [][]chart{
+				{throughputChart(rs[:1]), throughputChart(rs[1:])},
+				{latencyOverTime(rs[:1]), latencyOverTime(rs[1:])},
+			} {
+				shareY(pair)
+				for _, c := range pair {
+					c.xLabel += " (each run to its own length)"
+					s.Charts = append(s.Charts, c.svg())
+				}
 			}
 		} else {
-			s.Charts = append(s.Charts, throughputChart(rs), latencyOverTime(rs))
+			s.Charts = append(s.Charts, throughputChart(rs).svg(), latencyOverTime(rs).svg())
 		}
 		s.Charts = append(s.Charts, spectrumChart(rs))
 	}
@@ -183,7 +198,7 @@ func chartTitle(base string, rs []*result.Result) string {
 	return base
 }
 
-func throughputChart(rs []*result.Result) template.HTML {
+func throughputChart(rs []*result.Result) chart {
 	c := chart{title: chartTitle("Throughput over time", rs), xLabel: "seconds since the first publish", yLabel: "deliveries / s", area: true,
 		yFmt: si}
 	for i, r := range rs {
@@ -194,10 +209,10 @@ func throughputChart(rs []*result.Result) template.HTML {
 		}
 		c.lines = append(c.lines, l)
 	}
-	return c.svg()
+	return c
 }
 
-func latencyOverTime(rs []*result.Result) template.HTML {
+func latencyOverTime(rs []*result.Result) chart {
 	c := chart{title: chartTitle("Latency percentiles over time", rs), xLabel: "seconds since the first publish", yLabel: "publish → receive", logY: true, yFmt: durTick}
 	for i, r := range rs {
 		col := colorOf(r, i)
@@ -214,7 +229,7 @@ func latencyOverTime(rs []*result.Result) template.HTML {
 		}
 		c.lines = append(c.lines, p50, p99, mx)
 	}
-	return c.svg()
+	return c
 }
 
 // spectrumChart is the HDR percentile plot: latency against "how many
@@ -306,14 +321,14 @@ func detailRows(rs []*result.Result) ([]string, [][]string) {
 			}},
 			row{"latency p99.9 · max", func(r *result.Result) string { return fmt.Sprintf("%s · %s", dur(r.Latency.P999), dur(r.Latency.Max)) }},
 			row{"server CPU, /proc/PID/stat (per delivery)", func(r *result.Result) string {
-				return fmt.Sprintf("%.2f s (%.3f µs)", r.ServerCPUSeconds, r.ServerCPUPerDeliveryUs)
+				return fmt.Sprintf("%.2f s (%s)", r.ServerCPUSeconds, perDelivery(result.CPUMeasured(r.ServerCPUSeconds), r.ServerCPUPerDeliveryUs))
 			}},
 			row{"server CPU, schedstat (per delivery)", func(r *result.Result) string {
-				return fmt.Sprintf("%.3f s (%.3f µs)", r.ServerSchedCPUSeconds, r.ServerSchedCPUPerDeliveryUs)
+				return fmt.Sprintf("%.3f s (%s)", r.ServerSchedCPUSeconds, perDelivery(r.ServerSchedCPUSeconds > 0, r.ServerSchedCPUPerDeliveryUs))
 			}},
 			row{"client messages per read", func(r *result.Result) string { return fmt.Sprintf("%.1f", r.MessagesPerRead) }},
 			row{"client CPU (per delivery)", func(r *result.Result) string {
-				return fmt.Sprintf("%.2f s (%.3f µs)", r.ClientCPUSeconds, r.ClientCPUPerDeliveryUs)
+				return fmt.Sprintf("%.2f s (%s)", r.ClientCPUSeconds, perDelivery(result.CPUMeasured(r.ClientCPUSeconds), r.ClientCPUPerDeliveryUs))
 			}},
 		)
 	} else {

@@ -33,6 +33,31 @@ type chart struct {
 	xTicks []tick
 	yFmt   func(float64) string
 	lines  []line
+	// yInclude are values the y axis covers whatever the lines hold: panels
+	// side by side share one scale this way (see shareY).
+	yInclude []float64
+}
+
+// shareY gives charts shown side by side for comparison one y scale: each
+// covers the lowest and highest value of all of them.
+func shareY(cs []chart) {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, c := range cs {
+		for _, l := range c.lines {
+			for _, y := range l.ys {
+				if c.logY && y <= 0 {
+					continue
+				}
+				lo, hi = math.Min(lo, y), math.Max(hi, y)
+			}
+		}
+	}
+	if math.IsInf(lo, 0) {
+		return
+	}
+	for i := range cs {
+		cs[i].yInclude = []float64{lo, hi}
+	}
 }
 
 const (
@@ -80,6 +105,13 @@ func (c chart) svg() template.HTML {
 			}
 			xmin, xmax = math.Min(xmin, l.xs[i]), math.Max(xmax, l.xs[i])
 			ymin, ymax = math.Min(ymin, y), math.Max(ymax, y)
+		}
+	}
+	if !math.IsInf(xmin, 0) {
+		for _, y := range c.yInclude {
+			if !c.logY || y > 0 {
+				ymin, ymax = math.Min(ymin, y), math.Max(ymax, y)
+			}
 		}
 	}
 	var b strings.Builder

@@ -73,15 +73,16 @@ func Table(w io.Writer, r *result.Result) {
 		if r.Scenario == "idle" {
 			row("server CPU", "%.2f s while holding", r.ServerCPUSeconds)
 		} else {
-			row("server CPU", "%.2f s = %.3f µs per delivery (/proc/PID/stat, 10 ms ticks); schedstat %.3f s = %.3f µs per delivery",
-				r.ServerCPUSeconds, r.ServerCPUPerDeliveryUs, r.ServerSchedCPUSeconds, r.ServerSchedCPUPerDeliveryUs)
+			row("server CPU", "%.2f s = %s (/proc/PID/stat, 10 ms ticks); schedstat %.3f s = %s",
+				r.ServerCPUSeconds, perDelivery(result.CPUMeasured(r.ServerCPUSeconds), r.ServerCPUPerDeliveryUs),
+				r.ServerSchedCPUSeconds, perDelivery(r.ServerSchedCPUSeconds > 0, r.ServerSchedCPUPerDeliveryUs))
 		}
 		row("server RSS", "%s → %s (peak %s), %.2f KiB per connection", mib(r.ServerRSSBefore), mib(r.ServerRSSAfter), mib(r.ServerPeakRSS), r.RSSPerConn/1024)
 	} else {
 		row("server", "not measured (no --server-pid, or the hub runs in this process)")
 	}
 	if r.Scenario != "idle" {
-		row("client CPU", "%.2f s = %.3f µs per delivery (%.1f messages per read)", r.ClientCPUSeconds, r.ClientCPUPerDeliveryUs, r.MessagesPerRead)
+		row("client CPU", "%.2f s = %s (%.1f messages per read)", r.ClientCPUSeconds, perDelivery(result.CPUMeasured(r.ClientCPUSeconds), r.ClientCPUPerDeliveryUs), r.MessagesPerRead)
 	} else {
 		row("client CPU", "%.2f s while holding", r.ClientCPUSeconds)
 	}
@@ -170,12 +171,31 @@ func CompareTable(w io.Writer, ours, ref *result.Result) {
 			better = "lower is better"
 		}
 		ratio := "n/a"
-		if x.Reference != 0 {
+		if x.TooShort() {
+			ratio = result.TooShortToMeasure
+		} else if x.Reference != 0 {
 			ratio = fmt.Sprintf("%.2f", x.Ratio)
 		}
-		fmt.Fprintf(tw, "  %s (%s)\t%s\t%s\t%s\t  %s\n", x.Name, x.Unit, num(x.Ours), num(x.Reference), ratio, better)
+		o, ref := num(x.Ours), num(x.Reference)
+		if x.OursTooShort {
+			o = "too short"
+		}
+		if x.ReferenceTooShort {
+			ref = "too short"
+		}
+		fmt.Fprintf(tw, "  %s (%s)\t%s\t%s\t%s\t  %s\n", x.Name, x.Unit, o, ref, ratio, better)
 	}
 	tw.Flush()
+}
+
+// perDelivery prints a CPU time per delivery, "1.234 µs per delivery", or
+// says the run was too short to measure it when the CPU time it comes from
+// was not measured (see result.CPUMeasured).
+func perDelivery(measured bool, us float64) string {
+	if !measured {
+		return result.TooShortToMeasure + " per delivery"
+	}
+	return fmt.Sprintf("%.3f µs per delivery", us)
 }
 
 func codes(m map[int]int) string {

@@ -391,17 +391,39 @@ func FormatCounts(m map[string]int) string {
 	return s
 }
 
+// MinCPUSeconds is the least CPU time a per-delivery CPU figure is worth
+// printing from: /proc/PID/stat counts in 10 ms ticks, so under 5 ticks one
+// tick more or less moves the figure by 20% or more, and a run shorter than
+// one tick reads as 0. Reports say TooShortToMeasure instead.
+const MinCPUSeconds = 0.05
+
+// TooShortToMeasure is what reports print for a CPU figure of a run too
+// short to measure it (see MinCPUSeconds).
+const TooShortToMeasure = "too short to measure"
+
+// CPUMeasured reports whether a CPU time counted in 10 ms ticks is long
+// enough to give a per-delivery figure.
+func CPUMeasured(seconds float64) bool { return seconds >= MinCPUSeconds }
+
 // Ratio is one figure of ours against the reference.
 type Ratio struct {
 	Name      string  `json:"name"`
 	Unit      string  `json:"unit"`
 	Ours      float64 `json:"ours"`
 	Reference float64 `json:"reference"`
-	// Ratio is ours / reference; 0 when the reference is 0.
+	// Ratio is ours / reference; 0 when the reference is 0 or either side
+	// is too short to measure.
 	Ratio float64 `json:"ratio"`
 	// LowerIsBetter tells how to read the ratio.
 	LowerIsBetter bool `json:"lower_is_better"`
+	// OursTooShort and ReferenceTooShort mark a side whose run was too short
+	// to measure this figure (a CPU time under MinCPUSeconds).
+	OursTooShort      bool `json:"ours_too_short,omitempty"`
+	ReferenceTooShort bool `json:"reference_too_short,omitempty"`
 }
+
+// TooShort reports whether either side was too short to measure.
+func (x Ratio) TooShort() bool { return x.OursTooShort || x.ReferenceTooShort }
 
 // Compare returns the ratios that matter for a scenario: memory per
 // connection for idle runs, CPU, latency and throughput for the others.
@@ -428,6 +450,10 @@ func Compare(ours, ref *Result) []Ratio {
 		add("time to recover max", "ms", a.Recover.Max/1e3, b.Recover.Max/1e3, true)
 	}
 	add("server CPU per delivery", "µs", ours.ServerCPUPerDeliveryUs, ref.ServerCPUPerDeliveryUs, true)
+	if x := &out[len(out)-1]; !CPUMeasured(ours.ServerCPUSeconds) || !CPUMeasured(ref.ServerCPUSeconds) {
+		x.OursTooShort, x.ReferenceTooShort = !CPUMeasured(ours.ServerCPUSeconds), !CPUMeasured(ref.ServerCPUSeconds)
+		x.Ratio = 0
+	}
 	add("p99 latency", "ms", ours.Latency.P99/1e3, ref.Latency.P99/1e3, true)
 	add("deliveries/s", "1/s", ours.DeliveriesPerSec, ref.DeliveriesPerSec, false)
 	add("server RSS per connection", "KiB", ours.RSSPerConn/1024, ref.RSSPerConn/1024, true)

@@ -20,7 +20,7 @@ import (
 // keep-alive connection, then on more (--conns 1,50), against our hub.
 func runHTTPPub(args []string) int {
 	fs := flag.NewFlagSet("httppub", flag.ContinueOnError)
-	hubBin := fs.String("hub-bin", "", "our hub's binary: the bench runs `BIN keys add` and `BIN serve` on a free 127.0.0.1 port")
+	hubBin := fs.String("hub-bin", "", "our hub's binary `BIN`: the bench runs \"BIN keys add\" and \"BIN serve\" on a free 127.0.0.1 port")
 	url := fs.String("url", "", "a hub that is already running, ws://127.0.0.1:PORT (needs --key)")
 	key := fs.String("key", "", "publisher key for --url")
 	pid := fs.Int("server-pid", 0, "process id of the --url hub, to measure its CPU")

@@ -168,7 +168,7 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	o.Scenario = cmd
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	// Target.
-	fs.StringVar(&f.hubBin, "hub-bin", "", "our hub's binary: the bench runs `BIN keys add` and `BIN serve` on a free 127.0.0.1 port")
+	fs.StringVar(&f.hubBin, "hub-bin", "", "our hub's binary `BIN`: the bench runs \"BIN keys add\" and \"BIN serve\" on a free 127.0.0.1 port")
 	var urls, pids multi
 	fs.Var(&urls, "url", "a hub that is already running, ws://127.0.0.1:PORT (needs --key); repeat it or give a comma-separated list for the nodes of a cluster: subscribers are spread over them, publishers go to the first")
 	fs.StringVar(&f.key, "key", "", "publisher key for --url")

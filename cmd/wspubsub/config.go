@@ -8,10 +8,15 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	"github.com/wspubsub/wspubsub/cluster"
+	"github.com/wspubsub/wspubsub/loop"
+	"github.com/wspubsub/wspubsub/server"
 )
 
 // configUsage is printed for `wspubsub config help` and for bad usage.
@@ -22,7 +27,9 @@ Commands:
                                         setting at its built-in default
   check [--config FILE] [serve flags]   validate the config file and the environment
                                         and print the effective settings, each with
-                                        where it came from (default, file, env, flag)
+                                        where it came from (default, file, env, flag);
+                                        a setting serve computes when left at 0 shows
+                                        the value it would compute here, marked computed
   help                                  show this text
 
 serve takes each setting from, highest first: its flag on the command line,
@@ -316,14 +323,41 @@ func wrap(text string, width int) []string {
 	return lines
 }
 
+// computed lists the settings whose zero value stands for a value serve
+// computes when it starts, with how; config check shows that value, from the
+// same functions serve uses, rather than the 0.
+var computed = map[string]struct {
+	unset func(v string) bool // whether v leaves the value to be computed
+	value func() string
+	how   string
+}{
+	"max-connections": {intUnset, func() string { return strconv.Itoa(server.DefaultMaxConnections()) },
+		"the open-file limit of this process less 64"},
+	"pollers": {intUnset, func() string { return strconv.Itoa(loop.DefaultPollers()) },
+		"one per core"},
+	"node-name": {func(v string) bool { return v == "" }, cluster.DefaultName,
+		"the host name"},
+}
+
+// intUnset reports whether an integer setting is 0 or less: the default.
+func intUnset(v string) bool {
+	n, err := strconv.Atoi(v)
+	return err == nil && n <= 0
+}
+
 // writeEffective writes every setting of fs as "name = value" with where it
-// came from, secrets redacted.
+// came from, secrets redacted. A setting serve computes when it is left at
+// 0 shows the computed value, marked "computed".
 func writeEffective(w io.Writer, fs *flag.FlagSet, origins map[string]origin) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	_, groups := grouped(fs)
 	for _, g := range groups {
 		for _, f := range g {
-			fmt.Fprintf(tw, "%s\t= %s\t(%s)\n", f.Name, redact(f.Value.String()), origins[f.Name])
+			value, from := f.Value.String(), origins[f.Name].String()
+			if c, ok := computed[f.Name]; ok && c.unset(value) {
+				value, from = c.value(), from+"; computed: "+c.how
+			}
+			fmt.Fprintf(tw, "%s\t= %s\t(%s)\n", f.Name, redact(value), from)
 		}
 	}
 	return tw.Flush()

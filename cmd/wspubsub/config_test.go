@@ -10,7 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -266,6 +269,9 @@ func TestConfigDefaultRoundTrip(t *testing.T) {
 
 	got := check(t, "--config", writeConfig(t, def))
 	for name, s := range got {
+		if _, ok := computed[name]; ok && s.from == "default; computed: "+computed[name].how {
+			continue // left at 0, as printed, and shown as serve computes it
+		}
 		if s.from != "default" {
 			t.Errorf("as printed: %s comes from %s, want default", name, s.from)
 		}
@@ -448,5 +454,47 @@ func TestDeployDashboard(t *testing.T) {
 	}
 	if n < 30 {
 		t.Errorf("found only %d metrics in the dashboard's queries", n)
+	}
+}
+
+// TestConfigCheckComputed: config check shows what serve would use for the
+// settings it computes when they are left at 0 (the open-file limit less 64,
+// one event loop per core, the host name), marked computed, and a value
+// given for them as it is.
+func TestConfigCheckComputed(t *testing.T) {
+	clearEnv(t)
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	limit := int(rl.Cur)
+	if rl.Cur > 1<<30 {
+		limit = 1 << 20 // serve's stand-in for an unlimited limit
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		t.Skipf("no host name: %v", err)
+	}
+	want := map[string]string{
+		"max-connections": strconv.Itoa(limit - 64),
+		"pollers":         strconv.Itoa(runtime.GOMAXPROCS(0)),
+		"node-name":       host,
+	}
+	got := check(t)
+	for name, w := range want {
+		if g := got[name]; g.value != w || g.from != "default; computed: "+computed[name].how {
+			t.Errorf("%s = %q (%s), want %q computed", name, g.value, g.from, w)
+		}
+	}
+	// From a file, 0 still means computed.
+	path := writeConfig(t, "pollers = 0\n")
+	if g := check(t, "--config", path)["pollers"]; g.value != want["pollers"] || !strings.HasPrefix(g.from, "file "+path+":1; computed: ") {
+		t.Errorf("pollers = 0 in a file: %q (%s)", g.value, g.from)
+	}
+	got = check(t, "--max-connections", "100", "--pollers", "3", "--node-name", "n1")
+	for name, w := range map[string]string{"max-connections": "100", "pollers": "3", "node-name": "n1"} {
+		if g := got[name]; g.value != w || g.from != "flag" {
+			t.Errorf("%s given as %s: %q (%s)", name, w, g.value, g.from)
+		}
 	}
 }

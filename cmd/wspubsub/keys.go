@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -175,8 +177,22 @@ func (sk *servedKeys) empty(ctx context.Context) (bool, error) {
 	return sk.file.Empty(), nil
 }
 
+// describeKeyFile says which key file a command reads, as an absolute path,
+// and whether it exists: `keys list` run from the wrong directory otherwise
+// prints an empty table and nothing else.
+func describeKeyFile(path string) string {
+	shown := path
+	if abs, err := filepath.Abs(path); err == nil {
+		shown = abs
+	}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Sprintf("key file %s does not exist: no keys (--keys-file or WSPUBSUB_KEYS_FILE names another)", printable(shown))
+	}
+	return "key file " + printable(shown)
+}
+
 // runKeys runs `wspubsub keys ARGS...` and returns the exit code: 0 on
-// success, 1 when the command failed, 2 for bad usage or help.
+// success and for help, 1 when the command failed, 2 for bad usage.
 func runKeys(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, keysUsage)
@@ -206,16 +222,16 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 	case "import-legacy":
 		table = fs.String("table", "apikeys", "the original's table, TABLE or SCHEMA.TABLE")
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stderr, keysUsage)
-		return 2
+		fmt.Fprint(stdout, keysUsage)
+		return 0
 	default:
 		return usage("unknown command")
 	}
 	pos, err := parseInterleaved(fs, rest)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stderr, keysUsage)
-		return 2
+		fmt.Fprint(stdout, keysUsage)
+		return 0
 	case err != nil:
 		return usage("%v", err)
 	case len(pos) != nargs:
@@ -242,6 +258,9 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 	case "add":
 		err = keysAdd(ctx, st, *domain, *username, stdout)
 	case "list":
+		if sf.databaseURL == "" {
+			fmt.Fprintln(stderr, describeKeyFile(sf.keysFile))
+		}
 		err = keysList(ctx, st, stdout)
 	case "revoke":
 		err = keysRevoke(ctx, st, pos[0], stdout)

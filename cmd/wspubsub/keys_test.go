@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/hex"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/wspubsub/wspubsub/keys"
 )
 
@@ -133,8 +136,6 @@ func TestKeysCLIErrors(t *testing.T) {
 	}
 	usage := [][]string{
 		nil,
-		{"help"},
-		{"--help"},
 		{"frobnicate"},
 		{"add"},
 		{"add", "--domain"},
@@ -144,12 +145,18 @@ func TestKeysCLIErrors(t *testing.T) {
 		{"revoke"},
 		{"revoke", "a", "b"},
 		{"deactivate"},
-		{"activate", "-h"},
 	}
 	for _, args := range usage {
 		code, out, errOut := keysCLI(t, args...)
 		if code != 2 || out != "" || !strings.Contains(errOut, "usage: wspubsub keys") {
 			t.Errorf("keys %q: exit %d, stdout %q, stderr %q; want 2 and usage on stderr", args, code, out, errOut)
+		}
+	}
+	// Help is not an error: usage on stdout, exit 0.
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}, {"activate", "-h"}, {"list", "--help"}} {
+		code, out, errOut := keysCLI(t, args...)
+		if code != 0 || errOut != "" || !strings.Contains(out, "usage: wspubsub keys") {
+			t.Errorf("keys %q: exit %d, stdout %q, stderr %q; want 0 and usage on stdout", args, code, out, errOut)
 		}
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
@@ -179,5 +186,97 @@ func TestKeysCLIErrors(t *testing.T) {
 	code, _, errOut := keysCLI(t, "list")
 	if code != 1 || !strings.Contains(errOut, "corrupt") {
 		t.Fatalf("list of corrupt file: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestKeysListSaysWhichFile: `keys list` names the key file it read, as an
+// absolute path, and says when it does not exist, instead of printing a bare
+// empty table.
+func TestKeysListSaysWhichFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	t.Setenv("WSPUBSUB_KEYS_FILE", "")
+	t.Setenv("WSPUBSUB_DATABASE_URL", "")
+	abs := filepath.Join(dir, "wspubsub-keys.json")
+
+	code, out, errOut := keysCLI(t, "list")
+	if code != 0 || !strings.HasPrefix(out, "ID") {
+		t.Fatalf("list without a key file: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if !strings.Contains(errOut, abs) || !strings.Contains(errOut, "does not exist") {
+		t.Errorf("list without a key file: stderr %q does not say %s does not exist", errOut, abs)
+	}
+	if _, err := os.Stat(abs); !os.IsNotExist(err) {
+		t.Fatal("list created the key file")
+	}
+
+	if code, _, errOut = keysCLI(t, "add", "--domain", "d"); code != 0 {
+		t.Fatalf("add: exit %d, stderr %q", code, errOut)
+	}
+	code, out, errOut = keysCLI(t, "list")
+	if code != 0 || strings.Count(out, "\n") != 2 {
+		t.Fatalf("list: exit %d, stdout %q", code, out)
+	}
+	if !strings.Contains(errOut, abs) || strings.Contains(errOut, "does not exist") {
+		t.Errorf("list: stderr %q, want the key file %s named as existing", errOut, abs)
+	}
+}
+
+// TestKeysListLastUsedThroughServe: with the key file, a publisher accepted
+// by the real serve binary shows in `keys list`'s LAST USED column within a
+// few seconds; a key nobody used keeps "-".
+func TestKeysListLastUsedThroughServe(t *testing.T) {
+	bin := buildBinary(t)
+	keysFile := filepath.Join(t.TempDir(), "keys.json")
+	used, unused := addKey(t, bin, keysFile, "test"), addKey(t, bin, keysFile, "test")
+	usedID, unusedID := keys.ID(keys.Hash(used)), keys.ID(keys.Hash(unused))
+	listen := freePort(t)
+	startServe(t, bin, "--listen", listen, "--keys-file", keysFile)
+
+	// lastUsedOf returns the LAST USED column of each key's row.
+	lastUsedOf := func() map[string]string {
+		out, err := exec.Command(bin, "keys", "list", "--keys-file", keysFile).Output()
+		if err != nil {
+			t.Fatalf("keys list: %v", err)
+		}
+		m := map[string]string{}
+		for l := range strings.Lines(string(out)) {
+			if f := strings.Fields(l); len(f) == 6 { // ID DOMAIN USERNAME CREATED LAST-USED STATUS
+				m[f[0]] = f[4]
+			}
+		}
+		return m
+	}
+	if m := lastUsedOf(); m[usedID] != "-" || m[unusedID] != "-" {
+		t.Fatalf("before any use: %v", m)
+	}
+
+	var pub *websocket.Conn
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if pub, _, err = websocket.DefaultDialer.Dial("ws://"+listen+"/ws/pub/"+used+"/test/t", nil); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publisher: %v", err)
+		}
+	}
+	pub.Close()
+	start := time.Now()
+	for deadline := start.Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		m := lastUsedOf()
+		if at, err := time.Parse(time.RFC3339, m[usedID]); err == nil {
+			if at.Before(start.Add(-time.Minute)) || at.After(time.Now()) {
+				t.Fatalf("LAST USED %v, want about now", at)
+			}
+			if m[unusedID] != "-" {
+				t.Fatalf("unused key has LAST USED %q", m[unusedID])
+			}
+			t.Logf("LAST USED shown %v after the publisher connected", time.Since(start))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("LAST USED still %q 10s after the publisher connected", m[usedID])
+		}
 	}
 }

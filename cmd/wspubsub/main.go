@@ -14,7 +14,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/wspubsub/wspubsub/cluster"
 	"github.com/wspubsub/wspubsub/server"
+	"github.com/wspubsub/wspubsub/version"
 )
 
 const usage = `wspubsub: a WebSocket publish/subscribe hub
@@ -58,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "pub":
 		return runPub(args[1:], os.Stdin, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "wspubsub", version())
+		fmt.Fprintln(stdout, "wspubsub", version.String())
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -66,13 +66,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "wspubsub: unknown command %q\n\n%s", args[0], usage)
 	return 2
-}
-
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
 }
 
 // envOverrides sets every flag not given on the command line from its
@@ -185,7 +178,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Logger = log
-	cfg.Version = version()
+	cfg.Version = version.String()
 	if cfg.TLS, err = o.tls.load(); err != nil {
 		fmt.Fprintln(stderr, "wspubsub serve:", err)
 		return 2
@@ -256,7 +249,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	hub.Store(srv)
 	defer reloadOnHangup(cfg.TLS, log)()
 	store.serving(srv)
-	log.Info("wspubsub serving", "addr", o.tls.scheme()+"://"+srv.Addr(), "keys", store.where, "version", version())
+	log.Info("wspubsub serving", "addr", o.tls.scheme()+"://"+srv.Addr(), "keys", store.where, "version", version.String())
 	if node != nil {
 		log.Info("cluster node", "id", node.ID(), "nats", redact(o.natsURL), "cluster_name", o.clusterName)
 	}
