@@ -238,7 +238,9 @@ func (p *poller) readWriteLoop() {
 	}
 
 	g := p.g
-	p.shutdown = false
+	// wspubsub patch: no "p.shutdown = false" here either: a Stop that came
+	// before this goroutine first ran would be undone, and the loop would
+	// wait in EpollWait forever for the wake-up it already consumed.
 	isOneshot := g.isOneshot
 	asyncReadEnabled := g.AsyncReadInPoller && (g.EpollMod == EPOLLET)
 	for !p.shutdown {

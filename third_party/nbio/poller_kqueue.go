@@ -261,7 +261,7 @@ func (p *poller) acceptorLoop() {
 		defer runtime.UnlockOSThread()
 	}
 
-	p.shutdown = false
+	// wspubsub patch: no "p.shutdown = false" (see PATCHES.md).
 	for !p.shutdown {
 		conn, err := p.listener.Accept()
 		if err == nil {
@@ -299,7 +299,7 @@ func (p *poller) readWriteLoop() {
 	events := make([]syscall.Kevent_t, 1024)
 	var changes []syscall.Kevent_t
 
-	p.shutdown = false
+	// wspubsub patch: no "p.shutdown = false" (see PATCHES.md).
 	for !p.shutdown {
 		p.mux.Lock()
 		changes = p.eventList
