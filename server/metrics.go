@@ -248,6 +248,7 @@ var (
 	descBuildInfo      = desc("build_info", "The running build; always 1.", "version", "goversion")
 	descKeyStoreReady  = desc("key_store_up", "Whether the key store answers (1) or not (0).")
 	descDrainingStatus = desc("draining", "1 while the hub is shutting down.")
+	descReadyStatus    = desc("ready", "1 while /readyz answers 200 (see Ready), 0 while it answers 503.")
 	descHistoryBytes   = desc("history_bytes", "Bytes the history of every topic holds, against --history-memory.")
 	descReplays        = desc("replays_total", "Subscribers that joined with a rewind or a resume, by what they got.", "result")
 	descReplayed       = desc("replayed_messages_total", "Messages sent from history to subscribers that rewound or resumed.")
@@ -271,7 +272,7 @@ type collector Server
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descHandshaking, descTopics, descAccepted, descRefused,
 		descDisconnects, descMsgsIn, descBytesIn, descMsgsOut, descBytesOut, descWrites, descDropped, descKeyChecks,
-		descKeyCache, descTopicsExpired, descBuildInfo, descKeyStoreReady, descDrainingStatus,
+		descKeyCache, descTopicsExpired, descBuildInfo, descKeyStoreReady, descDrainingStatus, descReadyStatus,
 		descHistoryBytes, descReplays, descReplayed, descGaps, descHTTPPublishes} {
 		ch <- d
 	}
@@ -330,6 +331,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		draining = 1
 	}
 	gauge(descDrainingStatus, draining)
+	ready := int64(1)
+	if (*Server)(c).Ready() != nil {
+		ready = 0
+	}
+	gauge(descReadyStatus, ready)
 	gauge(descHistoryBytes, c.budget.Used())
 	for r := range numReplayResults {
 		counter(descReplays, st.replays[r].Load(), replayResultLabels[r])
