@@ -192,7 +192,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer store.Close()
-	cfg.Keys = store
+	cfg.Keys = store.checker
 
 	var node *cluster.Node
 	if o.natsURL != "" {
