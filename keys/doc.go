@@ -58,14 +58,17 @@
 // store's goroutines.
 //
 // Every method of [FileStore] is safe to call from any number of goroutines.
-// [FileStore.Check] takes no lock: it reads an immutable snapshot through an
-// atomic pointer, does not allocate when the key is accepted, and never
-// waits for another goroutine: at most once a second one caller stats the
-// file (and re-reads it if another process changed it), skipping that if a
-// writer is busy; at most once a minute per key it queues the key's use on a
-// buffered channel without blocking (dropped if full). A goroutine, started
-// by the first use, writes the queued uses to the last-used file about a
-// second later, in one write; Close writes what is left and waits for it.
+// [FileStore.Check] of an accepted key takes no lock: it reads an immutable
+// snapshot through an atomic pointer, does not allocate, and never waits
+// for another goroutine: at most once a second one caller stats the file
+// (and re-reads it if another process changed it), skipping that if a
+// writer is busy; at most once a minute per key it queues the key's use on
+// a buffered channel without blocking (dropped if full). A goroutine,
+// started by the first use, writes the queued uses to the last-used file
+// about a second later, in one write; Close writes what is left and waits
+// for it. Before refusing a key, Check takes the lock and stats the file,
+// re-reading it if it changed, so that a key added by another process is
+// accepted as soon as that process has written it.
 // The writing methods (Add, Revoke, SetActive, Reload) are serialised by one
 // mutex, the only lock of FileStore; they do file I/O while holding it,
 // so call them from CLI or admin paths, not from a hot loop.

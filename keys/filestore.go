@@ -155,8 +155,9 @@ func OpenFile(path string) (*FileStore, error) {
 // Check returns nil if key is well formed, stored, active, not revoked and
 // issued for exactly domain, and ErrRefused otherwise (ErrClosed after
 // Close). It does not allocate when the key is accepted. ctx is not used:
-// the lookup is in memory. An accepted key's last-used time is queued for
-// the writer at most once a minute, without waiting.
+// the lookup is in memory, but a refusal first looks whether the file
+// changed (see the package comment). An accepted key's last-used time is
+// queued for the writer at most once a minute, without waiting.
 func (s *FileStore) Check(ctx context.Context, key, domain string) error {
 	if !WellFormed(key) {
 		return ErrRefused
@@ -168,19 +169,51 @@ func (s *FileStore) Check(ctx context.Context, key, domain string) error {
 	s.maybeReload(now)
 	h := Hash(key)
 	snap := s.snap.Load()
-	i, ok := snap.byHash[h]
+	if i, ok := snap.accepts(&h, domain); ok {
+		s.touch(snap, i, now)
+		return nil
+	}
+	// A key the CLI has just added (or a domain it has just activated) is
+	// in a file this store may not have read yet: look again before
+	// refusing, so that a script may add a key and connect at once. A
+	// refusal costs a stat of the file, under the lock that serialises
+	// reads of it.
+	if s.refreshed(snap) {
+		snap = s.snap.Load()
+		if i, ok := snap.accepts(&h, domain); ok {
+			s.touch(snap, i, now)
+			return nil
+		}
+	}
+	return ErrRefused
+}
+
+// accepts reports whether the key whose hash is h may publish in domain,
+// and its index in snap.
+func (snap *snapshot) accepts(h *[32]byte, domain string) (int, bool) {
+	i, ok := snap.byHash[*h]
 	if !ok {
-		return ErrRefused
+		return 0, false
 	}
 	r := &snap.recs[i]
 	// The map lookup already matched the hash; comparing again in constant
 	// time keeps the final decision free of data-dependent timing.
 	match := subtle.ConstantTimeCompare(r.Hash[:], h[:]) == 1
-	if !match || !r.Active || !r.Revoked.IsZero() || r.Domain != domain {
-		return ErrRefused
+	return i, match && r.Active && r.Revoked.IsZero() && r.Domain == domain
+}
+
+// refreshed reloads the key file if it changed since it was read, and
+// reports whether the keys in force are no longer those of snap. Unlike
+// maybeReload it waits for a writer of this process, which may be adding
+// the very key being checked.
+func (s *FileStore) refreshed(snap *snapshot) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hadErr := s.loadErr
+	if err := s.refreshLocked(false); err != nil && hadErr == nil {
+		slog.Warn("keys: cannot reload key file, keeping the keys loaded before", "path", s.path, "err", err)
 	}
-	s.touch(snap, i, now)
-	return nil
+	return s.snap.Load() != snap
 }
 
 // maybeReload stats the file at most once per reloadEvery and reloads it if

@@ -204,6 +204,12 @@ func (s *PGStore) fetchKey(ctx context.Context, h [32]byte) (*pgKey, bool, error
 // first failure of an outage is logged.
 func (s *PGStore) unreachable(err error) {
 	s.downUntil.Store(time.Now().Add(retryAfterFailure).UnixNano())
+	s.markDown(err)
+}
+
+// markDown makes Ready fail until a query or a LISTEN succeeds again, and
+// logs the first failure of an outage.
+func (s *PGStore) markDown(err error) {
 	if !s.down.Swap(true) {
 		s.log.Warn("keys: cannot query the key database; cached keys keep working, unknown keys get 503 until it is back",
 			"max_stale", s.cfg.MaxStale, "err", err)
@@ -347,11 +353,15 @@ func (s *PGStore) watch(conn *pgx.Conn, onRevoked func(hash [32]byte)) {
 			}
 			backoff = min(2*backoff, maxBackoff)
 			if conn, err = s.listen(s.ctx); err == nil {
+				s.reachable()
 				break
 			}
 			if s.ctx.Err() != nil {
 				return
 			}
+			// While every key is cached no query fails, so the watcher is
+			// what notices an outage (and Ready reports it).
+			s.markDown(err)
 			if failures%10 == 0 {
 				s.log.Warn("keys: cannot listen for key changes yet, retrying", "retry_in", backoff, "err", err)
 			}
@@ -649,8 +659,10 @@ func (s *PGStore) CacheCounts() (hits, misses int64) {
 	return st.Hits + st.Stale, st.Fetches
 }
 
-// Ready returns ErrUnavailable while the last query to the database failed:
-// cached keys still work, unknown keys get 503.
+// Ready returns ErrUnavailable while the database cannot be reached: from
+// a failed query, or a failed attempt of Watch to listen again, until a
+// query or a LISTEN succeeds. Cached keys still work meanwhile, unknown
+// keys get 503.
 func (s *PGStore) Ready() error {
 	if s.down.Load() {
 		return ErrUnavailable

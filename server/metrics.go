@@ -247,6 +247,7 @@ var (
 	descBuildInfo      = desc("build_info", "The running build; always 1.", "version", "goversion")
 	descKeyStoreReady  = desc("key_store_up", "Whether the key store answers (1) or not (0).")
 	descDrainingStatus = desc("draining", "1 while the hub is shutting down.")
+	descReadyStatus    = desc("ready", "1 while /readyz answers 200 (see Ready), 0 while it answers 503.")
 	descHistoryBytes   = desc("history_bytes", "Bytes the history of every topic holds, against --history-memory.")
 	descReplays        = desc("replays_total", "Subscribers that joined with a rewind or a resume, by what they got.", "result")
 	descReplayed       = desc("replayed_messages_total", "Messages sent from history to subscribers that rewound or resumed.")
@@ -254,13 +255,18 @@ var (
 	descHTTPPublishes  = desc("http_publishes_total", "HTTP publish requests answered (or left unanswered), by result.", "result")
 )
 
-// keyCacheCounter is implemented by key stores with a cache.
-type keyCacheCounter interface {
+// KeyCacheCounter is implemented by key stores with a cache: Config.Keys
+// that implements it gets key_cache_lookups_total.
+type KeyCacheCounter interface {
 	CacheCounts() (hits, misses int64)
 }
 
-// readier is implemented by key stores that can be unreachable.
-type readier interface {
+// KeyStoreProber is implemented by key stores that can be unreachable:
+// Config.Keys that implements it gets key_store_up, 0 while Ready fails.
+// Readiness (/readyz) does not depend on it: an outage of a shared key
+// database hits every hub at once, and cached keys and every subscriber
+// keep working through it.
+type KeyStoreProber interface {
 	Ready() error
 }
 
@@ -270,7 +276,7 @@ type collector Server
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descHandshaking, descTopics, descAccepted, descRefused,
 		descDisconnects, descMsgsIn, descBytesIn, descMsgsOut, descBytesOut, descWrites, descDropped, descKeyChecks,
-		descKeyCache, descTopicsExpired, descBuildInfo, descKeyStoreReady, descDrainingStatus,
+		descKeyCache, descTopicsExpired, descBuildInfo, descKeyStoreReady, descDrainingStatus, descReadyStatus,
 		descHistoryBytes, descReplays, descReplayed, descGaps, descHTTPPublishes} {
 		ch <- d
 	}
@@ -312,7 +318,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for r := range numKeyResults {
 		counter(descKeyChecks, st.keyChecks[r].Load(), keyResultLabels[r])
 	}
-	if kc, ok := c.cfg.Keys.(keyCacheCounter); ok {
+	if kc, ok := c.cfg.Keys.(KeyCacheCounter); ok {
 		hits, misses := kc.CacheCounts()
 		counter(descKeyCache, hits, "hit")
 		counter(descKeyCache, misses, "miss")
@@ -320,7 +326,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descTopicsExpired, st.TopicsExpired.Load())
 	gauge(descBuildInfo, 1, c.cfg.Version, runtime.Version())
 	up := int64(1)
-	if r, ok := c.cfg.Keys.(readier); ok && r.Ready() != nil {
+	if r, ok := c.cfg.Keys.(KeyStoreProber); ok && r.Ready() != nil {
 		up = 0
 	}
 	gauge(descKeyStoreReady, up)
@@ -329,6 +335,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		draining = 1
 	}
 	gauge(descDrainingStatus, draining)
+	ready := int64(1)
+	if (*Server)(c).Ready() != nil {
+		ready = 0
+	}
+	gauge(descReadyStatus, ready)
 	gauge(descHistoryBytes, c.budget.Used())
 	for r := range numReplayResults {
 		counter(descReplays, st.replays[r].Load(), replayResultLabels[r])
@@ -360,16 +371,13 @@ func (s *Server) MetricsHandler() http.Handler {
 }
 
 // Ready says whether the hub accepts new connections: not while it drains,
-// nor while a key store it needs cannot answer, nor while a cluster node
-// cannot reach the rest of its cluster.
+// nor while a cluster node cannot reach the rest of its cluster. A key store
+// that cannot answer does not make the hub unready (see KeyStoreProber):
+// taking every hub out of a load balancer because their shared database is
+// down would drop the publishers and subscribers that still work.
 func (s *Server) Ready() error {
 	if s.draining.Load() {
 		return errDraining
-	}
-	if r, ok := s.cfg.Keys.(readier); ok {
-		if err := r.Ready(); err != nil {
-			return err
-		}
 	}
 	if s.cluster != nil {
 		return s.cluster.Ready()

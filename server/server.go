@@ -49,7 +49,9 @@ type KeyChecker interface {
 type Config struct {
 	// Listen is the TCP address to serve on. Default 127.0.0.1:8080.
 	Listen string
-	// Keys checks publishers' API keys. Required.
+	// Keys checks publishers' API keys. Required. If it also implements
+	// KeyCacheCounter or KeyStoreProber, the metrics export what they
+	// report; pass the store itself, not a wrapper that hides them.
 	Keys KeyChecker
 	// MaxMessageSize is the largest message a publisher may send, in bytes;
 	// a larger one closes it with 1009. Default 1 MiB.

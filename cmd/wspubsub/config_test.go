@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wspubsub/wspubsub/cluster"
+	"github.com/wspubsub/wspubsub/cluster/natstest"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -397,7 +399,10 @@ func (cachedKeys) Check(context.Context, string, string) error { return nil }
 func (cachedKeys) CacheCounts() (hits, misses int64)           { return 1, 1 }
 
 // TestDeployDashboard: every metric the Grafana dashboard queries is one a
-// hub exports.
+// hub, as a cluster node, exports; and every metric of the cluster and of
+// history, replay and HTTP publish has a panel.
+// (TestPrometheusEvaluatesDashboardAndAlerts runs every query on a real
+// Prometheus.)
 func TestDeployDashboard(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join("..", "..", "deploy", "grafana-dashboard.json"))
 	if err != nil {
@@ -413,7 +418,13 @@ func TestDeployDashboard(t *testing.T) {
 	if err := json.Unmarshal(data, &dash); err != nil {
 		t.Fatalf("the dashboard is not JSON: %v", err)
 	}
-	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Keys: cachedKeys{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	node, err := cluster.Connect(cluster.Config{URL: natstest.Start(t).URL, Name: "dash", Prefix: "dash", Bucket: "dash_topics", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close(context.Background())
+	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Keys: cachedKeys{}, Cluster: node, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,9 +455,11 @@ func TestDeployDashboard(t *testing.T) {
 		exprs = append(exprs, a.Expr)
 	}
 	n := 0
+	queried := map[string]bool{}
 	for _, e := range exprs {
 		for _, m := range metric.FindAllStringSubmatch(e, -1) {
 			n++
+			queried[strings.TrimSuffix(m[1], "_bucket")] = true
 			if !exported[m[1]] {
 				t.Errorf("the dashboard queries %s, which the hub does not export: %s", m[1], e)
 			}
@@ -454,6 +467,20 @@ func TestDeployDashboard(t *testing.T) {
 	}
 	if n < 30 {
 		t.Errorf("found only %d metrics in the dashboard's queries", n)
+	}
+	wanted := 0
+	for _, mf := range families {
+		name := mf.GetName()
+		if strings.HasPrefix(name, "wspubsub_cluster_") || strings.Contains(name, "history") || strings.Contains(name, "replay") ||
+			name == "wspubsub_gap_notices_total" || name == "wspubsub_http_publishes_total" || name == "wspubsub_ready" {
+			wanted++
+			if !queried[name] {
+				t.Errorf("the dashboard has no panel for %s", name)
+			}
+		}
+	}
+	if wanted < 24+6 {
+		t.Errorf("the hub exported only %d cluster, history and HTTP publish metrics: is it a cluster node?", wanted)
 	}
 }
 

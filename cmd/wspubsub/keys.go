@@ -103,16 +103,26 @@ func (sf *storeFlags) openPG(ctx context.Context, cfg keys.PGConfig) (*keys.PGSt
 	return keys.OpenPG(ctx, sf.databaseURL, cfg)
 }
 
-// servedKeys is the store serve checks publishers' keys against.
+// servedKeys is the store serve checks publishers' keys against. It is
+// not a server.KeyChecker itself: the hub is given checker, the store
+// itself, so that the metrics see what the store implements besides Check
+// (a wrapper hid the PostgreSQL store's readiness and cache counts).
 type servedKeys struct {
 	keyStore
-	server.KeyChecker
-	file  *keys.FileStore // one of file and pg is set
-	pg    *keys.PGStore
-	where string // what the log says about the store; never a URL that may hold a password
-	hub   atomic.Pointer[server.Server]
-	log   *slog.Logger
+	checker server.KeyChecker // the store itself: file or pg
+	file    *keys.FileStore   // one of file and pg is set
+	pg      *keys.PGStore
+	where   string // what the log says about the store; never a URL that may hold a password
+	hub     atomic.Pointer[server.Server]
+	log     *slog.Logger
 }
+
+// The PostgreSQL store reports its health and cache to the hub's metrics
+// (key_store_up, key_cache_lookups_total); the key file has neither.
+var (
+	_ server.KeyStoreProber  = (*keys.PGStore)(nil)
+	_ server.KeyCacheCounter = (*keys.PGStore)(nil)
+)
 
 // openServe opens the store for serve. A PostgreSQL store is migrated
 // first if migrate is set, must have this build's schema, and has its
@@ -127,7 +137,7 @@ func (sf *storeFlags) openServe(ctx context.Context, migrate bool, log *slog.Log
 		if err != nil {
 			return nil, err
 		}
-		sk := &servedKeys{keyStore: s, KeyChecker: s, file: s, where: "file " + sf.keysFile, log: log}
+		sk := &servedKeys{keyStore: s, checker: s, file: s, where: "file " + sf.keysFile, log: log}
 		if err := s.Watch(context.Background(), sk.revoked); err != nil {
 			return nil, err
 		}
@@ -137,7 +147,7 @@ func (sf *storeFlags) openServe(ctx context.Context, migrate bool, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	sk := &servedKeys{keyStore: s, KeyChecker: s, pg: s, where: "postgresql", log: log}
+	sk := &servedKeys{keyStore: s, checker: s, pg: s, where: "postgresql", log: log}
 	err = func() error {
 		if migrate {
 			from, to, err := s.Migrate(ctx)

@@ -192,7 +192,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer store.Close()
-	cfg.Keys = store
+	cfg.Keys = store.checker
 
 	var node *cluster.Node
 	if o.natsURL != "" {
@@ -267,6 +267,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	if empty, err := store.empty(context.Background()); err != nil {
 		log.Error("cannot count the API keys", "err", err)
+	} else if empty && store.pg != nil {
+		// A first key is the key file's convenience for trying the hub out;
+		// a database's keys are its administrator's to add or import.
+		log.Warn("the key database holds no API keys: every publisher is refused until `wspubsub keys add` or `wspubsub keys import-legacy` adds some")
 	} else if empty {
 		if err := firstKey(store, srv.Addr(), stdout); err != nil {
 			log.Error("cannot create the first API key", "err", err)

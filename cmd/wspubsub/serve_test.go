@@ -26,7 +26,7 @@ func TestServeRevokesThroughCLIFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Keys: store, Logger: log})
+	srv, err := server.Start(server.Config{Listen: "127.0.0.1:0", Keys: store.checker, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,9 @@
 // The shared server is reached through WSPUBSUB_TEST_DATABASE_URL (default
 // DefaultURL), as a role allowed to create databases. Each call of Database
 // creates a database named wspubsub_test_<random> and drops it when the test
-// ends. Setting the variable to "skip" skips the tests that need it; any
-// other failure to reach the server fails them.
+// ends. Setting the variable to "skip" skips every test that needs
+// PostgreSQL, those that run a throwaway server included; any other failure
+// to reach the server fails them.
 package pgtest
 
 import (
@@ -219,9 +220,12 @@ func isExec(p string) bool {
 // with trust authentication for user postgres. It stops the server and
 // deletes its files when the test ends. The test is skipped if initdb and
 // pg_ctl cannot be found, or if it runs as root and there is no postgres
-// user to run them as (initdb refuses root).
+// user to run them as (initdb refuses root), or if EnvURL is "skip".
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
+	if os.Getenv(EnvURL) == "skip" {
+		t.Skipf("%s=skip: not testing against PostgreSQL", EnvURL)
+	}
 	bin := findBin()
 	if bin == "" {
 		t.Skipf("PostgreSQL server programs (initdb, pg_ctl) not found in %s or $PATH: cannot run a throwaway server", strings.Join(binDirs(), ", "))
