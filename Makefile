@@ -21,7 +21,7 @@ build:
 
 # Run the hub on the embedded key file (no database needed).
 run:
-	$(GO) run ./cmd/wspubsub serve
+	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/wspubsub serve
 
 # The test command: lint, every test under the race detector, short fuzzing,
 # and a smoke run of the load-testing suite against the hub and the reference.
