@@ -421,11 +421,17 @@ func (s *PGStore) notified(payload string, onRevoked func(hash [32]byte)) {
 		s.recheck(onRevoked)
 		return
 	}
-	s.cache.Invalidate(h)
-	if verdict == "revoked" {
-		s.log.Info("keys: key revoked or deactivated", "key_id", ID(h))
-		onRevoked(h)
+	if verdict != "revoked" {
+		// Added or activated: ask the database again, but keep the
+		// answer we had for a database outage (a key just added and
+		// used must not be refused because the notice came after its
+		// first use).
+		s.cache.Expire(h)
+		return
 	}
+	s.cache.Invalidate(h) // never served again, not even stale
+	s.log.Info("keys: key revoked or deactivated", "key_id", ID(h))
+	onRevoked(h)
 }
 
 // recheck asks the database which cached accepted keys are still usable

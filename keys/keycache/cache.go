@@ -79,7 +79,7 @@ type shard[V any] struct {
 	mu      sync.RWMutex
 	m       map[[32]byte]*entry[V]
 	flights map[[32]byte]*flight[V]
-	inval   uint64 // bumped by every Invalidate of a key in this shard
+	inval   uint64 // bumped by every Invalidate or Expire of a key in this shard
 }
 
 type entry[V any] struct {
@@ -232,6 +232,21 @@ func (c *Cache[V]) Invalidate(h [32]byte) {
 	sh := c.shard(&h)
 	sh.mu.Lock()
 	delete(sh.m, h)
+	sh.inval++
+	sh.mu.Unlock()
+}
+
+// Expire makes the entry for h, and the answer of a fetch of h already
+// running, untrusted: the next Load fetches again. Unlike Invalidate it
+// keeps the entry to be served stale if that fetch fails, for a key that
+// changed in a way that may not refuse it (a key added or activated).
+func (c *Cache[V]) Expire(h [32]byte) {
+	sh := c.shard(&h)
+	sh.mu.Lock()
+	if e := sh.m[h]; e != nil {
+		// Entries are read without the lock: replace, never modify.
+		sh.m[h] = &entry[V]{v: e.v, positive: e.positive, at: e.at, gen: c.gen.Load() - 1}
+	}
 	sh.inval++
 	sh.mu.Unlock()
 }

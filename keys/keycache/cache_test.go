@@ -327,3 +327,30 @@ func BenchmarkHit(b *testing.B) {
 		}
 	})
 }
+
+// Expire is Invalidate for a change that may not refuse the key: the next
+// Load asks the store, but if the store is down the entry is still served
+// stale; Invalidate leaves nothing to serve.
+func TestExpireKeepsStale(t *testing.T) {
+	c, _ := newCache(t, keycache.Config{TTL: time.Minute, MaxStale: 10 * time.Minute})
+	var s store
+	added, revoked := hash(11), hash(12)
+	s.set(added, "news", true, nil)
+	s.set(revoked, "news", true, nil)
+	load(t, c, &s, added, "news", true, nil)
+	load(t, c, &s, revoked, "news", true, nil)
+
+	s.set(added, "sports", true, nil)
+	c.Expire(added) // the store says it changed: ask again
+	load(t, c, &s, added, "sports", true, nil)
+
+	down := errors.New("database down")
+	s.set(added, "sports", true, down)
+	c.Expire(added)
+	c.Invalidate(revoked)
+	load(t, c, &s, added, "sports", true, nil) // stale, kept by Expire
+	load(t, c, &s, revoked, "", false, down)   // nothing kept by Invalidate
+	if n := s.calls.Load(); n != 5 {
+		t.Fatalf("%d fetches, want 5 (every Load after an Expire asks the store)", n)
+	}
+}
