@@ -58,15 +58,20 @@ type historyRequest struct {
 }
 
 func appendHistoryRequest(b []byte, q historyRequest) []byte {
-	b = append(b, historyVersion)
-	b = binary.AppendUvarint(b, uint64(len(q.key.Domain)))
-	b = append(b, q.key.Domain...)
-	b = binary.AppendUvarint(b, uint64(len(q.key.Topic)))
-	b = append(b, q.key.Topic...)
+	b = appendTopicKey(append(b, historyVersion), q.key)
 	b = append(b, byte(len(q.epoch)))
 	b = append(b, q.epoch...)
 	b = binary.AppendUvarint(b, q.after)
 	return binary.AppendUvarint(b, q.before)
+}
+
+// appendTopicKey appends a topic's domain and name, each behind its
+// length, as the requests between nodes carry them.
+func appendTopicKey(b []byte, k topics.Key) []byte {
+	b = binary.AppendUvarint(b, uint64(len(k.Domain)))
+	b = append(b, k.Domain...)
+	b = binary.AppendUvarint(b, uint64(len(k.Topic)))
+	return append(b, k.Topic...)
 }
 
 // reader reads the fields of a request or reply; a malformed one sets bad.
@@ -109,22 +114,26 @@ func (r *reader) epoch() string {
 	return e
 }
 
+// topicKey reads what appendTopicKey wrote.
+func (r *reader) topicKey() topics.Key {
+	var k topics.Key
+	for _, name := range []*string{&k.Domain, &k.Topic} {
+		if n := r.uvarint(); n <= maxName {
+			*name = string(r.bytes(n))
+		} else {
+			r.bad = true
+		}
+	}
+	return k
+}
+
 func parseHistoryRequest(b []byte) (historyRequest, error) {
 	var q historyRequest
 	if len(b) == 0 || b[0] != historyVersion {
 		return q, errMalformed
 	}
 	r := reader{b: b[1:]}
-	if n := r.uvarint(); n <= maxName {
-		q.key.Domain = string(r.bytes(n))
-	} else {
-		r.bad = true
-	}
-	if n := r.uvarint(); n <= maxName {
-		q.key.Topic = string(r.bytes(n))
-	} else {
-		r.bad = true
-	}
+	q.key = r.topicKey()
 	q.epoch = r.epoch()
 	q.after = r.uvarint()
 	q.before = r.uvarint()

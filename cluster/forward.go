@@ -56,11 +56,7 @@ type forwardRequest struct {
 }
 
 func appendForwardRequest(b []byte, q forwardRequest) []byte {
-	b = append(b, forwardVersion)
-	b = binary.AppendUvarint(b, uint64(len(q.key.Domain)))
-	b = append(b, q.key.Domain...)
-	b = binary.AppendUvarint(b, uint64(len(q.key.Topic)))
-	b = append(b, q.key.Topic...)
+	b = appendTopicKey(append(b, forwardVersion), q.key)
 	b = binary.AppendUvarint(b, uint64(q.payload))
 	return append(b, q.frame...)
 }
@@ -71,16 +67,7 @@ func parseForwardRequest(b []byte) (forwardRequest, error) {
 		return q, errMalformed
 	}
 	r := reader{b: b[1:]}
-	if n := r.uvarint(); n <= maxName {
-		q.key.Domain = string(r.bytes(n))
-	} else {
-		r.bad = true
-	}
-	if n := r.uvarint(); n <= maxName {
-		q.key.Topic = string(r.bytes(n))
-	} else {
-		r.bad = true
-	}
+	q.key = r.topicKey()
 	payload := r.uvarint()
 	if r.bad || q.key.Domain == "" || q.key.Topic == "" || payload > uint64(len(r.b)) || len(r.b) < 2 {
 		return forwardRequest{}, errMalformed
