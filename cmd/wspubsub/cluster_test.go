@@ -21,20 +21,8 @@ func startNodes(t *testing.T, bin, natsURL, keysFile string, n int) (addrs []str
 	t.Helper()
 	for i := range n {
 		addr := freePort(t)
-		cmd := exec.Command(bin, "serve", "--listen", addr, "--keys-file", keysFile,
+		cmd, _ := startServeCmd(t, bin, "--listen", addr, "--keys-file", keysFile,
 			"--nats-url", natsURL, "--node-name", "node"+string(rune('a'+i)), "--drain-period", "100ms")
-		var logs syncBuffer
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-			if t.Failed() {
-				t.Logf("node %d's output:\n%s", i, logs.String())
-			}
-		})
 		addrs, cmds = append(addrs, addr), append(cmds, cmd)
 	}
 	for _, addr := range addrs {
@@ -64,11 +52,7 @@ func TestServeThreeNodeCluster(t *testing.T) {
 	bin := buildBinary(t)
 	ns := natstest.Start(t)
 	keysFile := filepath.Join(t.TempDir(), "keys.json")
-	out, err := exec.Command(bin, "keys", "add", "--domain", "test", "--keys-file", keysFile).Output()
-	if err != nil {
-		t.Fatalf("keys add: %v", err)
-	}
-	key := lastLine(string(out))
+	key := addKey(t, bin, keysFile, "test")
 
 	addrs, cmds := startNodes(t, bin, ns.URL, keysFile, 3)
 
@@ -140,11 +124,7 @@ func TestServeClusterPositions(t *testing.T) {
 	bin := buildBinary(t)
 	ns := natstest.Start(t)
 	keysFile := filepath.Join(t.TempDir(), "keys.json")
-	out, err := exec.Command(bin, "keys", "add", "--domain", "test", "--keys-file", keysFile).Output()
-	if err != nil {
-		t.Fatalf("keys add: %v", err)
-	}
-	key := lastLine(string(out))
+	key := addKey(t, bin, keysFile, "test")
 	addrs, cmds := startNodes(t, bin, ns.URL, keysFile, 3)
 
 	meta := websocket.Dialer{HandshakeTimeout: 5 * time.Second, Subprotocols: []string{"wspubsub.meta"}}

@@ -51,6 +51,14 @@ func addKey(t *testing.T, bin, keysFile, domain string) string {
 // output, which is logged if the test fails.
 func startServe(t *testing.T, bin string, args ...string) *syncBuffer {
 	t.Helper()
+	_, logs := startServeCmd(t, bin, args...)
+	return logs
+}
+
+// startServeCmd is startServe for a test that signals or waits for the
+// process itself.
+func startServeCmd(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	logs := new(syncBuffer)
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -64,7 +72,7 @@ func startServe(t *testing.T, bin string, args ...string) *syncBuffer {
 			t.Logf("wspubsub serve %s:\n%s", strings.Join(args, " "), logs.String())
 		}
 	})
-	return logs
+	return cmd, logs
 }
 
 // freePort returns a loopback address nothing listens on, as far as a
@@ -133,11 +141,7 @@ func TestSIGTERMDrainsUnderLoad(t *testing.T) {
 	)
 	bin := buildBinary(t)
 	keysFile := filepath.Join(t.TempDir(), "keys.json")
-	out, err := exec.Command(bin, "keys", "add", "--domain", "test", "--keys-file", keysFile).Output()
-	if err != nil {
-		t.Fatalf("keys add: %v", err)
-	}
-	key := lastLine(string(out))
+	key := addKey(t, bin, keysFile, "test")
 
 	listen, metricsListen := freePort(t), freePort(t)
 	cmd := exec.Command(bin, "serve", "--listen", listen, "--keys-file", keysFile,

@@ -76,11 +76,7 @@ func TestServeTLSReloadsOnSIGHUP(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	keysFile := filepath.Join(dir, "keys.json")
-	out, err := exec.Command(bin, "keys", "add", "--domain", "test", "--keys-file", keysFile).Output()
-	if err != nil {
-		t.Fatalf("keys add: %v", err)
-	}
-	key := lastLine(string(out))
+	key := addKey(t, bin, keysFile, "test")
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	roots := x509.NewCertPool()
 	roots.AddCert(writeTestCert(t, 1001, certFile, keyFile))
