@@ -238,11 +238,7 @@ func (s *Server) publishHere(ctx context.Context, k topics.Key, frame []byte, pa
 		return "", 0, err
 	}
 	s.claimed(t, claim)
-	sc := scratchPool.Get().(*scratch)
-	b := batch{frames: frame, starts: append(sc.starts[:0], 0), payload: payload}
-	epoch, offset = s.publish(sc, t, &b, claim)
-	sc.starts = b.starts[:0]
-	scratchPool.Put(sc)
+	epoch, offset = s.publishFrame(t, frame, payload, claim)
 	return epoch, offset, nil
 }
 

@@ -499,11 +499,7 @@ func (s *Server) publishHTTP(ctx context.Context, k topics.Key, frame []byte, pa
 	if err != nil {
 		return "", 0, err
 	}
-	sc := scratchPool.Get().(*scratch)
-	b := batch{frames: frame, starts: append(sc.starts[:0], 0), payload: payload}
-	epoch, offset = s.publish(sc, t, &b, nil)
-	sc.starts = b.starts[:0]
-	scratchPool.Put(sc)
+	epoch, offset = s.publishFrame(t, frame, payload, nil)
 	return epoch, offset, nil
 }
 

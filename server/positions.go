@@ -251,6 +251,18 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 	return epoch, first
 }
 
+// publishFrame publishes one message, given as its plain frame, on t (with
+// claim, if any, sending it on to the other nodes): the publish of an HTTP
+// request, forwarded or not.
+func (s *Server) publishFrame(t *topics.Topic[*client], frame []byte, payload int, claim ClusterTopic) (epoch string, offset uint64) {
+	sc := scratchPool.Get().(*scratch)
+	b := batch{frames: frame, starts: append(sc.starts[:0], 0), payload: payload}
+	epoch, offset = s.publish(sc, t, &b, claim)
+	sc.starts = b.starts[:0]
+	scratchPool.Put(sc)
+	return epoch, offset
+}
+
 // appendVariant appends b's messages, at offsets first onwards of epoch,
 // in kind's variant, behind the notices the log reported for them.
 func appendVariant(dst []byte, kind int, epoch string, first uint64, b *batch, reset bool, gapFirst, gapLast uint64) []byte {
