@@ -120,9 +120,8 @@ type Topic[S comparable] struct {
 	graceGen   uint64 // bumped to cancel a pending expiry
 	graceUntil int64  // UnixNano a pending expiry waits for, if later than its timer
 	inGrace    bool
-	gone       bool
 
-	ended atomic.Bool // gone, for readers without the shard mutex
+	gone  atomic.Bool // ended; set under shard.mu, read with or without it
 	dirty atomic.Bool
 	snap  atomic.Pointer[[]S]
 	count atomic.Int64
@@ -173,7 +172,7 @@ func (tb *Table[S]) RemovePublisher(t *Topic[S]) {
 	sh := t.shard
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if t.gone || t.publishers == 0 {
+	if t.gone.Load() || t.publishers == 0 {
 		return
 	}
 	t.publishers--
@@ -190,7 +189,7 @@ func (tb *Table[S]) RemovePublisher(t *Topic[S]) {
 func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
 	sh := t.shard
 	sh.mu.Lock()
-	if wait := t.graceUntil - time.Now().UnixNano(); !t.gone && t.graceGen == gen && wait > 0 {
+	if wait := t.graceUntil - time.Now().UnixNano(); !t.gone.Load() && t.graceGen == gen && wait > 0 {
 		sh.mu.Unlock()
 		time.AfterFunc(time.Duration(wait), func() { tb.expire(t, gen) })
 		return
@@ -198,21 +197,21 @@ func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
 	sh.mu.Unlock()
 	if tb.cfg.Keep != nil {
 		sh.mu.Lock()
-		pending := !t.gone && t.graceGen == gen && t.publishers == 0
+		pending := !t.gone.Load() && t.graceGen == gen && t.publishers == 0
 		sh.mu.Unlock()
 		if !pending {
 			return
 		}
 		if tb.cfg.Keep(t.key) {
 			sh.mu.Lock()
-			if !t.gone && t.graceGen == gen && t.publishers == 0 {
+			if !t.gone.Load() && t.graceGen == gen && t.publishers == 0 {
 				t.inGrace = false
 				t.graceGen++
 				if len(t.subs) == 0 && t.holds == 0 {
 					tb.remove(sh, t)
 				}
 			}
-			gone := t.gone
+			gone := t.gone.Load()
 			sh.mu.Unlock()
 			if gone {
 				t.dropLog()
@@ -221,7 +220,7 @@ func (tb *Table[S]) expire(t *Topic[S], gen uint64) {
 		}
 	}
 	sh.mu.Lock()
-	if t.gone || t.graceGen != gen || t.publishers > 0 {
+	if t.gone.Load() || t.graceGen != gen || t.publishers > 0 {
 		sh.mu.Unlock()
 		return
 	}
@@ -269,7 +268,7 @@ func (tb *Table[S]) Join(k Key, s S, admit func(t *Topic[S]) bool) (*Topic[S], e
 			return t, nil
 		}
 		sh.mu.Lock()
-		if t.gone {
+		if t.gone.Load() {
 			sh.mu.Unlock()
 			t.Log.Unlock()
 			continue // it ended meanwhile: join the topic now at k, if any
@@ -329,7 +328,7 @@ func (tb *Table[S]) unsubscribe(t *Topic[S], s S) bool {
 // removeIfUnused ends t if nothing holds it any more: no publisher, no
 // subscriber, no hold, no grace period pending. The shard's mutex is held.
 func (tb *Table[S]) removeIfUnused(sh *shard[S], t *Topic[S]) bool {
-	if len(t.subs) == 0 && t.publishers == 0 && t.holds == 0 && !t.inGrace && !t.gone {
+	if len(t.subs) == 0 && t.publishers == 0 && t.holds == 0 && !t.inGrace && !t.gone.Load() {
 		tb.remove(sh, t)
 		return true
 	}
@@ -365,7 +364,7 @@ func (tb *Table[S]) Hold(k Key) (*Topic[S], error) {
 func (tb *Table[S]) Unhold(t *Topic[S]) {
 	sh := t.shard
 	sh.mu.Lock()
-	if t.gone || t.holds == 0 {
+	if t.gone.Load() || t.holds == 0 {
 		sh.mu.Unlock()
 		return
 	}
@@ -489,8 +488,7 @@ func (tb *Table[S]) kind(s S) int {
 }
 
 func (tb *Table[S]) remove(sh *shard[S], t *Topic[S]) {
-	t.gone = true
-	t.ended.Store(true)
+	t.gone.Store(true)
 	t.subs, t.index = nil, nil
 	t.snap.Store(nil)
 	t.dirty.Store(false)
@@ -541,7 +539,7 @@ func (t *Topic[S]) Count(kind int) int { return int(t.kinds[kind].Load()) }
 // topic's log is dropped after the topic leaves the table, under the log's
 // mutex: a caller holding that mutex that sees false may add to the log,
 // and what it adds is dropped with the rest.
-func (t *Topic[S]) Gone() bool { return t.ended.Load() }
+func (t *Topic[S]) Gone() bool { return t.gone.Load() }
 
 // Subscribers returns the current subscribers. The slice is shared and must
 // not be modified; it stays valid (though possibly stale) after later joins
