@@ -197,8 +197,15 @@ func bodyOpcode(ct string) (op ws.Opcode, refusal string) {
 	for params != "" {
 		var p string
 		p, params, _ = strings.Cut(params, ";")
-		name, value, _ := strings.Cut(p, "=")
-		if !strings.EqualFold(strings.Trim(name, " \t"), "charset") {
+		if strings.Trim(p, " \t") == "" {
+			continue // RFC 9110 allows empty parameters: "text/plain;"
+		}
+		name, value, ok := strings.Cut(p, "=")
+		name = strings.Trim(name, " \t")
+		if !ok || !isToken(name) {
+			return 0, "Content-Type " + strconv.Quote(ct) + " is not a media type: a parameter is not NAME=VALUE"
+		}
+		if !strings.EqualFold(name, "charset") {
 			continue
 		}
 		value = strings.Trim(strings.Trim(value, " \t"), `"`)

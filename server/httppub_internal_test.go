@@ -114,6 +114,20 @@ func checkAccepted(t *testing.T, req ws.Request, a apiRequest, maxBody int) {
 	case text && strings.Contains(params, "charset") && !strings.Contains(params, "utf") && !strings.Contains(params, "ascii"):
 		t.Fatalf("accepted the text Content-Type %q", req.ContentType)
 	}
+	if text {
+		// Every parameter of an accepted text type is NAME=VALUE, and a
+		// charset is UTF-8.
+		for _, p := range strings.Split(params, ";") {
+			if strings.Trim(p, " \t") == "" {
+				continue
+			}
+			name, value, ok := strings.Cut(p, "=")
+			value = strings.Trim(strings.Trim(value, " \t"), `"`)
+			if !ok || strings.Trim(name, " \t") == "charset" && value != "utf-8" && value != "utf8" && value != "us-ascii" {
+				t.Fatalf("accepted the text Content-Type %q", req.ContentType)
+			}
+		}
+	}
 }
 
 // checkRefusal fails t unless a refusal has a status of the endpoint's and
