@@ -64,10 +64,16 @@ type client struct {
 
 	lastRead int64      // UnixNano of the last read, for keepalive
 	pingSent int64      // UnixNano of the unanswered ping, 0 if none
-	addr     netip.Addr // the peer's address, when admitted by the per-address limits
+	addr     netip.Addr // the address admitted by the per-address limits, if any
 	refusal  refusal    // a limit the connection broke at accept, answered at its request
 	lost     bool       // closing, and its input can no longer be parsed
 	sse      sseKeep    // an EventSource subscriber's keepalive
+
+	// The client's address: the peer's, or what its trusted proxy said
+	// (proxy.go).
+	remote     netip.Addr
+	remotePort uint16 // when a PROXY header gave it
+	via        via
 }
 
 // OnOpen implements loop.Handler.
@@ -78,14 +84,9 @@ func (s *Server) OnOpen(conn *loop.Conn) {
 	s.stats.handshaking.Add(1) // stateHandshake
 	if s.clients.len() > s.cfg.MaxConnections {
 		c.refusal = refTooManyConnections
-	} else if s.limits.on() {
-		a := addrOf(conn.RemoteAddr())
-		if r, ok := s.limits.open(a, c.opened); ok {
-			c.addr = a
-		} else {
-			c.refusal = r
-		}
 	}
+	c.openAddr() // per-address limits: now, or once a trusted proxy names the client
+
 	timeout := s.cfg.HandshakeTimeout
 	if s.draining.Load() || c.refusal != 0 {
 		timeout = min(timeout, time.Second) // it must not hold the shutdown up
@@ -191,6 +192,13 @@ func (c *client) isPublisher() bool {
 // handshake reads the request head and answers it.
 func (c *client) handshake(data []byte) {
 	s := c.srv
+	if c.via == viaHeader {
+		rest, ok := c.readProxyHeader(data)
+		if !ok || len(rest) == 0 {
+			return
+		}
+		data = rest
+	}
 	buf, owned := data, false
 	if len(c.buf) > 0 {
 		c.buf = append(c.buf, data...)
@@ -212,6 +220,9 @@ func (c *client) handshake(data []byte) {
 		return
 	case err != nil:
 		c.refuse(refBadRequest, "malformed HTTP request")
+		return
+	}
+	if c.via == viaForwarded && !c.forwarded(req.ForwardedFor) {
 		return
 	}
 	rest := buf[n:]
@@ -701,7 +712,7 @@ func (c *client) refuseWith(r refusal, reason, extra string, linger time.Duratio
 	s := c.srv
 	s.stats.Refused.add(r, 1)
 	status := refusals[r].status
-	s.log.Info("handshake refused", "status", status, "reason", reason, "remote", c.conn.RemoteAddr().String())
+	s.log.Info("handshake refused", "status", status, "reason", reason, "remote", c.remoteAddr())
 	c.setState(stateClosing)
 	c.buf = nil
 	c.conn.SendLast(ws.AppendErrorResponse(nil, status, reason, extra), linger)
@@ -712,7 +723,7 @@ func (c *client) refuseWith(r refusal, reason, extra string, linger time.Duratio
 func (c *client) refuseKey(k topics.Key, key, why string) {
 	s := c.srv
 	s.stats.Refused.add(refUnauthorized, 1)
-	s.log.Info("handshake refused", "status", 401, "reason", "API key "+why, "domain", k.Domain, "key", keys.Redact(key), "remote", c.conn.RemoteAddr().String())
+	s.log.Info("handshake refused", "status", 401, "reason", "API key "+why, "domain", k.Domain, "key", keys.Redact(key), "remote", c.remoteAddr())
 	c.setState(stateClosing)
 	c.buf = nil
 	c.conn.SendLast(ws.AppendErrorResponse(nil, 401, "API key refused for this domain", "WWW-Authenticate: Bearer\r\n"), 0)

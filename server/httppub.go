@@ -554,7 +554,7 @@ func (c *client) apiAnswer(res apiResult, reason string, mustClose bool) {
 	if res == apiPublishRate {
 		level = s.log.Debug // a client over its rate would flood the log
 	}
-	args := []any{"status", apiResults[res].status, "reason", reason, "remote", c.conn.RemoteAddr().String()}
+	args := []any{"status", apiResults[res].status, "reason", reason, "remote", c.remoteAddr()}
 	if c.api.req.key != "" {
 		args = append(args, "domain", c.api.req.topic.Domain, "key", keys.Redact(c.api.req.key))
 	}

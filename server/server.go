@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -154,6 +155,19 @@ type Config struct {
 	// Requests without Origin (not browsers) are always allowed. Default:
 	// any origin.
 	AllowedOrigins []string
+
+	// TrustedProxies lists the peers (prefixes; an address is a /32 or
+	// /128, see ParseTrustedProxies) that are proxies whose word on the
+	// client's address is taken: from the PROXY header with ProxyProtocol,
+	// else from X-Forwarded-For. The per-address limits, the logs and
+	// their refusals then use the client's address (proxy.go). From other
+	// peers neither is read. Default none: every peer is the client.
+	TrustedProxies []netip.Prefix
+	// ProxyProtocol makes every connection from a trusted proxy start
+	// with a PROXY protocol header (v1 or v2); one that does not is
+	// refused with 400. Needs TrustedProxies; not with TLS, whose
+	// handshake would come after the header.
+	ProxyProtocol bool
 }
 
 func (c *Config) setDefaults() {
@@ -239,6 +253,12 @@ func Start(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	if cfg.Keys == nil {
 		return nil, errors.New("cannot start the hub: no key store configured")
+	}
+	if cfg.ProxyProtocol && len(cfg.TrustedProxies) == 0 {
+		return nil, errors.New("cannot start the hub: --proxy-protocol needs --trusted-proxies, the peers that send the header")
+	}
+	if cfg.ProxyProtocol && cfg.TLS != nil {
+		return nil, errors.New("cannot start the hub: --proxy-protocol with --tls-cert is not served: let the proxy terminate TLS")
 	}
 	s := &Server{
 		cfg:     cfg,

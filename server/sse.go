@@ -96,7 +96,7 @@ func (c *client) drainSSE(origin string) {
 		origin = "" // its browser will not read the stream: a plain close
 	}
 	s.stats.Refused.add(refShuttingDown, 1)
-	s.log.Info("handshake refused", "status", 200, "reason", "server shutting down (EventSource: a closed stream)", "remote", c.conn.RemoteAddr().String())
+	s.log.Info("handshake refused", "status", 200, "reason", "server shutting down (EventSource: a closed stream)", "remote", c.remoteAddr())
 	c.setState(stateClosing)
 	c.buf = nil
 	b := appendSSEHead(nil, origin, sseRetry())

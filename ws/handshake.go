@@ -52,6 +52,10 @@ type Request struct {
 	// Close is true when the client asks to close the connection after
 	// the response ("Connection: close").
 	Close bool
+	// ForwardedFor is X-Forwarded-For: the addresses the request came
+	// through, comma-separated, oldest first (several headers are joined).
+	// Only a hub behind a trusted proxy reads it.
+	ForwardedFor string
 }
 
 // HasProtocol reports whether a Sec-WebSocket-Protocol list offers name
@@ -196,6 +200,11 @@ func ParseRequest(buf []byte, max int) (Request, int, error) {
 				return req, 0, ErrMalformed
 			}
 			req.ContentType = string(value)
+		case equalFold(name, "x-forwarded-for"):
+			if req.ForwardedFor != "" { // RFC 9110 5.3: several make one list
+				req.ForwardedFor += ", "
+			}
+			req.ForwardedFor += string(value)
 		}
 	}
 	req.Upgrade = upgrade && connUpgrade

@@ -360,3 +360,13 @@ type nopHandler struct{ n int }
 
 func (h *nopHandler) Message(op Opcode, p []byte) error { h.n += len(p); return nil }
 func (h *nopHandler) Control(Opcode, []byte) error      { return nil }
+
+// TestRequestForwardedFor: several X-Forwarded-For headers make one list,
+// in order, as a proxy that appends a header of its own sends them.
+func TestRequestForwardedFor(t *testing.T) {
+	req, _, err := ParseRequest([]byte("GET /ws/sub/a/b HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 192.0.2.1, 10.0.0.2\r\n"+
+		"x-forwarded-for: 127.0.0.7\r\n\r\n"), 4096)
+	if err != nil || req.ForwardedFor != "192.0.2.1, 10.0.0.2, 127.0.0.7" {
+		t.Fatalf("%q, %v", req.ForwardedFor, err)
+	}
+}

@@ -1,0 +1,254 @@
+package server
+
+// Behind a proxy. A connection from a peer in Config.TrustedProxies is
+// carried by a proxy for a client elsewhere; the hub learns the client's
+// address from the proxy's word, and only then applies the per-address
+// limits, logs the client's address and counts its refusals:
+//
+//   - with Config.ProxyProtocol, from the PROXY protocol header that must
+//     open the connection (readProxyHeader, before any HTTP);
+//   - without it, from X-Forwarded-For, at each request head (forwarded):
+//     a keep-alive connection a proxy reuses for several clients is
+//     counted for the client of its latest request.
+//
+// A peer outside TrustedProxies is the client itself: its PROXY header is
+// a malformed HTTP request (400), its X-Forwarded-For is never read. A
+// connection from a trusted proxy that names no client (a PROXY LOCAL
+// health check, a request without X-Forwarded-For) is the proxy's own and
+// no per-address limit applies to it, so that a proxy never uses up its
+// own address's allowance.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/wspubsub/wspubsub/proxyproto"
+)
+
+// via says how a connection learns its client's address.
+type via uint8
+
+const (
+	viaPeer      via = iota // the peer is the client
+	viaHeader               // from a trusted proxy: a PROXY header is due
+	viaForwarded            // from a trusted proxy: X-Forwarded-For, at each request
+	viaProxied              // from a trusted proxy whose PROXY header was read
+)
+
+// ParseTrustedProxies reads a comma-separated list of CIDR prefixes and
+// bare addresses ("10.0.0.0/8, 192.0.2.7, ::1") into prefixes, each bare
+// address a /32 or /128.
+func ParseTrustedProxies(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if strings.Contains(item, "/") {
+			p, err := netip.ParsePrefix(item)
+			if err != nil {
+				return nil, fmt.Errorf("bad trusted proxy %q: want an address or CIDR prefix such as 10.0.0.0/8", item)
+			}
+			if p.Addr().Is4In6() {
+				p = netip.PrefixFrom(p.Addr().Unmap(), max(0, p.Bits()-96))
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("bad trusted proxy %q: want an address or CIDR prefix such as 10.0.0.0/8", item)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// trusted reports whether a is one of the trusted proxies.
+func (s *Server) trusted(a netip.Addr) bool {
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// openAddr sets a new connection's client address and how it is to be
+// learnt, and admits a direct client under the per-address limits.
+func (c *client) openAddr() {
+	s := c.srv
+	c.remote = addrOf(c.conn.RemoteAddr())
+	switch {
+	case !s.trusted(c.remote):
+		c.via = viaPeer
+		c.admit(c.remote)
+	case s.cfg.ProxyProtocol:
+		c.via = viaHeader
+	default:
+		c.via = viaForwarded
+	}
+}
+
+// admit counts the connection for client address a in the per-address
+// limits, in place of the address it was counted for, if another; a
+// broken limit is answered at the request, as at the accept. c.mu is held,
+// or the connection is not yet shared.
+func (c *client) admit(a netip.Addr) {
+	s := c.srv
+	if !s.limits.on() || c.refusal != 0 || a == c.addr {
+		return
+	}
+	if c.addr.IsValid() {
+		s.limits.close(c.addr)
+		c.addr = netip.Addr{}
+	}
+	if !a.IsValid() {
+		return // the proxy's own connection
+	}
+	if r, ok := s.limits.open(a, time.Now().UnixNano()); ok {
+		c.addr = a
+	} else {
+		c.refusal = r
+	}
+}
+
+// readProxyHeader reads the PROXY header a trusted proxy opens the
+// connection with. It returns the bytes that follow it, and true, once it
+// is read; false while more is needed, or after refusing a connection that
+// does not start with a valid one. c.mu is held.
+func (c *client) readProxyHeader(data []byte) ([]byte, bool) {
+	s := c.srv
+	buf := data
+	if len(c.buf) > 0 {
+		c.buf = append(c.buf, data...)
+		buf = c.buf
+	}
+	h, n, err := proxyproto.Parse(buf, s.cfg.MaxHeaderBytes)
+	switch {
+	case errors.Is(err, proxyproto.ErrIncomplete):
+		if len(c.buf) == 0 {
+			c.buf = append(c.buf, data...)
+		}
+		return nil, false
+	case errors.Is(err, proxyproto.ErrMissing):
+		c.refuse(refBadRequest, "missing PROXY protocol header: the hub runs with --proxy-protocol and this peer is a trusted proxy")
+		return nil, false
+	case errors.Is(err, proxyproto.ErrTooLarge):
+		c.refuse(refBadRequest, "PROXY protocol header larger than "+itoa(s.cfg.MaxHeaderBytes)+" bytes")
+		return nil, false
+	case err != nil:
+		c.refuse(refBadRequest, "malformed PROXY protocol header")
+		return nil, false
+	}
+	c.via = viaProxied
+	if !h.Local {
+		c.remote, c.remotePort = h.Source.Addr(), h.Source.Port()
+		c.admit(c.remote)
+	}
+	rest := buf[n:]
+	c.buf = nil // rest, if in it, is copied by handshake before c.buf is reused
+	return rest, true
+}
+
+// forwarded takes the client's address from a request's X-Forwarded-For,
+// for a connection from a trusted proxy, and admits it. It returns false
+// after refusing a list it cannot read. c.mu is held.
+func (c *client) forwarded(list string) bool {
+	a, err := forwardedFor(list, c.srv.trusted)
+	if err != nil {
+		c.refuse(refBadRequest, err.Error())
+		return false
+	}
+	if !a.IsValid() {
+		a = addrOf(c.conn.RemoteAddr()) // the proxy's own request
+		c.admit(netip.Addr{})
+	} else {
+		c.admit(a)
+	}
+	c.remote, c.remotePort = a, 0
+	return true
+}
+
+// forwardedFor is the client's address in an X-Forwarded-For list: the
+// rightmost entry that is not a trusted proxy, since each proxy appends the
+// address it got the request from and only those appended by trusted ones
+// can be believed; the leftmost entry if all are trusted; the zero Addr for
+// an empty list. An entry that is not an address, where the client's
+// address is sought, is an error.
+func forwardedFor(list string, trusted func(netip.Addr) bool) (netip.Addr, error) {
+	var last netip.Addr
+	for list != "" {
+		var item string
+		if i := strings.LastIndexByte(list, ','); i >= 0 {
+			item, list = list[i+1:], list[:i]
+		} else {
+			item, list = list, ""
+		}
+		item = strings.Trim(item, " \t")
+		if item == "" {
+			continue // an empty list element (RFC 9110 5.6.1)
+		}
+		a, ok := parseForwardedAddr(item)
+		if !ok {
+			return netip.Addr{}, fmt.Errorf("malformed X-Forwarded-For: %q is not an IP address", truncate(item, 64))
+		}
+		if !trusted(a) {
+			return a, nil
+		}
+		last = a
+	}
+	return last, nil
+}
+
+// parseForwardedAddr reads an X-Forwarded-For entry: an address, possibly
+// with a port ("192.0.2.1:5678", "[2001:db8::1]:5678") or in brackets.
+func parseForwardedAddr(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		ap, err2 := netip.ParseAddrPort(s)
+		if err2 != nil {
+			if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+				return netip.Addr{}, false
+			}
+			if a, err = netip.ParseAddr(s[1 : len(s)-1]); err != nil {
+				return netip.Addr{}, false
+			}
+		} else {
+			a = ap.Addr()
+		}
+	}
+	return a.WithZone("").Unmap(), true
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// remoteAddr is the client's address for the logs: the peer's address and
+// port, or, behind a trusted proxy, the client's (with its port when the
+// PROXY header gave one) followed by " via " and the proxy's.
+func (c *client) remoteAddr() string {
+	peer := c.conn.RemoteAddr().String()
+	if c.via == viaPeer || !c.remote.IsValid() {
+		return peer
+	}
+	var client string
+	if c.remotePort != 0 {
+		client = netip.AddrPortFrom(c.remote, c.remotePort).String()
+	} else {
+		client = c.remote.String()
+	}
+	if client == peer || c.remote == addrOf(c.conn.RemoteAddr()) && c.remotePort == 0 {
+		return peer // the proxy's own connection
+	}
+	return client + " via " + peer
+}
