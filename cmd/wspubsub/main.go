@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -131,6 +132,8 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.IntVar(&cfg.HandshakeBurst, "handshake-burst", 0, "bursts allowed above --handshake-rate (0: one second's worth)")
 	fs.IntVar(&cfg.MaxTopicsPerDomain, "max-topics-per-domain", 100_000, "most live topics of one domain; more get 429 (0: no limit)")
 	fs.IntVar(&cfg.MaxPublishRate, "max-publish-rate", 0, "messages a second a WebSocket publisher may send (past it, close 4004), and an API key may publish over HTTP across its connections (past it, 429) (0: no limit)")
+	fs.Var(proxyList{&cfg.TrustedProxies}, "trusted-proxies", "comma-separated addresses and CIDR prefixes of proxies whose word on the client's address is taken (PROXY header or X-Forwarded-For); from other peers neither is read (default: none)")
+	fs.BoolVar(&cfg.ProxyProtocol, "proxy-protocol", false, "connections from --trusted-proxies start with a PROXY protocol header (v1 or v2), which gives the client's address instead of X-Forwarded-For")
 	fs.Var(originList{&cfg.AllowedOrigins}, "allowed-origins", "comma-separated Origins browsers may connect from: https://app.example, https://*.example, * (default: any)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "at shutdown, exit after this long whatever is left")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (and /debug/pprof) on this address instead of --listen")
@@ -321,6 +324,30 @@ func (o originList) Set(v string) error {
 			*o.list = append(*o.list, s)
 		}
 	}
+	return nil
+}
+
+// proxyList is the --trusted-proxies flag: comma-separated addresses and
+// CIDR prefixes.
+type proxyList struct{ list *[]netip.Prefix }
+
+func (p proxyList) String() string {
+	if p.list == nil {
+		return ""
+	}
+	s := make([]string, len(*p.list))
+	for i, pr := range *p.list {
+		s[i] = pr.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (p proxyList) Set(v string) error {
+	list, err := server.ParseTrustedProxies(v)
+	if err != nil {
+		return err
+	}
+	*p.list = list
 	return nil
 }
 
