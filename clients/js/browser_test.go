@@ -390,6 +390,8 @@ type event struct {
 	Code   int    `json:"code"`
 	Reason string `json:"reason"`
 	URL    string `json:"url"`
+	// Extensions is a socket's ws.extensions at its open (nginx_test.go).
+	Extensions string `json:"extensions"`
 }
 
 func (e event) String() string {
@@ -615,15 +617,16 @@ func findChromium(t *testing.T) string {
 	return ""
 }
 
-// runChromium starts a headless Chromium on url, in a process group of its
-// own that is killed when the test ends.
-func runChromium(t *testing.T, chrome, url string) {
+// runChromium starts a headless Chromium on url, with flags added, in a
+// process group of its own that is killed when the test ends.
+func runChromium(t *testing.T, chrome, url string, flags ...string) {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command(chrome, "--headless", "--no-sandbox", "--disable-gpu",
+	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu",
 		"--disable-quic", "--no-first-run", "--disable-background-networking",
 		"--disable-component-update", "--disable-sync", "--no-proxy-server",
-		"--disable-dev-shm-usage", "--user-data-dir="+dir, url)
+		"--disable-dev-shm-usage", "--user-data-dir=" + dir}, flags...)
+	cmd := exec.Command(chrome, append(args, url)...)
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

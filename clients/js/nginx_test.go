@@ -1,0 +1,304 @@
+package jsclient_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wspubsub/wspubsub/deploy/proxytest"
+	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/server"
+)
+
+// browserCase is one WebSocket the page opens through nginx when it loads,
+// and what the test then checks. To add one, give it a name, the path
+// (with its query) it opens on nginx, and a check: run is called, each case
+// in its subtest, once the page has loaded. Private topics, for instance:
+// {name: "private", path: "/ws/sub/private/news?token=" + token, run: ...
+// c.opened, publish, c.messages}; a wrong token: c.refused; an expired one:
+// c.closed(t, name) with code 4005.
+type browserCase struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+	run  func(t *testing.T, b *browser)
+}
+
+// TestBrowserThroughNginx: headless Chromium loads a page whose sockets go
+// to wss:// on the real nginx, with deploy/nginx.conf and a certificate of
+// a throwaway CA (Chromium trusts its key through
+// --ignore-certificate-errors-spki-list), in front of a real hub; what it
+// receives is byte for byte what was published, text and binary.
+func TestBrowserThroughNginx(t *testing.T) {
+	chrome := findChromium(t)
+	proxytest.Binary(t, "nginx", "/usr/sbin/nginx")
+	h := startHubBehind(t, "127.0.0.1/32")
+	certs := proxytest.NewCerts(t)
+	ngx := proxytest.StartNginx(t, h.addr, certs.CertFile, certs.KeyFile)
+
+	open := h.publisher(t, "open")
+	cases := []browserCase{
+		{Name: "open topic", Path: "/ws/sub/test/open", run: func(t *testing.T, b *browser) {
+			ev := b.opened(t, "open topic")
+			// permessage-deflate is not negotiated yet: once it is, this
+			// expects it (issue 11).
+			t.Logf("ws.extensions through nginx: %q", ev.Extensions)
+			var want []message
+			for i := 1; i <= 60; i++ {
+				want = append(want, messageFor(i))
+				open.send(t, want[i-1])
+			}
+			got := b.messages(t, "open topic", len(want))
+			for i, e := range got {
+				if err := e.is(want[i]); err != nil {
+					t.Fatalf("message %d: %v", i+1, err)
+				}
+			}
+		}},
+	}
+
+	b := startBrowserPage(t, "wss://"+ngx.Addr, cases)
+	runChromium(t, chrome, b.url, "--ignore-certificate-errors-spki-list="+certs.SPKI)
+	b.waitFor(t, "the page to load", func(evs []event) bool { return hasKind(evs, "", "loaded") })
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) { c.run(t, b) })
+	}
+}
+
+// startHubBehind starts a hub that trusts the proxies at prefix, with a key
+// for domain "test".
+func startHubBehind(t *testing.T, prefix string) *hub {
+	t.Helper()
+	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := store.Add(context.Background(), "test", "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.Start(server.Config{
+		Listen:         "127.0.0.1:0",
+		Keys:           store,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix(prefix)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return &hub{addr: srv.Addr(), key: key}
+}
+
+// browser serves the page of browserPageHTML and collects what it reports.
+type browser struct {
+	url      string
+	deadline time.Time
+
+	mu   sync.Mutex
+	evs  []event
+	seen map[int]bool
+}
+
+// startBrowserPage serves a page that opens each case's socket on base
+// (wss://HOST:PORT) and reports every event on it.
+func startBrowserPage(t *testing.T, base string, cases []browserCase) *browser {
+	t.Helper()
+	b := &browser{seen: make(map[int]bool), deadline: time.Now().Add(50 * time.Second)}
+	cfg, err := json.Marshal(struct {
+		Base  string        `json:"base"`
+		Cases []browserCase `json:"cases"`
+	}{base, cases})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, strings.Replace(browserPageHTML, "CONFIG", string(cfg), 1))
+	})
+	mux.HandleFunc("POST /report", func(w http.ResponseWriter, r *http.Request) {
+		var evs []event
+		if err := json.NewDecoder(r.Body).Decode(&evs); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		b.mu.Lock()
+		for _, e := range evs {
+			if !b.seen[e.N] {
+				b.seen[e.N] = true
+				b.evs = append(b.evs, e)
+			}
+		}
+		b.mu.Unlock()
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	b.url = srv.URL
+	return b
+}
+
+func (b *browser) events() []event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]event(nil), b.evs...)
+}
+
+// waitFor polls the page's events until cond holds, failing the test at
+// the page's deadline or its first error.
+func (b *browser) waitFor(t *testing.T, what string, cond func([]event) bool) {
+	t.Helper()
+	for {
+		evs := b.events()
+		for _, e := range evs {
+			if e.Kind == "error" {
+				t.Fatalf("waiting for %s: page error: %s", what, e.Reason)
+			}
+		}
+		if cond(evs) {
+			return
+		}
+		if time.Now().After(b.deadline) {
+			for _, e := range evs[max(0, len(evs)-40):] {
+				t.Log(e.String())
+			}
+			t.Fatalf("timed out waiting for %s (%d events from the page, the last ones above)", what, len(evs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func hasKind(evs []event, sub, kind string) bool {
+	for _, e := range evs {
+		if e.Sub == sub && e.Kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// first is the first event of kind on the case's socket.
+func first(evs []event, sub, kind string) (event, bool) {
+	for _, e := range evs {
+		if e.Sub == sub && e.Kind == kind {
+			return e, true
+		}
+	}
+	return event{}, false
+}
+
+// opened waits for the case's socket to open and returns its open event;
+// a close first fails the test.
+func (b *browser) opened(t *testing.T, name string) event {
+	t.Helper()
+	var ev event
+	b.waitFor(t, name+" to open", func(evs []event) bool {
+		if c, ok := first(evs, name, "close"); ok && !hasKind(evs, name, "open") {
+			t.Fatalf("%s closed before it opened: %d %q", name, c.Code, c.Reason)
+		}
+		var ok bool
+		ev, ok = first(evs, name, "open")
+		return ok
+	})
+	return ev
+}
+
+// messages waits for n messages on the case's socket and returns them.
+func (b *browser) messages(t *testing.T, name string, n int) []event {
+	t.Helper()
+	var got []event
+	b.waitFor(t, fmt.Sprintf("%d messages on %s", n, name), func(evs []event) bool {
+		got = msgs(evs, name)
+		if c, ok := first(evs, name, "close"); ok && len(got) < n {
+			t.Fatalf("%s closed after %d of %d messages: %d %q", name, len(got), n, c.Code, c.Reason)
+		}
+		return len(got) >= n
+	})
+	return got[:n]
+}
+
+// closed waits for the case's socket to close and returns its close event.
+func (b *browser) closed(t *testing.T, name string) event {
+	t.Helper()
+	var ev event
+	b.waitFor(t, name+" to close", func(evs []event) bool {
+		var ok bool
+		ev, ok = first(evs, name, "close")
+		return ok
+	})
+	return ev
+}
+
+// refused waits for the case's socket to fail its handshake: a browser
+// sees no status, only a close with 1006 before any open.
+func (b *browser) refused(t *testing.T, name string) {
+	t.Helper()
+	ev := b.closed(t, name)
+	if hasKind(b.events(), name, "open") || ev.Code != 1006 {
+		t.Fatalf("%s: close %d after open=%v, want a refused handshake (1006, no open)", name, ev.Code, hasKind(b.events(), name, "open"))
+	}
+}
+
+// browserPageHTML opens a WebSocket per case of CONFIG and reports, in
+// order, its open (with ws.extensions and ws.protocol), each message (binary
+// ones base64, as Uint8Array), its close and errors, by POST.
+const browserPageHTML = `<!doctype html>
+<meta charset="utf-8">
+<title>wspubsub through nginx</title>
+<script type="module">
+const queue = [];
+let n = 0, sending = false;
+function report(ev) {
+  queue.push({n: ++n, ...ev});
+  if (!sending) flush();
+}
+async function flush() {
+  sending = true;
+  while (queue.length) {
+    const batch = queue.splice(0, 500);
+    for (;;) {
+      try {
+        if ((await fetch('/report', {method: 'POST', body: JSON.stringify(batch)})).ok) break;
+      } catch (e) {}
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  sending = false;
+}
+addEventListener('error', (e) => report({kind: 'error', reason: String(e.message)}));
+addEventListener('unhandledrejection', (e) => report({kind: 'error', reason: String(e.reason)}));
+
+function base64(u8) {
+  let s = '';
+  for (const b of u8) s += String.fromCharCode(b);
+  return btoa(s);
+}
+
+const config = CONFIG;
+for (const c of config.cases) {
+  const sub = c.name;
+  const ws = new WebSocket(config.base + c.path);
+  ws.binaryType = 'arraybuffer';
+  ws.onopen = () => report({sub, kind: 'open', extensions: ws.extensions, url: ws.url, reason: ws.protocol});
+  ws.onmessage = (e) => {
+    const binary = e.data instanceof ArrayBuffer;
+    report({sub, kind: 'msg', binary, u8: binary, data: binary ? base64(new Uint8Array(e.data)) : e.data});
+  };
+  ws.onclose = (e) => report({sub, kind: 'close', code: e.code, reason: e.reason});
+}
+report({kind: 'loaded'});
+</script>
+`
