@@ -2,8 +2,9 @@
 // proxy-protocol.txt, versions 1 and 2) that a load balancer sends at the
 // start of a TCP connection to say whom it carries the connection for.
 //
-// Parse is a pure function of its input: it allocates nothing, keeps
-// nothing, and may be called from any goroutine. It never trusts the
+// Parse is a pure function of its input: it keeps nothing, allocates
+// nothing for a v2 header and one string of the line for a v1 header, and
+// may be called from any goroutine. It never trusts the
 // header: whether the peer may send one is the caller's decision.
 package proxyproto
 
@@ -12,7 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
-	"strconv"
+	"strings"
 )
 
 var (
@@ -98,32 +99,26 @@ func parseV1(buf []byte) (Header, int, error) {
 		return Header{}, 0, ErrIncomplete
 	}
 	n := end + 2
-	line := buf[len(v1Sig):end]
 	h := Header{Version: 1}
-	var f [5][]byte
-	k := 0
-	for k < len(f) {
-		i := bytes.IndexByte(line, ' ')
-		if i < 0 {
-			f[k], line = line, nil
-			k++
-			break
-		}
-		f[k], line = line[:i], line[i+1:]
-		k++
-	}
-	if k == 0 || len(f[0]) == 0 {
-		return Header{}, 0, ErrMalformed
-	}
-	if string(f[0]) == "UNKNOWN" {
+	if bytes.HasPrefix(buf[len(v1Sig):end], []byte("UNKNOWN")) && (end == len(v1Sig)+7 || buf[len(v1Sig)+7] == ' ') {
 		h.Local = true // the rest of the line is ignored, as the spec says
 		return h, n, nil
 	}
-	if k != 5 || line != nil {
+	line := string(buf[len(v1Sig):end])
+	var f [5]string // protocol, addresses, ports: single spaces between
+	for k := 0; k < 4; k++ {
+		i := strings.IndexByte(line, ' ')
+		if i < 0 {
+			return Header{}, 0, ErrMalformed
+		}
+		f[k], line = line[:i], line[i+1:]
+	}
+	f[4] = line
+	if strings.IndexByte(f[4], ' ') >= 0 {
 		return Header{}, 0, ErrMalformed
 	}
 	var want4 bool
-	switch string(f[0]) {
+	switch f[0] {
 	case "TCP4":
 		want4 = true
 	case "TCP6":
@@ -142,8 +137,8 @@ func parseV1(buf []byte) (Header, int, error) {
 	return h, n, nil
 }
 
-func parseV1Addr(b []byte, want4 bool) (netip.Addr, bool) {
-	a, err := netip.ParseAddr(string(b))
+func parseV1Addr(b string, want4 bool) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(b)
 	if err != nil || a.Zone() != "" || a.Is4() != want4 {
 		return netip.Addr{}, false
 	}
@@ -151,17 +146,19 @@ func parseV1Addr(b []byte, want4 bool) (netip.Addr, bool) {
 }
 
 // parseV1Port reads a decimal port without sign or leading zeros.
-func parseV1Port(b []byte) (uint16, bool) {
+func parseV1Port(b string) (uint16, bool) {
 	if len(b) == 0 || len(b) > 5 || (b[0] == '0' && len(b) > 1) {
 		return 0, false
 	}
-	for _, c := range b {
+	p := 0
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		if c < '0' || c > '9' {
 			return 0, false
 		}
+		p = p*10 + int(c-'0')
 	}
-	p, err := strconv.ParseUint(string(b), 10, 16)
-	return uint16(p), err == nil
+	return uint16(p), p <= 0xffff
 }
 
 // parseV2 reads the binary header: the signature, version and command,

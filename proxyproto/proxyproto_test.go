@@ -152,3 +152,24 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParse is the cost a PROXY header adds to a handshake.
+func BenchmarkParse(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		in   []byte
+	}{
+		{"v1", []byte("PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\nGET /ws/sub/a/b HTTP/1.1\r\n")},
+		{"v2", v2(1, 0x11, v4Block("192.0.2.8", "127.0.0.1", 40000, 8080), nil)},
+		{"v2_tcp6_tlv", v2(1, 0x21, v6Block("2001:db8::8", "::1", 1, 2), tlv(0x05, make([]byte, 32)))},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := Parse(bc.in, 8192); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

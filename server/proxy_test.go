@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,4 +329,63 @@ func fmtPrefixes(ps []netip.Prefix) string {
 		s = append(s, p.String())
 	}
 	return "[" + strings.Join(s, " ") + "]"
+}
+
+// BenchmarkProxiedHandshake compares, in one run, subscriber handshakes
+// over 127.0.0.1 from a client (direct) and from a trusted proxy that names
+// the client in X-Forwarded-For or a PROXY header, with the per-address
+// limits on: what learning the client's address adds to a handshake.
+func BenchmarkProxiedHandshake(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		trusted string // "" for none
+		pp      bool
+		prefix  func(i int64) []byte
+		header  func(i int64) string
+	}{
+		{"direct", "", false, nil, nil},
+		{"x-forwarded-for", "127.0.0.1/32", false, nil, func(i int64) string {
+			return fmt.Sprintf("X-Forwarded-For: 198.51.100.1, 192.0.%d.%d", i>>8&0xff, i&0xff)
+		}},
+		{"proxy-v1", "127.0.0.1/32", true, func(i int64) []byte { return proxyV1(fmt.Sprintf("192.0.%d.%d", i>>8&0xff, i&0xff)) }, nil},
+		{"proxy-v2", "127.0.0.1/32", true, func(i int64) []byte { return proxyV2(fmt.Sprintf("192.0.%d.%d", i>>8&0xff, i&0xff)) }, nil},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			h := startHub(b, func(c *server.Config) {
+				if bc.trusted != "" {
+					c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(bc.trusted)}
+				}
+				c.ProxyProtocol = bc.pp
+				c.MaxConnectionsPerAddr = 1 << 20
+				c.SubscribeWaits = true
+			})
+			var n atomic.Int64
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := n.Add(1)
+					var hdrs []string
+					if bc.header != nil {
+						hdrs = append(hdrs, bc.header(i))
+					}
+					msg := []byte(request("GET", "/ws/sub/test/bench", upgradeHeaders(hdrs...)...))
+					if bc.prefix != nil {
+						msg = append(bc.prefix(i), msg...)
+					}
+					nc, err := net.Dial("tcp", h.Addr())
+					if err != nil {
+						b.Fatal(err)
+					}
+					nc.Write(msg)
+					resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+					nc.Close()
+					if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+						b.Fatalf("handshake: %v %v", resp, err)
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
+		})
+	}
 }
