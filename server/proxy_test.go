@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/loop"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -286,19 +287,31 @@ func TestProxiedSSEAndHTTPPublish(t *testing.T) {
 }
 
 func TestProxyConfigErrors(t *testing.T) {
-	for name, cfg := range map[string]server.Config{
-		"proxy protocol without trusted proxies": {ProxyProtocol: true},
+	dir := t.TempDir()
+	newTestCert(t, 1).write(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	kp, err := loop.LoadKeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	for name, tc := range map[string]struct {
+		cfg  server.Config
+		want string
+	}{
+		"proxy protocol without trusted proxies": {server.Config{ProxyProtocol: true}, "--trusted-proxies"},
+		"proxy protocol with TLS":                {server.Config{ProxyProtocol: true, TrustedProxies: local, TLS: kp}, "--tls-cert"},
 	} {
+		cfg := tc.cfg
 		store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.Listen, cfg.Keys = "127.0.0.1:0", store
-		if s, err := server.Start(cfg); err == nil || !strings.Contains(err.Error(), "--trusted-proxies") {
+		if s, err := server.Start(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			if s != nil {
 				s.Shutdown(t.Context())
 			}
-			t.Errorf("%s: %v, want an error naming --trusted-proxies", name, err)
+			t.Errorf("%s: %v, want an error naming %s", name, err, tc.want)
 		}
 	}
 	for _, tc := range []struct{ in, want, err string }{

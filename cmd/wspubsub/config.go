@@ -420,6 +420,9 @@ func runConfig(args []string, stdout, stderr io.Writer) int {
 		if err == nil {
 			_, err = newLogger(io.Discard, o.logLevel, o.logFormat)
 		}
+		if err == nil && o.cfg.ProxyProtocol && len(o.cfg.TrustedProxies) == 0 {
+			err = errors.New("proxy-protocol needs trusted-proxies, the peers that send the header")
+		}
 		if err != nil {
 			fmt.Fprintln(stderr, "wspubsub config check:", err)
 			return 1

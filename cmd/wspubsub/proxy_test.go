@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -248,5 +249,33 @@ func TestHAProxyPassesClientAddress(t *testing.T) {
 	}
 	if out := hap.Output(); strings.Contains(out, "is DOWN") || strings.Contains(out, "Health check") {
 		t.Errorf("HAProxy's health checks failed:\n%s", out)
+	}
+}
+
+// TestProxyFlags: --trusted-proxies takes addresses and prefixes, from the
+// command line or the config file, and refuses anything else;
+// --proxy-protocol without trusted proxies is refused by serve and by
+// config check.
+func TestProxyFlags(t *testing.T) {
+	var out, errs strings.Builder
+	conf := filepath.Join(t.TempDir(), "wspubsub.conf")
+	if err := os.WriteFile(conf, []byte("trusted-proxies = 10.0.0.0/8, 192.0.2.7\nproxy-protocol = true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := runConfig([]string{"check", "--config", conf}, &out, &errs); code != 0 || !strings.Contains(out.String(), "10.0.0.0/8,192.0.2.7/32") {
+		t.Fatalf("config check: exit %d\n%s%s", code, out.String(), errs.String())
+	}
+	errs.Reset()
+	if code := runConfig([]string{"check", "--proxy-protocol"}, io.Discard, &errs); code != 1 || !strings.Contains(errs.String(), "needs trusted-proxies") {
+		t.Errorf("config check --proxy-protocol: exit %d %q, want 1 naming trusted-proxies", code, errs.String())
+	}
+	errs.Reset()
+	if code := runServe([]string{"--trusted-proxies", "proxy.example"}, io.Discard, &errs); code != 2 || !strings.Contains(errs.String(), `bad trusted proxy "proxy.example"`) {
+		t.Errorf("serve --trusted-proxies proxy.example: exit %d %q, want 2", code, errs.String())
+	}
+	errs.Reset()
+	keysFile := filepath.Join(t.TempDir(), "keys.json")
+	if code := runServe([]string{"--listen", "127.0.0.1:0", "--keys-file", keysFile, "--proxy-protocol"}, io.Discard, &errs); code != 1 || !strings.Contains(errs.String(), "--proxy-protocol needs --trusted-proxies") {
+		t.Errorf("serve --proxy-protocol: exit %d %q, want 1", code, errs.String())
 	}
 }
