@@ -65,7 +65,7 @@ type client struct {
 	lastRead int64      // UnixNano of the last read, for keepalive
 	pingSent int64      // UnixNano of the unanswered ping, 0 if none
 	addr     netip.Addr // the address admitted by the per-address limits, if any
-	refusal  refusal    // a limit the connection broke at accept, answered at its request
+	refusal  refusal    // a limit the connection broke at accept (or once its proxy named the client), answered at its request
 	lost     bool       // closing, and its input can no longer be parsed
 	sse      sseKeep    // an EventSource subscriber's keepalive
 
