@@ -125,7 +125,7 @@ func checkClientAddresses(t *testing.T, url string, tc *tls.Config, key string, 
 	}
 }
 
-// checkHTTPPublish publishes over HTTP through the proxy from 127.0.0.7,
+// checkSSEAndHTTPPublish publishes over HTTP through the proxy from 127.0.0.7,
 // which holds no connection now, and reads it from an EventSource stream
 // through the proxy.
 func checkSSEAndHTTPPublish(t *testing.T, url string, tc *tls.Config, key string) {
