@@ -68,6 +68,11 @@ type client struct {
 	refusal  refusal    // a limit the connection broke at accept, answered at its request
 	lost     bool       // closing, and its input can no longer be parsed
 	sse      sseKeep    // an EventSource subscriber's keepalive
+
+	// A private domain's subscriber: the key that verified its token, and
+	// the token's exp (UnixNano); nil and 0 for everyone else (token.go).
+	tok    *keys.TokenKey
+	tokExp int64
 }
 
 // OnOpen implements loop.Handler.
@@ -119,6 +124,10 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	}
 	if c.addr.IsValid() {
 		s.limits.close(c.addr)
+	}
+	if c.tok != nil {
+		s.tokenClients.Add(-1)
+		c.tokExp = 0
 	}
 	c.buf = nil
 }
@@ -270,6 +279,9 @@ func (c *client) handshake(data []byte) {
 		return
 	}
 	if !r.publisher {
+		if !c.admit(r.topic, &req) {
+			return
+		}
 		sr := subRequest{wsKey: req.Key}
 		if sr.from, err = parseResume(req.Target); err != nil {
 			c.refuse(refBadRequest, err.Error())

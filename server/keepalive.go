@@ -12,13 +12,14 @@ import (
 // connections do not pile up. EventSource subscribers, which cannot
 // answer, get a comment line instead (keepaliveSSE). One goroutine per hub
 // scans the connections a few times per PongTimeout; there is no timer per
-// connection. It also sweeps the per-address limits' idle entries, and once
+// connection. It closes subscribers whose token reached its exp, at
+// least once a second while there are any, pings on or off. It also sweeps the per-address limits' idle entries, and once
 // a second the history's entries past their TTL and HTTP publish's idle
 // per-key rates.
 func (s *Server) keepalive() {
 	every := time.Second
 	if s.cfg.PingInterval > 0 {
-		every = max(min(s.cfg.PingInterval, s.cfg.PongTimeout)/4, 10*time.Millisecond)
+		every = max(min(s.cfg.PingInterval, s.cfg.PongTimeout, 4*tokenSweepEvery)/4, 10*time.Millisecond)
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -31,7 +32,7 @@ func (s *Server) keepalive() {
 		case <-tick.C:
 		}
 		now := time.Now().UnixNano()
-		if s.cfg.PingInterval > 0 {
+		if s.cfg.PingInterval > 0 || s.tokenClients.Load() > 0 {
 			buf = s.clients.eachInto(buf, func(c *client) { c.keepalive(now) })
 		}
 		s.limits.sweep(now)
@@ -48,6 +49,9 @@ func (c *client) keepalive(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != statePublisher && c.state != stateSubscriber {
+		return
+	}
+	if c.tokenExpired(now) || c.srv.cfg.PingInterval <= 0 {
 		return
 	}
 	if c.kind == kindSSE {

@@ -149,6 +149,12 @@ type Config struct {
 	// negative: no bound.
 	HistoryMemory int64
 
+	// Tokens, if set, makes the domains it has verification keys for
+	// private: their subscribers (WebSocket and EventSource) must present
+	// a JWT signed with one of them that grants the topic (token.go). Nil:
+	// every domain is open.
+	Tokens TokenKeyring
+
 	// AllowedOrigins lists the Origin headers browsers may connect with:
 	// exact origins, "https://*.example.com" for subdomains, or "*".
 	// Requests without Origin (not browsers) are always allowed. Default:
@@ -228,6 +234,8 @@ type Server struct {
 	fills    fills           // a cluster node's fetches of history from other nodes
 
 	limits *addrLimits
+
+	tokenClients atomic.Int64 // subscribers admitted by a token, still open: the sweep looks for their exp
 
 	draining atomic.Bool
 	done     chan struct{} // closed when Shutdown returns
