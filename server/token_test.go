@@ -380,7 +380,7 @@ func TestTokenNeverLogged(t *testing.T) {
 
 // BenchmarkSubscribeHandshake is a subscriber's whole handshake on the
 // real code path, over TCP on 127.0.0.1: connect, send the upgrade
-// request, read the 101, close; "open" to an open domain, "HS256" to a
+// request, read the 101, close; token=none to an open domain, token=HS256 to a
 // private one with an HS256 token in the query. Run both in one go and
 // compare (BENCHMARKS.md).
 func BenchmarkSubscribeHandshake(b *testing.B) {
@@ -389,8 +389,8 @@ func BenchmarkSubscribeHandshake(b *testing.B) {
 	ph.pub(b, "test", "news")
 	tok := mint(b, jwt.SigningMethodHS256, []byte(ph.hs.Secret), ph.hs.KID, grant(time.Hour, "news", "scores/*"))
 	for _, bc := range []struct{ name, target string }{
-		{"open", "/ws/sub/test/news"},
-		{"HS256", "/ws/sub/priv/news?token=" + tok},
+		{"token=none", "/ws/sub/test/news"},
+		{"token=HS256", "/ws/sub/priv/news?token=" + tok},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			req := []byte(request("GET", bc.target, upgradeHeaders()...))
