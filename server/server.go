@@ -1,7 +1,9 @@
 // Package server is the hub: it speaks the wspubsub protocol over the
 // connections that package loop owns, keeps topics in package topics and
 // their recent messages in package history, and asks a KeyChecker whether
-// a publisher's API key is good.
+// a publisher's API key is good, and a TokenKeyring which domains are
+// private (their subscribers' tokens are checked in the handshake, on the
+// event loop: token.go).
 //
 // Concurrency: a connection's events arrive on the loop goroutine that owns
 // it; a publisher's key is checked on a goroutine of its own for the length
