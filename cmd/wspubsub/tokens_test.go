@@ -77,7 +77,9 @@ func TestServeTokens(t *testing.T) {
 				flags = []string{"--database-url", pgtest.Database(t)}
 				runCLI(t, bin, append([]string{"keys", "migrate"}, flags...)...)
 			}
-			cli := func(args ...string) string { return runCLI(t, bin, append(append([]string{"keys"}, args...), flags...)...) }
+			cli := func(args ...string) string {
+				return runCLI(t, bin, append(append([]string{"keys"}, args...), flags...)...)
+			}
 			key := lastLine(cli("add", "--domain", "test"))
 			addr := freePort(t)
 			logs := startServe(t, bin, append([]string{"--listen", addr, "--ping-interval", "0"}, flags...)...)
