@@ -119,6 +119,15 @@ func TestServeTokens(t *testing.T) {
 			defer sub.Close()
 			relay(t, pub, sub, "private")
 
+			// `wspubsub sub --token` subscribes too, and never prints the token.
+			cs := startClient(t, bin, false, "sub", "--token", good, "ws://"+addr+"/ws/sub/test/news")
+			cs.waitStderr(t, "subscribed to")
+			relay(t, pub, sub, "to both")
+			cs.waitStdout(t, "to both\n")
+			if strings.Contains(cs.stderr.String(), good) {
+				t.Fatalf("sub printed the token: %q", cs.stderr.String())
+			}
+
 			revoked := time.Now()
 			cli("token", "revoke", kid)
 			sub.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -126,6 +135,9 @@ func TestServeTokens(t *testing.T) {
 			var ce *websocket.CloseError
 			if !errors.As(err, &ce) || ce.Code != 4002 {
 				t.Fatalf("after revoke: %v, want close 4002", err)
+			}
+			if code := cs.exitCode(t); code != 1 || !strings.Contains(cs.stderr.String(), "4002") {
+				t.Fatalf("sub after revoke: exit %d, stderr %q", code, cs.stderr.String())
 			}
 			t.Logf("%s: subscriber closed %v after the revoke command returned", store, time.Since(revoked).Round(time.Millisecond))
 			if !strings.Contains(cli("token", "list"), "revoked") {
@@ -189,5 +201,18 @@ func TestKeysTokenCLI(t *testing.T) {
 	}
 	if code, out, _ = keysCLI(t, "token", "revoke", kid, "--keys-file", keysFile); code != 0 || !strings.Contains(out, kid) {
 		t.Fatalf("revoke: %d %q", code, out)
+	}
+}
+
+// TestShownURLRedactsToken: a token in a URL the clients print is
+// redacted, whatever else the query holds.
+func TestShownURLRedactsToken(t *testing.T) {
+	u, err := clientURL("ws://127.0.0.1:8080/ws/sub/d/t?rewind=3&token=eyJhbGciOi.eyJleHAi.c2ln")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := shownURL(u)
+	if strings.Contains(got, "eyJ") || !strings.Contains(got, "rewind=3") || !strings.Contains(got, "token=") {
+		t.Fatalf("shownURL = %q", got)
 	}
 }
