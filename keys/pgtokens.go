@@ -26,21 +26,21 @@ func (s *PGStore) OnTokenKeyRevoked(fn func(kid string)) { s.onTokenRevoked.Stor
 
 // reloadTokens reads every token verification key and makes them the ones
 // TokenKeys serves, reporting those no longer usable. A row that cannot be
-// used (a public key that does not parse) is logged and left out.
+// used (a public key that does not parse, written by hand) is logged and
+// served without its Verify form: its domain stays private and its tokens
+// are refused, rather than the domain turning open.
 func (s *PGStore) reloadTokens(ctx context.Context) error {
 	all, err := s.queryTokenKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("cannot load token keys: %w", err)
 	}
-	good := all[:0]
-	for _, k := range all {
-		if err := k.prepare(); err != nil {
-			s.log.Warn("keys: ignoring a token key that cannot be used", "kid", k.KID, "err", err)
-			continue
+	for i := range all {
+		if err := all[i].prepare(); err != nil {
+			all[i].Verify = nil
+			s.log.Warn("keys: a token key cannot verify anything; its tokens are refused", "kid", all[i].KID, "err", err)
 		}
-		good = append(good, k)
 	}
-	next := newTokenSet(good)
+	next := newTokenSet(all)
 	prev := s.tokens.Swap(next)
 	if fn := s.onTokenRevoked.Load(); fn != nil {
 		revokedSince(prev, next, *fn)

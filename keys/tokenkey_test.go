@@ -247,3 +247,25 @@ func TestTokenKeysNoAlloc(t *testing.T) {
 		t.Fatalf("TokenKeys: %v allocations, %d keys", a, n)
 	}
 }
+
+// TestPGTokenKeyUnusable: a row written by hand whose public key does not
+// parse keeps its domain private (served without a Verify form, so its
+// tokens are refused) instead of opening it.
+func TestPGTokenKeyUnusable(t *testing.T) {
+	url := pgtest.Database(t)
+	s := openPG(t, url, keys.PGConfig{})
+	if err := s.Watch(context.Background(), func([32]byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Exec(t, url, `insert into wspubsub_token_keys (kid, domain, alg, public_key) values ('tkBroken', 'priv', 'RS256', 'garbage')`)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.TokenKeys("priv")) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the hand-written key was not loaded")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if k := s.TokenKeys("priv")[0]; k.KID != "tkBroken" || k.Verify != nil {
+		t.Fatalf("served %+v", k)
+	}
+}

@@ -102,6 +102,7 @@ var (
 	errUnknownKID  = errors.New("unknown kid")
 	errNoKID       = errors.New("no kid, and the domain has several keys")
 	errWrongKeyAlg = errors.New("alg is not its key's")
+	errUnusableKey = errors.New("the key cannot verify")
 )
 
 // maxTokenLen bounds the token the hub parses; the request head is
@@ -145,8 +146,11 @@ func verifyToken(ks []*keys.TokenKey, topic, token string) (tokenGrant, *tokenRe
 				break
 			}
 		}
-		if used == nil {
+		switch {
+		case used == nil:
 			return nil, errUnknownKID
+		case used.Verify == nil:
+			return nil, errUnusableKey
 		}
 		return used.Verify, nil
 	})
@@ -169,6 +173,8 @@ func tokenErrReason(err error) string {
 		return "token has no kid and the domain has several keys of its alg: put the kid in its header"
 	case errors.Is(err, errWrongKeyAlg):
 		return "token alg is not its key's"
+	case errors.Is(err, errUnusableKey):
+		return "the key of this kid cannot verify tokens (see the hub's log)"
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return "malformed token"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):

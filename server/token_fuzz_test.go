@@ -118,3 +118,14 @@ func BenchmarkTokenCheck(b *testing.B) {
 		}
 	})
 }
+
+// TestVerifyTokenUnusableKey: a key the store could not prepare (no Verify
+// form) refuses its tokens, whatever they are signed with.
+func TestVerifyTokenUnusableKey(t *testing.T) {
+	k := &keys.TokenKey{KID: "tkBroken", Domain: "d", Alg: keys.AlgHS256}
+	tok := fuzzMint(t, jwt.SigningMethodHS256, []byte(""), map[string]any{"kid": k.KID},
+		jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "topics": []string{"*"}})
+	if _, r := verifyToken([]*keys.TokenKey{k}, "t", tok); r == nil || r.status != 401 {
+		t.Fatalf("refusal %+v, want 401", r)
+	}
+}
