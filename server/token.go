@@ -209,7 +209,9 @@ func grants(claim []string, topic string) bool {
 // browser's WebSocket and EventSource can send). "" if none.
 func tokenOf(req *ws.Request) string {
 	if scheme, bearer, ok := strings.Cut(req.Authorization, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		return strings.TrimSpace(bearer)
+		if bearer = strings.TrimSpace(bearer); bearer != "" {
+			return bearer
+		}
 	}
 	_, query, ok := strings.Cut(req.Target, "?")
 	for ok && query != "" {
