@@ -48,6 +48,20 @@
 // times are written in batches off the Check path, at most once a minute
 // per key.
 //
+// # Token verification keys
+//
+// Both stores also keep the verification keys of subscriber tokens
+// ([TokenKey]): a domain with an unrevoked one is private. The key file
+// holds them in a "token_keys" array (a file without it loads as before);
+// PostgreSQL in the table wspubsub_token_keys (schema version 2), whose
+// trigger NOTIFYs the kid of every change on the channel of the same name.
+// They are few, so a store holds them all in an immutable [TokenSet]:
+// TokenKeys answers from memory without a lock, I/O or allocation, and is
+// safe on event loops. The FileStore's set is replaced when the file is
+// (re)read; the PGStore's is loaded by Watch and reloaded on every
+// notification and after every reconnection. OnTokenKeyRevoked's function
+// receives the kid of each key that stops verifying.
+//
 // # Concurrency
 //
 // Every method of [PGStore] is safe to call from any number of goroutines.

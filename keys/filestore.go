@@ -71,10 +71,12 @@ type snapshot struct {
 	// used[i] is when Check last queued a last-used time for recs[i]
 	// (UnixNano); the only mutable part, carried over to the next snapshot.
 	used []atomic.Int64
+	// tokens are the token verification keys kept in the same file.
+	tokens *TokenSet
 }
 
-func newSnapshot(recs []Record) *snapshot {
-	s := &snapshot{recs: recs, byHash: make(map[[32]byte]int, len(recs)), used: make([]atomic.Int64, len(recs))}
+func newSnapshot(recs []Record, toks []TokenKey) *snapshot {
+	s := &snapshot{recs: recs, byHash: make(map[[32]byte]int, len(recs)), used: make([]atomic.Int64, len(recs)), tokens: newTokenSet(toks)}
 	for i, r := range recs {
 		s.byHash[r.Hash] = i
 	}
@@ -119,7 +121,8 @@ type FileStore struct {
 	closed    atomic.Bool
 	statGuard atomic.Bool // one Check at a time looks at the file
 
-	onRevoked atomic.Pointer[func([32]byte)] // set by Watch
+	onRevoked      atomic.Pointer[func([32]byte)] // set by Watch
+	onTokenRevoked atomic.Pointer[func(string)]   // set by OnTokenKeyRevoked
 
 	mu      sync.Mutex // serialises writers and file reads; guards the fields below
 	stamp   stamp      // version of the file the snapshot came from
@@ -142,12 +145,12 @@ func OpenFile(path string) (*FileStore, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	recs, st, err := s.readFile()
+	recs, toks, st, err := s.readFile()
 	if err != nil {
 		return nil, err
 	}
 	s.stamp = st
-	s.snap.Store(newSnapshot(recs))
+	s.snap.Store(newSnapshot(recs, toks))
 	s.lastStat.Store(time.Now().UnixNano())
 	return s, nil
 }
@@ -261,7 +264,7 @@ func (s *FileStore) refreshLocked(force bool) error {
 	if !force && s.stamp.same(stamp{info: info}) {
 		return s.loadErr
 	}
-	recs, st, err := s.readFile()
+	recs, toks, st, err := s.readFile()
 	if err != nil {
 		// Remember this version so the Check path does not retry it every
 		// second; writers keep refusing until the file changes again.
@@ -272,14 +275,28 @@ func (s *FileStore) refreshLocked(force bool) error {
 		return err
 	}
 	s.stamp, s.loadErr = st, nil
-	s.publish(newSnapshot(recs))
+	s.publish(newSnapshot(recs, toks))
 	return nil
 }
 
-// fileData is the on-disk form of the store.
+// fileData is the on-disk form of the store. TokenKeys came later: a file
+// without them loads as before, with every domain open.
 type fileData struct {
-	Version int          `json:"version"`
-	Keys    []fileRecord `json:"keys"`
+	Version   int            `json:"version"`
+	Keys      []fileRecord   `json:"keys"`
+	TokenKeys []fileTokenKey `json:"token_keys,omitempty"`
+}
+
+// fileTokenKey is a token verification key on disk. The HMAC secret is
+// kept as is (the hub verifies with it): the file is written mode 0600.
+type fileTokenKey struct {
+	KID       string     `json:"kid"`
+	Domain    string     `json:"domain"`
+	Alg       string     `json:"alg"`
+	Secret    string     `json:"secret,omitempty"`
+	PublicKey string     `json:"public_key,omitempty"`
+	Created   time.Time  `json:"created"`
+	Revoked   *time.Time `json:"revoked,omitempty"`
 }
 
 type fileRecord struct {
@@ -293,79 +310,83 @@ type fileRecord struct {
 
 // readFile reads and validates the key file. The stamp is taken from the
 // open file, so it describes exactly the bytes that were read.
-func (s *FileStore) readFile() ([]Record, stamp, error) {
+func (s *FileStore) readFile() ([]Record, []TokenKey, stamp, error) {
 	f, err := os.Open(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, stamp{}, nil
+		return nil, nil, stamp{}, nil
 	}
 	if err != nil {
-		return nil, stamp{}, fmt.Errorf("cannot open key file: %w", err)
+		return nil, nil, stamp{}, fmt.Errorf("cannot open key file: %w", err)
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return nil, stamp{}, fmt.Errorf("cannot stat key file %s: %w", s.path, err)
+		return nil, nil, stamp{}, fmt.Errorf("cannot stat key file %s: %w", s.path, err)
 	}
 	st := stamp{info: info}
 	data, err := io.ReadAll(f)
 	if err != nil {
-		return nil, st, fmt.Errorf("cannot read key file %s: %w", s.path, err)
+		return nil, nil, st, fmt.Errorf("cannot read key file %s: %w", s.path, err)
 	}
-	recs, err := decode(data)
+	recs, toks, err := decode(data)
 	if err != nil {
-		return nil, st, fmt.Errorf("cannot load keys from %s: %w: %w", s.path, ErrCorrupt, err)
+		return nil, nil, st, fmt.Errorf("cannot load keys from %s: %w: %w", s.path, ErrCorrupt, err)
 	}
-	return recs, st, nil
+	return recs, toks, st, nil
 }
 
-func decode(data []byte) ([]Record, error) {
+func decode(data []byte) ([]Record, []TokenKey, error) {
 	var fd fileData
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fd); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
+		return nil, nil, errors.New("trailing data after the JSON object")
 	}
 	if fd.Version != fileVersion {
-		return nil, fmt.Errorf("unsupported version %d (want %d)", fd.Version, fileVersion)
+		return nil, nil, fmt.Errorf("unsupported version %d (want %d)", fd.Version, fileVersion)
+	}
+	toks, err := decodeTokenKeys(fd.TokenKeys)
+	if err != nil {
+		return nil, nil, err
 	}
 	recs := make([]Record, 0, len(fd.Keys))
 	seen := make(map[[32]byte]bool, len(fd.Keys))
 	for i, fr := range fd.Keys {
 		var r Record
 		if len(fr.Hash) != 64 {
-			return nil, fmt.Errorf("key %d: hash is not 64 hex digits", i)
+			return nil, nil, fmt.Errorf("key %d: hash is not 64 hex digits", i)
 		}
 		if _, err := hex.Decode(r.Hash[:], []byte(fr.Hash)); err != nil {
-			return nil, fmt.Errorf("key %d: hash: %w", i, err)
+			return nil, nil, fmt.Errorf("key %d: hash: %w", i, err)
 		}
 		if seen[r.Hash] {
-			return nil, fmt.Errorf("key %d: duplicate hash", i)
+			return nil, nil, fmt.Errorf("key %d: duplicate hash", i)
 		}
 		seen[r.Hash] = true
 		if !ValidDomain(fr.Domain) {
-			return nil, fmt.Errorf("key %d: %w", i, ErrBadDomain)
+			return nil, nil, fmt.Errorf("key %d: %w", i, ErrBadDomain)
 		}
 		if !validUsername(fr.Username) {
-			return nil, fmt.Errorf("key %d: %w", i, ErrBadUsername)
+			return nil, nil, fmt.Errorf("key %d: %w", i, ErrBadUsername)
 		}
 		r.ID = idOf(r.Hash)
 		r.Domain, r.Username, r.Created, r.Active = fr.Domain, fr.Username, fr.Created, fr.Active
 		if fr.Revoked != nil {
 			if fr.Revoked.IsZero() {
-				return nil, fmt.Errorf("key %d: revoked time is zero", i)
+				return nil, nil, fmt.Errorf("key %d: revoked time is zero", i)
 			}
 			r.Revoked = *fr.Revoked
 		}
 		recs = append(recs, r)
 	}
-	return recs, nil
+	return recs, toks, nil
 }
 
-func encode(recs []Record) ([]byte, error) {
-	fd := fileData{Version: fileVersion, Keys: make([]fileRecord, 0, len(recs))}
+func encode(recs []Record, toks []TokenKey) ([]byte, error) {
+	fd := fileData{Version: fileVersion, Keys: make([]fileRecord, 0, len(recs)), TokenKeys: encodeTokenKeys(toks)}
 	for _, r := range recs {
 		fr := fileRecord{
 			Hash:     hex.EncodeToString(r.Hash[:]),
@@ -411,11 +432,18 @@ func (s *FileStore) update(ctx context.Context, fn func(recs []Record) ([]Record
 	if err := s.refreshLocked(false); err != nil {
 		return err
 	}
-	recs, changed, err := fn(slices.Clone(s.snap.Load().recs))
+	cur := s.snap.Load()
+	recs, changed, err := fn(slices.Clone(cur.recs))
 	if err != nil || !changed {
 		return err
 	}
-	data, err := encode(recs)
+	return s.writeLocked(recs, cur.tokens.all)
+}
+
+// writeLocked writes recs and toks to the file and publishes them. s.mu
+// is held.
+func (s *FileStore) writeLocked(recs []Record, toks []TokenKey) error {
+	data, err := encode(recs, toks)
 	if err != nil {
 		return fmt.Errorf("cannot encode keys: %w", err)
 	}
@@ -424,7 +452,7 @@ func (s *FileStore) update(ctx context.Context, fn func(recs []Record) ([]Record
 		return err
 	}
 	s.stamp, s.loadErr = stamp{info: info}, nil
-	s.publish(newSnapshot(recs))
+	s.publish(newSnapshot(recs, toks))
 	return nil
 }
 
@@ -648,6 +676,9 @@ func (s *FileStore) publish(next *snapshot) {
 		if j, ok := prev.byHash[next.recs[i].Hash]; ok {
 			next.used[i].Store(prev.used[j].Load())
 		}
+	}
+	if fn := s.onTokenRevoked.Load(); fn != nil {
+		revokedSince(prev.tokens, next.tokens, *fn)
 	}
 	fn := s.onRevoked.Load()
 	if fn == nil {

@@ -16,6 +16,8 @@ const (
 	pgKeysTable       = "wspubsub_api_keys"
 	pgMigrationsTable = "wspubsub_schema_migrations"
 	pgChannel         = "wspubsub_api_keys" // NOTIFY channel: "<hex hash> changed|revoked", or "* revoked"
+	pgTokenKeysTable  = "wspubsub_token_keys"
+	pgTokenChannel    = "wspubsub_token_keys" // NOTIFY channel: the kid of a token key that changed, or "*"
 )
 
 // pgMigrationLock is the transaction advisory lock that serialises
@@ -76,6 +78,42 @@ create trigger wspubsub_api_keys_notify
 create trigger wspubsub_api_keys_notify_truncate
 	after truncate on wspubsub_api_keys
 	for each statement execute function wspubsub_api_keys_notify();
+`,
+	// 2: token verification keys (private domains), with a NOTIFY of the
+	// kid on every change: the hub holds them all in memory and reloads
+	// them when told.
+	`
+create table wspubsub_token_keys (
+	kid        text primary key check (kid ~ '^[A-Za-z0-9_-]{1,64}$'),
+	domain     text not null check (octet_length(domain) between 1 and 64 and strpos(domain, '/') = 0),
+	alg        text not null check (alg in ('HS256', 'EdDSA', 'ES256', 'RS256')),
+	secret     text,
+	public_key text,
+	created_at timestamptz not null default now(),
+	revoked_at timestamptz,
+	check ((alg = 'HS256') = (secret is not null) and (alg = 'HS256') = (public_key is null))
+);
+comment on table wspubsub_token_keys is 'wspubsub subscriber token verification keys: a domain with an unrevoked key is private';
+create index wspubsub_token_keys_domain on wspubsub_token_keys (domain);
+
+create function wspubsub_token_keys_notify() returns trigger language plpgsql as $$
+begin
+	if tg_op = 'TRUNCATE' then
+		perform pg_notify('wspubsub_token_keys', '*');
+	elsif tg_op = 'DELETE' then
+		perform pg_notify('wspubsub_token_keys', old.kid);
+	else
+		perform pg_notify('wspubsub_token_keys', new.kid);
+	end if;
+	return null;
+end
+$$;
+create trigger wspubsub_token_keys_notify
+	after insert or update or delete on wspubsub_token_keys
+	for each row execute function wspubsub_token_keys_notify();
+create trigger wspubsub_token_keys_notify_truncate
+	after truncate on wspubsub_token_keys
+	for each statement execute function wspubsub_token_keys_notify();
 `,
 }
 

@@ -85,6 +85,9 @@ type PGStore struct {
 	touchMu sync.Mutex
 	pending map[[32]byte]struct{} // keys whose last-used time is to be written
 
+	tokens         atomic.Pointer[TokenSet]     // loaded by Watch, reloaded on each NOTIFY
+	onTokenRevoked atomic.Pointer[func(string)] // set by OnTokenKeyRevoked
+
 	watching atomic.Bool
 	closed   atomic.Bool
 	ctx      context.Context // cancelled by Close; stops the goroutines
@@ -306,6 +309,11 @@ func (s *PGStore) Watch(ctx context.Context, onRevoked func(hash [32]byte)) erro
 	}
 	s.cache.ExpireAll() // Checks before Watch may have missed changes
 	s.recheck(onRevoked)
+	if err := s.reloadTokens(ctx); err != nil {
+		conn.Close(context.Background())
+		s.watching.Store(false)
+		return err
+	}
 	s.wg.Go(func() { s.watch(conn, onRevoked) })
 	return nil
 }
@@ -318,7 +326,7 @@ func (s *PGStore) listen(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, "listen "+pgChannel); err != nil {
+	if _, err := conn.Exec(ctx, "listen "+pgChannel+"; listen "+pgTokenChannel); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}
@@ -370,7 +378,7 @@ func (s *PGStore) watch(conn *pgx.Conn, onRevoked func(hash [32]byte)) {
 		s.cache.ExpireAll() // notifications may have been missed before the LISTEN
 		// A revocation missed while not listening is only found by the
 		// recheck: retry it until it goes through.
-		for wait := minBackoff; !s.recheck(onRevoked); wait = min(2*wait, maxBackoff) {
+		for wait := minBackoff; !s.recheck(onRevoked) || s.reloadTokens(s.ctx) != nil; wait = min(2*wait, maxBackoff) {
 			select {
 			case <-time.After(wait):
 			case <-s.ctx.Done():
@@ -398,6 +406,14 @@ func (s *PGStore) receive(conn *pgx.Conn, onRevoked func(hash [32]byte)) error {
 			err = conn.Ping(pctx)
 			cancel()
 			if err != nil {
+				return err
+			}
+			continue
+		}
+		if n.Channel == pgTokenChannel {
+			// Token keys are few: reload them all. If that fails, the
+			// connection is treated as lost and the reload retried.
+			if err := s.reloadTokens(s.ctx); err != nil {
 				return err
 			}
 			continue

@@ -47,6 +47,7 @@ type client struct {
 	upgraded     bool
 	wasPublisher bool
 	kind         uint8  // a subscriber's variant: kindPlain, kindMeta or kindSSE
+	via          via    // how the client's address is learnt (proxy.go)
 	closeCode    uint16 // the code of the close frame the hub sent, if any
 	buf          []byte // the request head so far, then bytes that came before the 101
 	rd           ws.Reader
@@ -69,11 +70,14 @@ type client struct {
 	lost     bool       // closing, and its input can no longer be parsed
 	sse      sseKeep    // an EventSource subscriber's keepalive
 
-	// The client's address: the peer's, or what its trusted proxy said
-	// (proxy.go).
-	remote     netip.Addr
-	remotePort uint16 // when a PROXY header gave it
-	via        via
+	// Behind a trusted proxy, the client it named (with its port when a
+	// PROXY header gave one); nil for a direct client and for the proxy's
+	// own connections (proxy.go).
+	proxied *netip.AddrPort
+	// A private domain's subscriber: the key that verified its token and
+	// the token's exp; nil for everyone else (token.go). Both pointers keep
+	// a client in its allocation class (TestClientSizeClass).
+	tok *tokenGrant
 }
 
 // OnOpen implements loop.Handler.
@@ -120,6 +124,10 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	}
 	if c.addr.IsValid() {
 		s.limits.close(c.addr)
+	}
+	if c.tok != nil {
+		s.tokenClients.Add(-1)
+		c.tok = nil
 	}
 	c.buf = nil
 }
@@ -281,6 +289,9 @@ func (c *client) handshake(data []byte) {
 		return
 	}
 	if !r.publisher {
+		if !c.admitToken(r.topic, &req) {
+			return
+		}
 		sr := subRequest{wsKey: req.Key}
 		if sr.from, err = parseResume(req.Target); err != nil {
 			c.refuse(refBadRequest, err.Error())

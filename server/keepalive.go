@@ -12,18 +12,23 @@ import (
 // connections do not pile up. EventSource subscribers, which cannot
 // answer, get a comment line instead (keepaliveSSE). One goroutine per hub
 // scans the connections a few times per PongTimeout; there is no timer per
-// connection. It also sweeps the per-address limits' idle entries, and once
+// connection. It closes subscribers whose token reached its exp, at
+// least once a second while there are any, pings on or off. It also sweeps the per-address limits' idle entries, and once
 // a second the history's entries past their TTL and HTTP publish's idle
 // per-key rates.
 func (s *Server) keepalive() {
-	every := time.Second
+	// The scan runs every pingEvery for keepalive, and every second while
+	// a token's exp may pass: a hub without private subscribers scans no
+	// more often than keepalive needs.
+	every, pingEvery := tokenSweepEvery, time.Duration(0)
 	if s.cfg.PingInterval > 0 {
-		every = max(min(s.cfg.PingInterval, s.cfg.PongTimeout)/4, 10*time.Millisecond)
+		pingEvery = max(min(s.cfg.PingInterval, s.cfg.PongTimeout)/4, 10*time.Millisecond)
+		every = min(pingEvery, tokenSweepEvery)
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var buf []*client
-	var swept int64
+	var swept, pinged int64
 	for {
 		select {
 		case <-s.stop:
@@ -31,8 +36,12 @@ func (s *Server) keepalive() {
 		case <-tick.C:
 		}
 		now := time.Now().UnixNano()
-		if s.cfg.PingInterval > 0 {
-			buf = s.clients.eachInto(buf, func(c *client) { c.keepalive(now) })
+		due := pingEvery > 0 && now-pinged >= int64(pingEvery-every/2)
+		if due || s.tokenClients.Load() > 0 {
+			buf = s.clients.eachInto(buf, func(c *client) { c.keepalive(now, due) })
+			if due {
+				pinged = now
+			}
 		}
 		s.limits.sweep(now)
 		if now-swept >= int64(time.Second) {
@@ -43,11 +52,15 @@ func (s *Server) keepalive() {
 	}
 }
 
-// keepalive pings c or closes it, as its silence demands.
-func (c *client) keepalive(now int64) {
+// keepalive closes c if its token expired, and, if ping is set, pings c or
+// closes it, as its silence demands.
+func (c *client) keepalive(now int64, ping bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != statePublisher && c.state != stateSubscriber {
+		return
+	}
+	if c.tokenExpired(now) || !ping {
 		return
 	}
 	if c.kind == kindSSE {

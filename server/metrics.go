@@ -33,9 +33,11 @@ const (
 	refHandshakeRate
 	refOriginForbidden
 	refTooManyTopics
-	refNotAcceptable    // an EventSource request whose Accept refuses text/event-stream
-	refHandshakeTimeout // no answer: the connection is dropped
-	refAbandoned        // the client left before the handshake ended
+	refNotAcceptable     // an EventSource request whose Accept refuses text/event-stream
+	refHandshakeTimeout  // no answer: the connection is dropped
+	refAbandoned         // the client left before the handshake ended
+	refTokenUnauthorized // a private domain's subscriber without a good token
+	refTokenForbidden    // a good token that does not grant the topic
 	numRefusals
 )
 
@@ -64,6 +66,8 @@ var refusals = [numRefusals]struct {
 	refNotAcceptable:       {406, "not_acceptable"},
 	refHandshakeTimeout:    {0, "handshake_timeout"},
 	refAbandoned:           {0, "abandoned"},
+	refTokenUnauthorized:   {401, "token_unauthorized"},
+	refTokenForbidden:      {403, "token_forbidden"},
 }
 
 // disconnect is why an upgraded connection ended.
@@ -80,12 +84,14 @@ const (
 	discMessageTooBig
 	discFlood
 	discPublishRate
+	discTokenExpired
 	numDisconnects
 )
 
 var disconnectLabels = [numDisconnects]string{
 	"client", "slow_consumer", "idle_timeout", "key_revoked", "topic_closed",
 	"shutdown", "protocol_error", "message_too_big", "flood", "publish_rate",
+	"token_expired",
 }
 
 // disconnectOf maps the close code the hub sent to its reason.
@@ -109,6 +115,8 @@ func disconnectOf(code uint16) disconnect {
 		return discFlood
 	case 4004:
 		return discPublishRate
+	case 4005:
+		return discTokenExpired
 	}
 	return discProtocolError
 }

@@ -83,11 +83,11 @@ func (s *Server) trusted(a netip.Addr) bool {
 // learnt, and admits a direct client under the per-address limits.
 func (c *client) openAddr() {
 	s := c.srv
-	c.remote = addrOf(c.conn.RemoteAddr())
+	peer := addrOf(c.conn.RemoteAddr())
 	switch {
-	case !s.trusted(c.remote):
+	case !s.trusted(peer):
 		c.via = viaPeer
-		c.admit(c.remote)
+		c.admit(peer)
 	case s.cfg.ProxyProtocol:
 		c.via = viaHeader
 	default:
@@ -148,8 +148,8 @@ func (c *client) readProxyHeader(data []byte) ([]byte, bool) {
 	}
 	c.via = viaProxied
 	if !h.Local {
-		c.remote, c.remotePort = h.Source.Addr(), h.Source.Port()
-		c.admit(c.remote)
+		c.setProxied(h.Source)
+		c.admit(h.Source.Addr())
 	}
 	rest := buf[n:]
 	c.buf = nil // rest, if in it, is copied by handshake before c.buf is reused
@@ -165,14 +165,22 @@ func (c *client) forwarded(list string) bool {
 		c.refuse(refBadRequest, err.Error())
 		return false
 	}
-	if !a.IsValid() {
-		a = addrOf(c.conn.RemoteAddr()) // the proxy's own request
-		c.admit(netip.Addr{})
+	c.admit(a) // invalid: the proxy's own request
+	if a.IsValid() {
+		c.setProxied(netip.AddrPortFrom(a, 0))
 	} else {
-		c.admit(a)
+		c.proxied = nil
 	}
-	c.remote, c.remotePort = a, 0
 	return true
+}
+
+// setProxied records the client a trusted proxy named, reusing the
+// record of the connection's previous request. c.mu is held.
+func (c *client) setProxied(ap netip.AddrPort) {
+	if c.proxied == nil {
+		c.proxied = new(netip.AddrPort)
+	}
+	*c.proxied = ap
 }
 
 // forwardedFor is the client's address in an X-Forwarded-For list: the
@@ -238,17 +246,17 @@ func truncate(s string, n int) string {
 // PROXY header gave one) followed by " via " and the proxy's.
 func (c *client) remoteAddr() string {
 	peer := c.conn.RemoteAddr().String()
-	if c.via == viaPeer || !c.remote.IsValid() {
-		return peer
+	if c.via == viaPeer || c.proxied == nil {
+		return peer // a direct client, or the proxy's own connection
 	}
 	var client string
-	if c.remotePort != 0 {
-		client = netip.AddrPortFrom(c.remote, c.remotePort).String()
+	if c.proxied.Port() != 0 {
+		client = c.proxied.String()
 	} else {
-		client = c.remote.String()
+		client = c.proxied.Addr().String()
 	}
-	if client == peer || c.remote == addrOf(c.conn.RemoteAddr()) && c.remotePort == 0 {
-		return peer // the proxy's own connection
+	if client == peer || c.proxied.Addr() == addrOf(c.conn.RemoteAddr()) && c.proxied.Port() == 0 {
+		return peer // the proxy named itself
 	}
 	return client + " via " + peer
 }

@@ -1,7 +1,9 @@
 // Package server is the hub: it speaks the wspubsub protocol over the
 // connections that package loop owns, keeps topics in package topics and
 // their recent messages in package history, and asks a KeyChecker whether
-// a publisher's API key is good.
+// a publisher's API key is good, and a TokenKeyring which domains are
+// private (their subscribers' tokens are checked in the handshake, on the
+// event loop: token.go).
 //
 // Concurrency: a connection's events arrive on the loop goroutine that owns
 // it; a publisher's key is checked on a goroutine of its own for the length
@@ -150,6 +152,12 @@ type Config struct {
 	// negative: no bound.
 	HistoryMemory int64
 
+	// Tokens, if set, makes the domains it has verification keys for
+	// private: their subscribers (WebSocket and EventSource) must present
+	// a JWT signed with one of them that grants the topic (token.go). Nil:
+	// every domain is open.
+	Tokens TokenKeyring
+
 	// AllowedOrigins lists the Origin headers browsers may connect with:
 	// exact origins, "https://*.example.com" for subdomains, or "*".
 	// Requests without Origin (not browsers) are always allowed. Default:
@@ -242,6 +250,8 @@ type Server struct {
 	fills    fills           // a cluster node's fetches of history from other nodes
 
 	limits *addrLimits
+
+	tokenClients atomic.Int64 // subscribers admitted by a token, still open: the sweep looks for their exp
 
 	draining atomic.Bool
 	done     chan struct{} // closed when Shutdown returns

@@ -64,6 +64,9 @@ func (c *client) handshakeSSE(k topics.Key, req ws.Request, rest []byte) {
 		c.refuse(refNotAcceptable, "this endpoint serves text/event-stream only")
 		return
 	}
+	if !c.admitToken(k, &req) {
+		return
+	}
 	sr := subRequest{kind: kindSSE, origin: req.Origin}
 	var err error
 	if sr.from, err = parseResume(req.Target); err != nil {

@@ -34,6 +34,7 @@ const (
 	CloseKeyRevoked      uint16 = 4002 // the publisher's key was revoked or deactivated
 	CloseIdleTimeout     uint16 = 4003 // the peer did not answer pings
 	ClosePublishRate     uint16 = 4004 // a publisher sent faster than its topic may
+	CloseTokenExpired    uint16 = 4005 // a private domain's subscriber's token reached its exp
 )
 
 // CloseError is a protocol failure: the connection must be closed with Code.

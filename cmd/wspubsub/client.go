@@ -109,9 +109,15 @@ func clientURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// shownURL is u as it may be printed: an API key in a publisher's path is
-// redacted.
+// shownURL is u as it may be printed: an API key in a publisher's path and
+// a subscriber's token in the query are redacted.
 func shownURL(u *url.URL) string {
+	if q := u.Query(); q.Has("token") {
+		c := *u
+		q.Set("token", "…")
+		c.RawQuery = q.Encode()
+		u = &c
+	}
 	s := u.String()
 	seg := strings.Split(u.EscapedPath(), "/")
 	if len(seg) == 6 && seg[1] == "ws" && seg[2] == "pub" { // /ws/pub/KEY/D/T
@@ -196,6 +202,7 @@ func runSub(args []string, stdout, stderr io.Writer) int {
 	meta := fs.Bool("meta", false, "offer the wspubsub.meta subprotocol and print each message's position and the hub's gap and reset notices")
 	since := fs.String("since", "", "resume after this position, EPOCH:OFFSET (adds ?since=)")
 	rewind := fs.String("rewind", "", "first get the last N kept messages (adds ?rewind=)")
+	token := fs.String("token", os.Getenv("WSPUBSUB_TOKEN"), "a private domain's subscriber token (JWT), sent as Authorization: Bearer (env WSPUBSUB_TOKEN)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -237,7 +244,11 @@ func runSub(args []string, stdout, stderr io.Writer) int {
 	}
 	sigs, stop := interrupts()
 	defer stop()
-	conn, ok := dialHub(d, u, nil, sigs, stderr, "wspubsub sub")
+	var hdr http.Header
+	if *token != "" {
+		hdr = http.Header{"Authorization": {"Bearer " + *token}}
+	}
+	conn, ok := dialHub(d, u, hdr, sigs, stderr, "wspubsub sub")
 	if !ok {
 		return 1
 	}

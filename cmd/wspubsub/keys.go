@@ -34,6 +34,17 @@ Commands:
   import-legacy [--table T]       import the original system's table T (default apikeys):
                                   keys are hashed, active kept, existing keys left alone;
                                   the table is only read (PostgreSQL only)
+  token add --domain D [--public-key FILE]
+                                  make domain D private: add a subscriber token verification
+                                  key. Without --public-key, a new HS256 secret (32 random
+                                  bytes, base64url without padding: use that text itself as
+                                  the HMAC key) is printed once, as the last line, after the
+                                  kid; --public-key stores a PEM public key (Ed25519: EdDSA,
+                                  ECDSA P-256: ES256, RSA: RS256) and prints the kid last
+  token list                      show every token key: kid, domain, alg, created, status
+                                  (never a secret)
+  token revoke KID                revoke a token key: its tokens are refused and the
+                                  subscribers they admitted closed (4002) within a second
   help                            show this text
 
 Every command takes:
@@ -109,8 +120,9 @@ func (sf *storeFlags) openPG(ctx context.Context, cfg keys.PGConfig) (*keys.PGSt
 // (a wrapper hid the PostgreSQL store's readiness and cache counts).
 type servedKeys struct {
 	keyStore
-	checker server.KeyChecker // the store itself: file or pg
-	file    *keys.FileStore   // one of file and pg is set
+	checker server.KeyChecker   // the store itself: file or pg
+	tokens  server.TokenKeyring // the store itself too: private domains' token keys
+	file    *keys.FileStore     // one of file and pg is set
 	pg      *keys.PGStore
 	where   string // what the log says about the store; never a URL that may hold a password
 	hub     atomic.Pointer[server.Server]
@@ -137,7 +149,8 @@ func (sf *storeFlags) openServe(ctx context.Context, migrate bool, log *slog.Log
 		if err != nil {
 			return nil, err
 		}
-		sk := &servedKeys{keyStore: s, checker: s, file: s, where: "file " + sf.keysFile, log: log}
+		sk := &servedKeys{keyStore: s, checker: s, tokens: s, file: s, where: "file " + sf.keysFile, log: log}
+		s.OnTokenKeyRevoked(sk.tokenRevoked)
 		if err := s.Watch(context.Background(), sk.revoked); err != nil {
 			return nil, err
 		}
@@ -147,7 +160,8 @@ func (sf *storeFlags) openServe(ctx context.Context, migrate bool, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	sk := &servedKeys{keyStore: s, checker: s, pg: s, where: "postgresql", log: log}
+	sk := &servedKeys{keyStore: s, checker: s, tokens: s, pg: s, where: "postgresql", log: log}
+	s.OnTokenKeyRevoked(sk.tokenRevoked)
 	err = func() error {
 		if migrate {
 			from, to, err := s.Migrate(ctx)
@@ -173,6 +187,15 @@ func (sk *servedKeys) revoked(h [32]byte) {
 	if srv := sk.hub.Load(); srv != nil {
 		n := srv.KeyRevoked(h)
 		sk.log.Info("API key revoked or deactivated", "key_id", keys.ID(h), "publishers_closed", n)
+	}
+}
+
+// tokenRevoked closes the subscribers admitted by a token verification key
+// that was revoked.
+func (sk *servedKeys) tokenRevoked(kid string) {
+	if srv := sk.hub.Load(); srv != nil {
+		n := srv.TokenKeyRevoked(kid)
+		sk.log.Info("token verification key revoked", "kid", kid, "subscribers_closed", n)
 	}
 }
 
@@ -231,6 +254,8 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 	case "migrate":
 	case "import-legacy":
 		table = fs.String("table", "apikeys", "the original's table, TABLE or SCHEMA.TABLE")
+	case "token":
+		return runKeysToken(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, keysUsage)
 		return 0

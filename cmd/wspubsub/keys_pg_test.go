@@ -59,11 +59,11 @@ func TestKeysCLIPostgres(t *testing.T) {
 		t.Fatalf("list before migrate: exit %d, stderr %q; want advice to migrate", code, errOut)
 	}
 	code, out, errOut := keysCLI(t, "migrate", "--database-url", url)
-	if code != 0 || !strings.Contains(out, "from version 0 to 1") {
+	if code != 0 || !strings.Contains(out, "from version 0 to 2") {
 		t.Fatalf("migrate: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	code, out, _ = keysCLI(t, "migrate", "--database-url", url)
-	if code != 0 || !strings.Contains(out, "already at version 1") {
+	if code != 0 || !strings.Contains(out, "already at version 2") {
 		t.Fatalf("second migrate: exit %d, stdout %q", code, out)
 	}
 

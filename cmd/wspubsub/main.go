@@ -196,6 +196,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	defer store.Close()
 	cfg.Keys = store.checker
+	cfg.Tokens = store.tokens
 
 	var node *cluster.Node
 	if o.natsURL != "" {
