@@ -267,7 +267,11 @@ func checkRequests(t *testing.T, lines []string) {
 // hub is a real hub on 127.0.0.1 with a real key file.
 type hub struct {
 	addr string
-	key  string
+	key  string // an API key of domain test
+	// A private domain's API key and its token verification key (HS256),
+	// for hubs that have one (startHubBehind).
+	privateKey string
+	tokenKey   keys.TokenKey
 }
 
 // startHub starts a hub whose keepalive notices a silent browser within
@@ -312,8 +316,14 @@ type publisher struct{ c *websocket.Conn }
 
 func (h *hub) publisher(t *testing.T, topic string) *publisher {
 	t.Helper()
+	return h.publisherIn(t, h.key, "test", topic)
+}
+
+// publisherIn connects a publisher of domain/topic with key.
+func (h *hub) publisherIn(t *testing.T, key, domain, topic string) *publisher {
+	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-	c, _, err := d.Dial(fmt.Sprintf("ws://%s/ws/pub/%s/test/%s", h.addr, h.key, topic), nil)
+	c, _, err := d.Dial(fmt.Sprintf("ws://%s/ws/pub/%s/%s/%s", h.addr, key, domain, topic), nil)
 	if err != nil {
 		t.Fatalf("publisher of %s: %v", topic, err)
 	}
@@ -453,6 +463,9 @@ type pageSub struct {
 	Since    string `json:"since,omitempty"`
 	MinDelay int    `json:"minDelay"`
 	MaxDelay int    `json:"maxDelay"`
+	// Token, if set, makes the page pass subscribe a token function that
+	// fetches a fresh token from the page's /token before each connect.
+	Token bool `json:"token,omitempty"`
 }
 
 // page serves the test page and wspubsub.js, and collects what the page
@@ -462,7 +475,8 @@ type page struct {
 	deadline time.Time // no wait goes past it
 
 	mu   sync.Mutex
-	subs []pageSub // what the page subscribes to (serve)
+	subs []pageSub     // what the page subscribes to (serve)
+	mint func() string // what the page's /token answers, if set
 	evs  []event
 	seen map[int]bool
 }
@@ -489,6 +503,16 @@ func startPage(t *testing.T) *page {
 		p.mu.Unlock()
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		io.WriteString(w, strings.Replace(pageHTML, "SUBS", string(cfg), 1))
+	})
+	mux.HandleFunc("GET /token", func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		mint := p.mint
+		p.mu.Unlock()
+		if mint == nil {
+			http.Error(w, "no tokens here", http.StatusNotFound)
+			return
+		}
+		io.WriteString(w, mint())
 	})
 	mux.HandleFunc("GET /wspubsub.js", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
@@ -588,6 +612,7 @@ import('/wspubsub.js').then(({subscribe}) => {
     const sub = s.name;
     subscribe(s.url, {
       since: s.since, minDelay: s.minDelay, maxDelay: s.maxDelay,
+      token: s.token ? () => fetch('/token').then((r) => r.ok ? r.text() : Promise.reject(new Error('token: ' + r.status))) : undefined,
       onMessage: (data, {epoch, offset, binary}) => report({sub, kind: 'msg', epoch, offset, binary,
         u8: data instanceof Uint8Array, data: binary ? base64(data) : data}),
       onGap: ({epoch, first, last}) => report({sub, kind: 'gap', epoch, first, last}),

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/wspubsub/wspubsub/deploy/proxytest"
 	"github.com/wspubsub/wspubsub/keys"
 	"github.com/wspubsub/wspubsub/server"
@@ -46,6 +47,11 @@ func TestBrowserThroughNginx(t *testing.T) {
 	ngx := proxytest.StartNginx(t, h.addr, certs.CertFile, certs.KeyFile)
 
 	open := h.publisher(t, "open")
+	news := h.publisherIn(t, h.privateKey, "private", "news")
+	brief := h.publisherIn(t, h.privateKey, "private", "brief")
+	// exp is in whole seconds: at least 3 s ahead, so that the page opens
+	// the socket before it passes.
+	expiring := h.token(t, 4*time.Second, "brief")
 	cases := []browserCase{
 		{Name: "open topic", Path: "/ws/sub/test/open", run: func(t *testing.T, b *browser) {
 			ev := b.opened(t, "open topic")
@@ -64,6 +70,39 @@ func TestBrowserThroughNginx(t *testing.T) {
 				}
 			}
 		}},
+		{Name: "private topic", Path: "/ws/sub/private/news?token=" + h.token(t, time.Minute, "news", "other/*"), run: func(t *testing.T, b *browser) {
+			b.opened(t, "private topic")
+			var want []message
+			for i := 1; i <= 30; i++ {
+				want = append(want, messageFor(i))
+				news.send(t, want[i-1])
+			}
+			for i, e := range b.messages(t, "private topic", len(want)) {
+				if err := e.is(want[i]); err != nil {
+					t.Fatalf("message %d: %v", i+1, err)
+				}
+			}
+		}},
+		{Name: "wrong token", Path: "/ws/sub/private/news?token=" + h.token(t, time.Minute, "sports"), run: func(t *testing.T, b *browser) {
+			b.refused(t, "wrong token") // 403: the browser sees 1006
+		}},
+		{Name: "forged token", Path: "/ws/sub/private/news?token=" + forged(h.token(t, time.Minute, "news")), run: func(t *testing.T, b *browser) {
+			b.refused(t, "forged token") // 401
+		}},
+		{Name: "no token", Path: "/ws/sub/private/news", run: func(t *testing.T, b *browser) {
+			b.refused(t, "no token") // 401
+		}},
+		{Name: "expiring token", Path: "/ws/sub/private/brief?token=" + expiring, run: func(t *testing.T, b *browser) {
+			b.opened(t, "expiring token")
+			m := messageFor(1)
+			brief.send(t, m)
+			if err := b.messages(t, "expiring token", 1)[0].is(m); err != nil {
+				t.Fatal(err)
+			}
+			if ev := b.closed(t, "expiring token"); ev.Code != 4005 {
+				t.Fatalf("expiring token: closed with %d %q, want 4005", ev.Code, ev.Reason)
+			}
+		}},
 	}
 
 	b := startBrowserPage(t, "wss://"+ngx.Addr, cases)
@@ -74,8 +113,17 @@ func TestBrowserThroughNginx(t *testing.T) {
 	}
 }
 
-// startHubBehind starts a hub that trusts the proxies at prefix, with a key
-// for domain "test".
+// forged is token with its signature's last characters changed.
+func forged(token string) string {
+	if strings.HasSuffix(token, "AAAA") {
+		return token[:len(token)-4] + "BBBB"
+	}
+	return token[:len(token)-4] + "AAAA"
+}
+
+// startHubBehind starts a hub that trusts the proxies at prefix (none if
+// ""), with an API key for domain "test", and one for domain "private"
+// with its token verification key (HS256).
 func startHubBehind(t *testing.T, prefix string) *hub {
 	t.Helper()
 	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
@@ -86,11 +134,24 @@ func startHubBehind(t *testing.T, prefix string) *hub {
 	if err != nil {
 		t.Fatal(err)
 	}
+	privateKey, err := store.Add(context.Background(), "private", "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenKey, err := store.AddTokenKey(context.Background(), "private", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trusted []netip.Prefix
+	if prefix != "" {
+		trusted = []netip.Prefix{netip.MustParsePrefix(prefix)}
+	}
 	srv, err := server.Start(server.Config{
 		Listen:         "127.0.0.1:0",
 		Keys:           store,
+		Tokens:         store,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-		TrustedProxies: []netip.Prefix{netip.MustParsePrefix(prefix)},
+		TrustedProxies: trusted,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +161,19 @@ func startHubBehind(t *testing.T, prefix string) *hub {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	return &hub{addr: srv.Addr(), key: key}
+	return &hub{addr: srv.Addr(), key: key, privateKey: privateKey, tokenKey: tokenKey}
+}
+
+// token mints an HS256 token of h's private domain for topics, valid for d.
+func (h *hub) token(t *testing.T, d time.Duration, topics ...string) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(d).Unix(), "topics": topics})
+	tok.Header["kid"] = h.tokenKey.KID
+	s, err := tok.SignedString([]byte(h.tokenKey.Secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // browser serves the page of browserPageHTML and collects what it reports.

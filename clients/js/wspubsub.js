@@ -33,6 +33,14 @@
 //   was published while it was away with no position is not replayed
 //   (unless the URL asks for `rewind`).
 //
+// A private domain's topic: pass `token`, the token itself or a function
+// that returns one (or a promise of one), e.g. fetched from the app's
+// backend. A function is called before every connect, so when the hub
+// closes the socket with 4005 (token expired) or 4002 (its verification key
+// revoked) the client fetches a fresh token and resumes at once, with no
+// loss. The token goes in the `token` query parameter (a browser cannot
+// set headers on a WebSocket).
+//
 // Text messages arrive as strings; binary ones as a Uint8Array view of the
 // received ArrayBuffer (the bytes after the header, not copied).
 
@@ -49,6 +57,7 @@ const utf8 = new TextDecoder();
  *   onOpen?: (open: {url: string}) => void,
  *   onClose?: (close: {code: number, reason: string, reconnect: boolean, delay: number}) => void,
  *   since?: string,
+ *   token?: string|(() => (string|Promise<string>)),
  *   minDelay?: number,
  *   maxDelay?: number,
  * }} Options
@@ -64,11 +73,12 @@ const utf8 = new TextDecoder();
  *
  * @param {string} url ws:// or wss:// URL of /ws/sub/DOMAIN/TOPIC, with any query.
  * @param {Options} [options] callbacks; `since` ("EPOCH:OFFSET", e.g. an
- *   earlier position()) resumes after that position; minDelay and maxDelay
- *   (ms) bound the reconnect backoff.
+ *   earlier position()) resumes after that position; `token` is a private
+ *   domain's token, or a function that fetches a fresh one before each
+ *   connect; minDelay and maxDelay (ms) bound the reconnect backoff.
  * @returns {{close: () => void, position: () => (string|null)}}
  */
-export function subscribe(url, {onMessage, onGap, onReset, onOpen, onClose, since,
+export function subscribe(url, {onMessage, onGap, onReset, onOpen, onClose, since, token,
                                 minDelay = 250, maxDelay = 10000} = {}) {
   let epoch = null;   // position of the last message (or gap) handed over
   let offset = 0;
@@ -80,9 +90,24 @@ export function subscribe(url, {onMessage, onGap, onReset, onOpen, onClose, sinc
   const start = parsePosition(since ?? new URL(url).searchParams.get('since'));
   if (start) ({epoch, offset} = start);
 
-  function connect() {
+  async function connect() {
     timer = null;
-    const target = epoch === null ? url : withSince(url, `${epoch}:${offset}`);
+    let target = epoch === null ? url : withSince(url, `${epoch}:${offset}`);
+    if (token !== undefined) {
+      let t;
+      try {
+        t = typeof token === 'function' ? await token() : token;
+      } catch (e) {
+        if (closed) return;
+        failures++;
+        const delay = backoff();
+        timer = setTimeout(connect, delay);
+        onClose?.({code: 0, reason: 'token: ' + e, reconnect: true, delay});
+        return;
+      }
+      if (closed) return;
+      target = withParam(target, 'token', t);
+    }
     const sock = new WebSocket(target, [PROTOCOL]);
     sock.binaryType = 'arraybuffer';
     let received = false; // anything parsed on this socket
@@ -105,11 +130,18 @@ export function subscribe(url, {onMessage, onGap, onReset, onOpen, onClose, sinc
       }
       const useful = received || Date.now() - opened >= maxDelay;
       failures = useful ? 0 : failures + 1;
-      const delay = Math.random() * Math.min(maxDelay, minDelay * 2 ** failures);
+      // A token that expired or whose key was revoked: a fresh one, at once.
+      const renew = typeof token === 'function' && (ev.code === 4005 || ev.code === 4002) && useful;
+      const delay = renew ? 0 : backoff();
       timer = setTimeout(connect, delay);
       onClose?.({code: ev.code, reason: ev.reason, reconnect: true, delay});
     };
     ws = sock;
+  }
+
+  // backoff is the delay before the next try after `failures` in a row.
+  function backoff() {
+    return Math.random() * Math.min(maxDelay, minDelay * 2 ** failures);
   }
 
   // handle takes one message or notice; false if it cannot be parsed.
@@ -205,6 +237,15 @@ function headerEnd(bytes) {
     if (bytes[i] === 10 && bytes[i + 1] === 10) return i;
   }
   return -1;
+}
+
+// withParam sets name=value in url's query, keeping the rest as is.
+function withParam(url, name, value) {
+  const u = new URL(url);
+  const keep = u.search.slice(1).split('&')
+    .filter((p) => p && !p.startsWith(name + '=') && p !== name);
+  u.search = [...keep, `${name}=${encodeURIComponent(value)}`].join('&');
+  return u.href;
 }
 
 // withSince sets since=POS in url's query, drops rewind, keeps the rest as is.
