@@ -170,8 +170,19 @@ func TestAuthNkey(t *testing.T) {
 
 	other, _ := natstest.NewNkeySeed(t, dir)
 	seed, _ := os.ReadFile(other)
-	refusedNode(t, tc, tc.nats.URL, "NATS refused this node's credentials (authorization violation): check --nats-nkey "+other,
+	cl, _, logs := refusedNode(t, tc, tc.nats.URL, "NATS refused this node's credentials (authorization violation): check --nats-nkey "+other,
 		[]string{strings.TrimSpace(string(seed))}, func(c *cluster.Config) { c.NkeyFile = other })
+
+	// The listed seed in its file: nats.go took the old public key at
+	// Connect, so the reload says to restart.
+	good, _ := os.ReadFile(seedFile)
+	os.WriteFile(other, good, 0o600)
+	if err := cl.ReloadAuth(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "restart the node to use it") || strings.Contains(logs.String(), strings.TrimSpace(string(good))) {
+		t.Errorf("the reload of a seed with a new public key:\n%s", logs)
+	}
 }
 
 // TestAuthCreds: in operator mode a node joins with a .creds file; with the
