@@ -333,3 +333,33 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRedactURL: in a list of NATS URLs built from arbitrary users,
+// passwords, tokens and hosts, every password and token is replaced by
+// xxxxx and everything else is kept as it was.
+func FuzzRedactURL(f *testing.F) {
+	f.Add(uint8(1), "hub", "s3cret", "127.0.0.1:4222", "T0KEN", "h2:4222/x")
+	f.Add(uint8(0), "u", "p%40ss", "h", "t", "h")
+	f.Add(uint8(2), "", "pw", "[::1]:4222", "tok:en", "h")
+	schemes := []string{"", "nats://", "tls://", "ws://", "wss://"}
+	f.Fuzz(func(t *testing.T, schemeN uint8, user, password, host, token, host2 string) {
+		for _, s := range []string{user, password, host, token, host2} {
+			if strings.ContainsAny(s, "@,") || strings.Contains(s, "://") {
+				t.Skip() // not one URL element: nats.go splits on ',' first
+			}
+		}
+		if strings.Contains(user, ":") || strings.TrimLeft(user, " \t") != user || strings.TrimLeft(token, " \t") != token {
+			t.Skip() // leading blanks are kept or not, with or without a scheme
+		}
+		scheme := schemes[int(schemeN)%len(schemes)]
+		in := scheme + user + ":" + password + "@" + host + "," + scheme + token + "@" + host2
+		tokenOut := "xxxxx"
+		if u, _, ok := strings.Cut(token, ":"); ok {
+			tokenOut = u + ":xxxxx" // a user and password after all
+		}
+		want := scheme + user + ":xxxxx@" + host + "," + scheme + tokenOut + "@" + host2
+		if got := cluster.RedactURL(in); got != want {
+			t.Fatalf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	})
+}
