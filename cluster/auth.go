@@ -296,12 +296,13 @@ type failureLog struct {
 	latest error                // ErrNotConnected with the latest explanation; nil once connected
 }
 
-// note records a failure of the connection; it reports whether to log it:
+// note records a failure (of the connection, unless connected); it
+// reports whether to log it:
 // not if a failure of its kind was logged less than failureLogEvery ago.
-func (f *failureLog) note(fl failure) (log bool) {
+func (f *failureLog) note(fl failure, connected bool) (log bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.latest == nil || f.kind != fl.kind {
+	if !connected && (f.latest == nil || f.kind != fl.kind) {
 		f.kind, f.latest = fl.kind, fmt.Errorf("%w: %s", ErrNotConnected, fl.msg)
 	}
 	now := time.Now()
@@ -340,11 +341,12 @@ func (n *Node) noteFailure(nc *nats.Conn, err error) {
 	}
 	fl := n.cfg.explain(err)
 	fl.msg = n.redact(fl.msg)
-	if !n.failures.note(fl) {
+	connected := nc.IsConnected()
+	if !n.failures.note(fl, connected) {
 		return
 	}
 	msg := fl.msg
-	if fl.fatal && !nc.IsConnected() {
+	if fl.fatal && !connected {
 		n.log.Error(msg+"; the node is not ready and serves local topics only until this is fixed", "url", RedactURL(n.cfg.URL))
 	} else if fl.fatal {
 		n.log.Error(msg, "url", RedactURL(n.cfg.URL))
