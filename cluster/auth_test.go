@@ -277,8 +277,20 @@ func TestMutualTLS(t *testing.T) {
 
 	other := natstest.NewCA(t, "another CA")
 	strangerCert, strangerKey := other.WriteFiles(dir, "stranger", false)
-	refusedNode(t, tc, tc.nats.URL, "NATS refused this node's TLS client certificate", nil,
+	cl, srv, _ := refusedNode(t, tc, tc.nats.URL, "NATS refused this node's TLS client certificate", nil,
 		func(c *cluster.Config) { c.TLSCA, c.TLSCert, c.TLSKey = caFile, strangerCert, strangerKey })
+
+	// New files in place (a certificate manager's renewal): the next
+	// connection reads them.
+	for from, to := range map[string]string{certFile: strangerCert, keyFile: strangerKey} {
+		b, _ := os.ReadFile(from)
+		os.WriteFile(to, b, 0o600)
+	}
+	if err := cl.ReloadAuth(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the node to be ready with its new certificate", func() bool { return srv.Ready() == nil })
+	carries(t, a, &node{Server: srv, cl: cl, tc: tc, url: "ws://" + srv.Addr()}, "renewed")
 }
 
 // TestAuthConfigErrors: Connect refuses settings that cannot work, and

@@ -138,9 +138,9 @@ func TestServeNATSSecretsNeverLogged(t *testing.T) {
 		extra     []string
 		ready     bool
 	}{
-		{withUser(pw.URL, "hub:Pw-s3cret-1"), "connected to NATS", nil, true},
+		{withUser(pw.URL, "hub:Pw-s3cret-1"), `msg="connected to NATS"`, nil, true},
 		{withUser(pw.URL, "hub:Wr0ng-s3cret-3"), "check the user and password in --nats-url", nil, false},
-		{withUser(tok.URL, "T0ken-wr0ng-4") + "," + withUser(tok.URL, "T0ken-s3cret-2"), "connected to NATS", nil, true},
+		{withUser(tok.URL, "T0ken-wr0ng-4") + "," + withUser(tok.URL, "T0ken-s3cret-2"), `msg="connected to NATS"`, nil, true},
 		{withUser(tok.URL, "T0ken-wr0ng-4"), "check the token in --nats-url", nil, false},
 		{nk.URL, "check --nats-nkey", []string{"--nats-nkey", seedFile}, false},
 	}
