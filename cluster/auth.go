@@ -81,8 +81,10 @@ func (c *Config) loadAuth() (authFiles, error) {
 		if err != nil {
 			return a, err
 		}
-		leaf := cert.Leaf
-		a.attrs = append(a.attrs, "tls_cert", c.TLSCert, "tls_cert_subject", leaf.Subject.String(), "tls_cert_not_after", leaf.NotAfter)
+		a.attrs = append(a.attrs, "tls_cert", c.TLSCert)
+		if leaf := cert.Leaf; leaf != nil {
+			a.attrs = append(a.attrs, "tls_cert_subject", leaf.Subject.String(), "tls_cert_not_after", leaf.NotAfter)
+		}
 	}
 	if kind := urlAuth(c.URL); kind != "" {
 		a.attrs = append(a.attrs, "url_auth", kind)

@@ -315,7 +315,8 @@ func (n *Node) Close(ctx context.Context) error {
 	return nil
 }
 
-// ConnectedUrlRedacted hides a password, not a token: RedactURL hides both.
+// onConnect and onReconnect log the URL with RedactURL: nats.go's
+// ConnectedUrlRedacted hides a password but shows a token.
 
 func (n *Node) onConnect(nc *nats.Conn) {
 	n.failures.reset(true)
