@@ -41,6 +41,14 @@
 // position (see forward.go). A topic nobody owns is claimed by the node
 // that took the publish, and released at once.
 //
+// Authentication and TLS. Config's URL may hold a user and password or a
+// token; CredsFile, NkeyFile, TLSCA, TLSCert and TLSKey name files that
+// nats.go's own options read at every connection (see auth.go). A refused
+// connection (credentials, a certificate) does not stop the node: it stays
+// not Ready, retries, and logs one line per kind of failure per minute,
+// naming what to check; ReloadAuth re-checks the files and retries at
+// once. No password, token or seed is ever logged or put in an error.
+//
 // Concurrency. All exported methods are safe for concurrent use. Started,
 // Join, Leave and a claim's Publish, Continues and Release never wait for
 // the network (Publish hands bytes to the NATS client's bounded buffer; the

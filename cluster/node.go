@@ -22,8 +22,27 @@ import (
 // default it documents.
 type Config struct {
 	// URL is the NATS server to connect to, or a comma-separated list of
-	// servers of one NATS cluster. Required.
+	// servers of one NATS cluster. Required. It may hold a user and
+	// password (nats://USER:PASSWORD@HOST) or a token (nats://TOKEN@HOST);
+	// the node never logs them (see RedactURL). A tls:// URL requires TLS.
 	URL string
+	// CredsFile is a NATS .creds file (a user JWT and its nkey seed), read
+	// again at every connection, so a rotated file is used at the next
+	// one. Empty: none. Not with NkeyFile.
+	CredsFile string
+	// NkeyFile is a file holding a user nkey seed. Its public key is taken
+	// at Connect; the seed is read again at every connection, so a new
+	// seed with another public key needs a new Node. Empty: none.
+	NkeyFile string
+	// TLSCA is a PEM file of the certificate authorities that sign the
+	// NATS server's certificate, read again at every connection; with it
+	// the node requires TLS. Empty: the system's roots, and TLS only if
+	// the server or a tls:// URL asks for it.
+	TLSCA string
+	// TLSCert and TLSKey are the PEM certificate (chain) and key this
+	// node shows a NATS server that requires client certificates (mutual
+	// TLS), read again at every connection. Both or neither.
+	TLSCert, TLSKey string
 	// Name names this node in logs and ownership records. Default: the
 	// host name. A random suffix is added, so a restarted node is a new
 	// owner.
@@ -123,6 +142,11 @@ type Node struct {
 	leases map[topics.Key]*lease
 	dirty  []*lease // leases whose record must be written, guarded by mu
 
+	// Authentication: see auth.go.
+	secrets  []string // the URL's passwords and tokens, hidden from logs
+	nkeyPub  string   // the public key NkeyFile had at Connect
+	failures failureLog
+
 	view      view
 	interests interests
 	replyBuf  []byte // the history subscription's answers, on its goroutine
@@ -163,12 +187,22 @@ func Connect(cfg Config) (*Node, error) {
 	if !validPrefix(cfg.Prefix) {
 		return nil, fmt.Errorf("cluster: bad subject prefix %q: want tokens of letters, digits, - and _ separated by dots", cfg.Prefix)
 	}
+	auth, err := cfg.loadAuth()
+	if err != nil {
+		return nil, err
+	}
+	authOpts, err := cfg.authOptions()
+	if err != nil {
+		return nil, err
+	}
 	var suffix [4]byte
 	rand.Read(suffix[:])
 	n := &Node{
 		cfg:       cfg,
 		id:        cfg.Name + "#" + hex.EncodeToString(suffix[:]),
 		log:       cfg.Logger.With("node", cfg.Name),
+		secrets:   secrets(cfg.URL),
+		nkeyPub:   auth.nkeyPub,
 		leases:    make(map[topics.Key]*lease),
 		kick:      make(chan struct{}, 1),
 		reconnect: make(chan struct{}, 1),
@@ -180,24 +214,33 @@ func Connect(cfg Config) (*Node, error) {
 	n.view.init()
 	n.interests.init()
 	n.stats.init()
-	nc, err := nats.Connect(cfg.URL,
-		nats.Name("wspubsub "+n.id),
+	if len(auth.attrs) > 0 {
+		n.log.Info("NATS credentials loaded", auth.attrs...)
+	}
+	opts := append([]nats.Option{
+		nats.Name("wspubsub " + n.id),
 		nats.NoEcho(),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		// A refused credential is retried like an unreachable server, so
+		// that fixed files are taken up (nats.go gives up on the second
+		// identical refusal otherwise).
+		nats.IgnoreAuthErrorAbort(),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.ReconnectBufSize(cfg.ReconnectBuffer),
-		nats.PingInterval(5*time.Second),
+		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
-		nats.FlusherTimeout(2*time.Second),
+		nats.FlusherTimeout(2 * time.Second),
 		nats.ConnectHandler(n.onConnect),
 		nats.ReconnectHandler(n.onReconnect),
 		nats.DisconnectErrHandler(n.onDisconnect),
+		nats.ReconnectErrHandler(n.onReconnectError),
 		nats.ErrorHandler(n.onAsyncError),
-	)
+	}, authOpts...)
+	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", RedactURL(cfg.URL), n.redactErr(err))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -222,7 +265,7 @@ func Connect(cfg Config) (*Node, error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if err := n.Ready(); err != nil {
-		n.log.Warn("cluster not ready yet; serving local topics, retrying", "url", cfg.URL, "err", err)
+		n.log.Warn("cluster not ready yet; serving local topics, retrying", "url", RedactURL(cfg.URL), "err", err)
 	}
 	return n, nil
 }
@@ -248,6 +291,9 @@ func (n *Node) theHub() server.ClusterHub {
 func (n *Node) Ready() error {
 	switch {
 	case !n.nc.IsConnected():
+		if err := n.failures.why(); err != nil {
+			return err // ErrNotConnected, with what refused the connection
+		}
 		return ErrNotConnected
 	case n.kv.Load() == nil || !n.view.synced():
 		return ErrNotReady
@@ -269,14 +315,19 @@ func (n *Node) Close(ctx context.Context) error {
 	return nil
 }
 
+// onConnect and onReconnect log the URL with RedactURL: nats.go's
+// ConnectedUrlRedacted hides a password but shows a token.
+
 func (n *Node) onConnect(nc *nats.Conn) {
-	n.log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+	n.failures.reset(true)
+	n.log.Info("connected to NATS", "url", RedactURL(nc.ConnectedUrl()))
 	n.wake(n.reconnect)
 }
 
 func (n *Node) onReconnect(nc *nats.Conn) {
+	n.failures.reset(true)
 	n.stats.reconnects.Add(1)
-	n.log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+	n.log.Info("reconnected to NATS", "url", RedactURL(nc.ConnectedUrl()))
 	n.wake(n.reconnect)
 }
 
@@ -284,16 +335,25 @@ func (n *Node) onDisconnect(_ *nats.Conn, err error) {
 	n.stats.disconnects.Add(1)
 	n.view.unsync()
 	if err != nil {
-		n.log.Warn("lost NATS; serving local topics only until it is back", "err", err)
+		n.log.Warn("lost NATS; serving local topics only until it is back", "err", n.redactErr(err))
 	}
 }
 
-func (n *Node) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
+// onReconnectError hears of failed attempts to connect; what nats.go does
+// not report here (a refused TLS handshake while reconnecting), work finds
+// in the connection's last error.
+func (n *Node) onReconnectError(nc *nats.Conn, err error) { n.noteFailure(nc, err) }
+
+func (n *Node) onAsyncError(nc *nats.Conn, sub *nats.Subscription, err error) {
 	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
 		n.interests.countDropped(sub, &n.stats)
 		return
 	}
-	n.log.Warn("NATS error", "err", err)
+	if n.cfg.explain(err).fatal {
+		n.noteFailure(nc, err) // a refused credential while reconnecting comes here
+		return
+	}
+	n.log.Warn("NATS error", "err", n.redactErr(err))
 }
 
 // wake signals ch without blocking.
@@ -332,6 +392,9 @@ func (n *Node) work() {
 			n.markAllDirty()
 		case <-tick.C:
 			n.view.sweep(n)
+			if !n.nc.IsConnected() {
+				n.noteFailure(n.nc, n.nc.LastError())
+			}
 		}
 		if setup && n.nc.IsConnected() {
 			nw, err := n.setup()

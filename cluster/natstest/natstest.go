@@ -3,6 +3,10 @@
 // machine; it can be stopped and started again on the same port with the
 // same storage, to test what a NATS restart does.
 //
+// StartWith starts one with options of the test's choosing: users, a token,
+// nkeys, operator mode (Operator gives a memory resolver and .creds files)
+// or TLS (CA gives a throwaway certificate authority).
+//
 // Concurrency: a Server's methods are for the test's goroutine.
 package natstest
 
@@ -28,6 +32,13 @@ type Server struct {
 // temporary directory; the test's cleanup stops it.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t)
+}
+
+// StartWith is Start with each of configure applied to the server's
+// options first, to require authentication or TLS.
+func StartWith(t testing.TB, configure ...func(*server.Options)) *Server {
+	t.Helper()
 	s := &Server{t: t, opts: server.Options{
 		Host:      "127.0.0.1",
 		Port:      -1,
@@ -36,6 +47,9 @@ func Start(t testing.TB) *Server {
 		NoLog:     true,
 		NoSigs:    true,
 	}}
+	for _, c := range configure {
+		c(&s.opts)
+	}
 	s.Start()
 	s.opts.Port = s.srv.Addr().(*net.TCPAddr).Port
 	s.URL = s.srv.ClientURL()

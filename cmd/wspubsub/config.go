@@ -220,7 +220,7 @@ var configGroups = []struct {
 	{"Keepalive", []string{"ping-interval", "pong-timeout"}},
 	{"Browsers", []string{"allowed-origins"}},
 	{"Behind a proxy", []string{"trusted-proxies", "proxy-protocol"}},
-	{"Cluster", []string{"nats-url", "node-name", "cluster-name"}},
+	{"Cluster", []string{"nats-url", "nats-creds", "nats-nkey", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "node-name", "cluster-name"}},
 	{"Shutdown", []string{"drain-period", "shutdown-timeout"}},
 	{"Performance", []string{"pollers"}},
 	{"Logging", []string{"log-level", "log-format"}},
@@ -358,6 +358,9 @@ func writeEffective(w io.Writer, fs *flag.FlagSet, origins map[string]origin) er
 			if c, ok := computed[f.Name]; ok && c.unset(value) {
 				value, from = c.value(), from+"; computed: "+c.how
 			}
+			if f.Name == "nats-url" {
+				value = cluster.RedactURL(value) // a token, and URLs without a scheme
+			}
 			fmt.Fprintf(tw, "%s\t= %s\t(%s)\n", f.Name, redact(value), from)
 		}
 	}
@@ -368,10 +371,19 @@ func writeEffective(w io.Writer, fs *flag.FlagSet, origins map[string]origin) er
 // string ("host=db password=secret") or a URL's query (?password=secret).
 var dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)`)
 
-// redact hides the passwords a value may hold: a URL's user:password@ and
-// any password=...; other values are returned as they are. It errs on the
-// side of hiding too much.
+// natsSchemes are the schemes of NATS URLs, whose user without a password
+// is a token (and which may come in a comma-separated list).
+var natsSchemes = []string{"nats://", "tls://", "ws://", "wss://"}
+
+// redact hides the passwords a value may hold: a URL's user:password@, a
+// NATS URL's token@, and any password=...; other values are returned as
+// they are. It errs on the side of hiding too much.
 func redact(v string) string {
+	for _, scheme := range natsSchemes {
+		if len(v) >= len(scheme) && strings.EqualFold(v[:len(scheme)], scheme) {
+			return dsnPassword.ReplaceAllString(cluster.RedactURL(v), "${1}xxxxx")
+		}
+	}
 	if i := strings.Index(v, "://"); i >= 0 {
 		rest := v[i+3:]
 		if at := strings.LastIndex(rest, "@"); at >= 0 {
@@ -422,6 +434,9 @@ func runConfig(args []string, stdout, stderr io.Writer) int {
 		}
 		if err == nil && o.cfg.ProxyProtocol && len(o.cfg.TrustedProxies) == 0 {
 			err = errors.New("proxy-protocol needs trusted-proxies, the peers that send the header")
+		}
+		if err == nil {
+			err = o.nats.check(o.natsURL)
 		}
 		if err != nil {
 			fmt.Fprintln(stderr, "wspubsub config check:", err)

@@ -319,6 +319,9 @@ func TestConfigRedaction(t *testing.T) {
 		"127.0.0.1:8080":                                          "127.0.0.1:8080",
 		"10s":                                                     "10s",
 		"postgres://user@db.example:5432/wspubsub?sslmode=verify": "postgres://user@db.example:5432/wspubsub?sslmode=verify",
+		"nats://T0KEN@h:4222":                                     "nats://xxxxx@h:4222",
+		"NATS://u:pw@h1,tls://T0KEN@h2,nats://h3":                 "NATS://u:xxxxx@h1,tls://xxxxx@h2,nats://h3",
+		"nats://h:4222":                                           "nats://h:4222",
 	} {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)

@@ -97,6 +97,7 @@ type serveOptions struct {
 	pprof           bool
 	shutdownTimeout time.Duration
 	natsURL         string
+	nats            natsAuth
 	nodeName        string
 	clusterName     string
 	tls             tlsOptions
@@ -138,7 +139,8 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "at shutdown, exit after this long whatever is left")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (and /debug/pprof) on this address instead of --listen")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve the pprof endpoints under /debug/pprof/ beside /metrics")
-	fs.StringVar(&o.natsURL, "nats-url", "", "make this hub a cluster node over the NATS server(s) at this URL, e.g. nats://127.0.0.1:4222 (JetStream required)")
+	fs.StringVar(&o.natsURL, "nats-url", "", "make this hub a cluster node over the NATS server(s) at this URL, or comma-separated URLs, e.g. nats://127.0.0.1:4222 (JetStream required); nats://USER:PASSWORD@HOST or nats://TOKEN@HOST authenticates (never logged), tls:// requires TLS")
+	o.nats.register(fs)
 	fs.StringVar(&o.nodeName, "node-name", "", "this node's name in logs and topic ownership records (default: the host name)")
 	fs.StringVar(&o.clusterName, "cluster-name", "wspubsub", "nodes with the same NATS and cluster name form one cluster: the prefix of their subjects and of their key-value bucket")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -186,6 +188,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "wspubsub serve:", err)
 		return 2
 	}
+	if err := o.nats.check(o.natsURL); err != nil {
+		fmt.Fprintln(stderr, "wspubsub serve:", err)
+		return 2
+	}
 
 	openCtx, cancelOpen := context.WithTimeout(context.Background(), 30*time.Second)
 	store, err := o.store.openServe(openCtx, o.migrate, log)
@@ -204,13 +210,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			log.Error("bad --cluster-name: want letters, digits, - and _", "cluster_name", o.clusterName)
 			return 2
 		}
-		node, err = cluster.Connect(cluster.Config{
+		ccfg := cluster.Config{
 			URL:    o.natsURL,
 			Name:   o.nodeName,
 			Prefix: o.clusterName,
 			Bucket: o.clusterName + "_topics",
 			Logger: log,
-		})
+		}
+		o.nats.apply(&ccfg)
+		node, err = cluster.Connect(ccfg)
 		if err != nil {
 			log.Error("cannot join the cluster", "err", err)
 			return 1
@@ -251,11 +259,11 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	hub.Store(srv)
-	defer reloadOnHangup(cfg.TLS, log)()
+	defer reloadOnHangup(cfg.TLS, node, log)()
 	store.serving(srv)
 	log.Info("wspubsub serving", "addr", o.tls.scheme()+"://"+srv.Addr(), "keys", store.where, "version", version.String())
 	if node != nil {
-		log.Info("cluster node", "id", node.ID(), "nats", redact(o.natsURL), "cluster_name", o.clusterName)
+		log.Info("cluster node", "id", node.ID(), "nats", cluster.RedactURL(o.natsURL), "cluster_name", o.clusterName)
 	}
 	if o.metricsListen != "" {
 		ms := &http.Server{Addr: o.metricsListen, Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wspubsub/wspubsub/cluster"
 	"github.com/wspubsub/wspubsub/loop"
 )
 
@@ -43,10 +44,11 @@ func (t *tlsOptions) scheme() string {
 }
 
 // reloadOnHangup reads kp's files again on every SIGHUP, logging the
-// outcome; a failed reload keeps the certificate in use. With kp nil it
-// only logs that there is nothing to reload. The returned function stops
-// it.
-func reloadOnHangup(kp *loop.KeyPair, log *slog.Logger) (stop func()) {
+// outcome; a failed reload keeps the certificate in use. It also has a
+// cluster node check its NATS credential and TLS files again, and reconnect
+// at once if it is not connected. With kp and node nil it only logs that
+// there is nothing to reload. The returned function stops it.
+func reloadOnHangup(kp *loop.KeyPair, node *cluster.Node, log *slog.Logger) (stop func()) {
 	if kp != nil {
 		logCert(log, "TLS certificate loaded", kp)
 	}
@@ -61,8 +63,13 @@ func reloadOnHangup(kp *loop.KeyPair, log *slog.Logger) (stop func()) {
 			case <-done:
 				return
 			case <-hup:
+				if node != nil {
+					node.ReloadAuth() // it logs what it found
+				}
 				if kp == nil {
-					log.Info("SIGHUP: nothing to reload (no --tls-cert)")
+					if node == nil {
+						log.Info("SIGHUP: nothing to reload (no --tls-cert, no --nats-url)")
+					}
 					continue
 				}
 				if err := kp.Reload(); err != nil {
