@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -554,4 +555,56 @@ func TestProxyProtocolTLS(t *testing.T) {
 	}
 	publish(t, p, websocket.TextMessage, "still here")
 	expect(t, sub, websocket.TextMessage, []byte("still here"))
+}
+
+// BenchmarkProxiedTLSHandshake compares, in one run, subscriber handshakes
+// over TLS (a full TLS handshake each, no resumption) from a client
+// (direct) and from a proxy that passes TLS through after a PROXY header,
+// with the per-address limits on: what reading the header before TLS adds.
+func BenchmarkProxiedTLSHandshake(b *testing.B) {
+	cert := newTestCert(b, 1)
+	for _, bc := range []struct {
+		name   string
+		prefix func(i int64) []byte
+	}{
+		{"tls-direct", nil},
+		{"tls-proxy-v1", func(i int64) []byte { return proxyV1(fmt.Sprintf("192.0.%d.%d", i>>8&0xff, i&0xff)) }},
+		{"tls-proxy-v2", func(i int64) []byte { return proxyV2(fmt.Sprintf("192.0.%d.%d", i>>8&0xff, i&0xff)) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			h := startTLSHub(b, cert, func(c *server.Config) {
+				if bc.prefix != nil {
+					c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+					c.ProxyProtocol = true
+				}
+				c.MaxConnectionsPerAddr = 1 << 20
+				c.SubscribeWaits = true
+			})
+			msg := []byte(request("GET", "/ws/sub/test/bench", upgradeHeaders()...))
+			var n atomic.Int64
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := n.Add(1)
+					nc, err := net.Dial("tcp", h.Addr())
+					if err != nil {
+						b.Fatal(err)
+					}
+					var conn net.Conn = nc
+					if bc.prefix != nil {
+						conn = &prefaced{Conn: nc, pre: bc.prefix(i)}
+					}
+					tc := tls.Client(conn, h.dialer.TLSClientConfig)
+					tc.Write(msg)
+					resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+					nc.Close()
+					if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+						b.Fatalf("handshake: %v %v", resp, err)
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
+		})
+	}
 }
