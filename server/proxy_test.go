@@ -455,7 +455,8 @@ func refusedCount(t testing.TB, s *server.Server, reason string) float64 {
 // pieces) in the clear before the TLS handshake, whose client the limits
 // count and the log names; LOCAL is the proxy's own. A trusted peer
 // without a good header is closed without a word (no plain-text answer
-// means anything on TLS), counted as bad_proxy_header and logged; a PROXY
+// means anything on TLS), counted as bad_proxy_header and logged, and one
+// whose header stops halfway at the handshake timeout; a PROXY
 // header from any other peer fails its TLS handshake as any other garbage.
 // The hub keeps serving.
 func TestProxyProtocolTLS(t *testing.T) {
@@ -465,6 +466,7 @@ func TestProxyProtocolTLS(t *testing.T) {
 		c.ProxyProtocol = true
 		c.MaxConnectionsPerAddr = 2
 		c.SubscribeWaits = true
+		c.HandshakeTimeout = time.Second
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
 	dialTo := func(d *websocket.Dialer, topic string) (*websocket.Conn, int, error) {
@@ -519,6 +521,20 @@ func TestProxyProtocolTLS(t *testing.T) {
 	}
 	if got := refusedCount(t, h.Server, "bad_proxy_header"); got != 4 {
 		t.Errorf("bad_proxy_header refusals: %v, want 4", got)
+	}
+	// A header that stops halfway holds nothing past the handshake timeout.
+	c := h.dialFrom(t, "127.0.0.1")
+	c.send(t, proxyV2("192.0.2.7")[:20])
+	c.expectEnd(t)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		// OnClose, which counts it, may come after the client saw the end.
+		got := refusedCount(t, h.Server, "handshake_timeout")
+		if got == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handshake_timeout refusals: %v, want 1", got)
+		}
 	}
 	for _, want := range []string{
 		`reason="missing PROXY protocol header: the hub runs with --proxy-protocol and this peer is a trusted proxy" remote=127.0.0.1:`,
