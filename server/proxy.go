@@ -15,11 +15,10 @@ package server
 //
 // A peer outside TrustedProxies is the client itself: its PROXY header is
 // a malformed HTTP request (400), or under TLS a failed TLS handshake, and
-// its X-Forwarded-For is never read. A
-// connection from a trusted proxy that names no client (a PROXY LOCAL
-// health check, a request without X-Forwarded-For) is the proxy's own and
-// no per-address limit applies to it, so that a proxy never uses up its
-// own address's allowance.
+// its X-Forwarded-For is never read. A connection from a trusted proxy
+// that names no client (a PROXY LOCAL health check, a request without
+// X-Forwarded-For) is the proxy's own and no per-address limit applies to
+// it, so that a proxy never uses up its own address's allowance.
 
 import (
 	"errors"
