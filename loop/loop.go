@@ -17,6 +17,15 @@
 // Handler plaintext; Send encrypts, on the goroutine that calls it, and the
 // backlog holds and counts ciphertext. Without it, TLS costs a nil check per
 // Send.
+//
+// A TLS connection may open with a preface in the clear, before its TLS
+// handshake: the PROXY protocol header of a load balancer that passes TLS
+// through. For a connection on which OnOpen called ExpectPreface, the loop
+// hands what it reads to the Prefacer's OnPreface, on the loop goroutine
+// that owns the connection, one call at a time, before any OnData and with
+// no lock of the Conn held, until it reports the preface done; the bytes
+// after it go to TLS. The data slice is the loop's shared read buffer, as
+// for OnData. Other TLS connections pay a nil check per read.
 package loop
 
 import (
@@ -45,6 +54,16 @@ type Handler interface {
 	OnOpen(c *Conn)
 	OnData(c *Conn, data []byte)
 	OnClose(c *Conn, err error)
+}
+
+// Prefacer reads a TLS connection's preface (see ExpectPreface).
+type Prefacer interface {
+	// OnPreface gets the bytes read on c since its last call, valid only
+	// during the call, and returns the bytes that follow the preface and
+	// true once it is complete; false while it needs more, keeping what it
+	// needs of data. A bad preface is the Prefacer's to refuse: it closes
+	// c and returns false.
+	OnPreface(c *Conn, data []byte) (rest []byte, done bool)
 }
 
 // Config sets up an Engine.
@@ -311,6 +330,20 @@ func (c *Conn) SendFinal(b []byte, linger time.Duration) bool {
 		}
 		c.nc.SetReadDeadline(time.Now().Add(linger))
 	}
+	return true
+}
+
+// ExpectPreface makes the connection's first bytes go to p, not TLS, until
+// p reports its preface done (see Prefacer). It is for OnOpen, before any
+// byte is read; it reports false, and does nothing, on a connection without
+// TLS, whose first bytes go to OnData as they come.
+func (c *Conn) ExpectPreface(p Prefacer) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tls == nil {
+		return false
+	}
+	c.tls.preface = p
 	return true
 }
 

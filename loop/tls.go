@@ -125,6 +125,9 @@ type tlsConn struct {
 	wire   wire
 	ready  bool // the handshake is complete
 	failed bool // a TLS error ended the connection
+	// preface, until it has read the connection's preface, gets the bytes
+	// read instead of conn (ExpectPreface).
+	preface Prefacer
 }
 
 // wire is the net.Conn under a tls.Conn: it collects the records the
@@ -202,18 +205,33 @@ func (c *Conn) writeTLS(b []byte) error {
 }
 
 // onTLSData feeds ciphertext to c's tls.Conn and hands the Handler what it
-// decrypts, in reads of up to the engine's read buffer size. It runs on c's
+// decrypts, in reads of up to the engine's read buffer size; while c
+// expects a preface, its Prefacer gets the bytes first. It runs on c's
 // loop goroutine; c.mu is held while the tls.Conn works and released for
-// the Handler, which may Send.
+// the Handler, which may Send, and for the Prefacer, which may Close.
 func (e *Engine) onTLSData(c *Conn, data []byte) {
-	bp := e.plain.Get().(*[]byte)
-	defer e.plain.Put(bp)
-	buf := *bp
 	c.mu.Lock()
 	if c.tls.failed {
 		c.mu.Unlock()
 		return
 	}
+	if p := c.tls.preface; p != nil {
+		c.mu.Unlock()
+		rest, done := p.OnPreface(c, data)
+		if !done {
+			return
+		}
+		c.mu.Lock()
+		c.tls.preface = nil
+		if len(rest) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		data = rest
+	}
+	bp := e.plain.Get().(*[]byte)
+	defer e.plain.Put(bp)
+	buf := *bp
 	c.tls.conn.Append(data)
 	for {
 		n, err := c.tls.read(buf)

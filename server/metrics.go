@@ -34,6 +34,7 @@ const (
 	refOriginForbidden
 	refTooManyTopics
 	refNotAcceptable     // an EventSource request whose Accept refuses text/event-stream
+	refBadProxyHeader    // a trusted proxy's TLS connection without a good PROXY header: closed
 	refHandshakeTimeout  // no answer: the connection is dropped
 	refAbandoned         // the client left before the handshake ended
 	refTokenUnauthorized // a private domain's subscriber without a good token
@@ -64,6 +65,7 @@ var refusals = [numRefusals]struct {
 	refOriginForbidden:     {403, "origin_forbidden"},
 	refTooManyTopics:       {429, "too_many_topics"},
 	refNotAcceptable:       {406, "not_acceptable"},
+	refBadProxyHeader:      {0, "bad_proxy_header"},
 	refHandshakeTimeout:    {0, "handshake_timeout"},
 	refAbandoned:           {0, "abandoned"},
 	refTokenUnauthorized:   {401, "token_unauthorized"},

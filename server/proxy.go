@@ -6,17 +6,19 @@ package server
 // limits, logs the client's address and counts its refusals:
 //
 //   - with Config.ProxyProtocol, from the PROXY protocol header that must
-//     open the connection (readProxyHeader, before any HTTP);
+//     open the connection (readProxyHeader, before any HTTP; under TLS,
+//     before the TLS handshake, which package loop holds back until
+//     OnPreface has read the header);
 //   - without it, from X-Forwarded-For, at each request head (forwarded):
 //     a keep-alive connection a proxy reuses for several clients is
 //     counted for the client of its latest request.
 //
 // A peer outside TrustedProxies is the client itself: its PROXY header is
-// a malformed HTTP request (400), its X-Forwarded-For is never read. A
-// connection from a trusted proxy that names no client (a PROXY LOCAL
-// health check, a request without X-Forwarded-For) is the proxy's own and
-// no per-address limit applies to it, so that a proxy never uses up its
-// own address's allowance.
+// a malformed HTTP request (400), or under TLS a failed TLS handshake, and
+// its X-Forwarded-For is never read. A connection from a trusted proxy
+// that names no client (a PROXY LOCAL health check, a request without
+// X-Forwarded-For) is the proxy's own and no per-address limit applies to
+// it, so that a proxy never uses up its own address's allowance.
 
 import (
 	"errors"
@@ -25,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wspubsub/wspubsub/loop"
 	"github.com/wspubsub/wspubsub/proxyproto"
 )
 
@@ -90,6 +93,7 @@ func (c *client) openAddr() {
 		c.admit(peer)
 	case s.cfg.ProxyProtocol:
 		c.via = viaHeader
+		c.conn.ExpectPreface(s) // under TLS the header comes before the handshake
 	default:
 		c.via = viaForwarded
 	}
@@ -137,13 +141,13 @@ func (c *client) readProxyHeader(data []byte) ([]byte, bool) {
 		}
 		return nil, false
 	case errors.Is(err, proxyproto.ErrMissing):
-		c.refuse(refBadRequest, "missing PROXY protocol header: the hub runs with --proxy-protocol and this peer is a trusted proxy")
+		c.refuseHeader("missing PROXY protocol header: the hub runs with --proxy-protocol and this peer is a trusted proxy")
 		return nil, false
 	case errors.Is(err, proxyproto.ErrTooLarge):
-		c.refuse(refBadRequest, "PROXY protocol header larger than "+itoa(s.cfg.MaxHeaderBytes)+" bytes")
+		c.refuseHeader("PROXY protocol header larger than " + itoa(s.cfg.MaxHeaderBytes) + " bytes")
 		return nil, false
 	case err != nil:
-		c.refuse(refBadRequest, "malformed PROXY protocol header")
+		c.refuseHeader("malformed PROXY protocol header")
 		return nil, false
 	}
 	c.via = viaProxied
@@ -154,6 +158,40 @@ func (c *client) readProxyHeader(data []byte) ([]byte, bool) {
 	rest := buf[n:]
 	c.buf = nil // rest, if in it, is copied by handshake before c.buf is reused
 	return rest, true
+}
+
+var _ loop.Prefacer = (*Server)(nil)
+
+// OnPreface implements loop.Prefacer: a TLS connection from a trusted
+// proxy under ProxyProtocol opens with its PROXY header in the clear,
+// before the TLS handshake, and readProxyHeader reads it there as it does
+// at the head of a plain connection's bytes.
+func (s *Server) OnPreface(conn *loop.Conn, data []byte) ([]byte, bool) {
+	c := conn.Value.(*client)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateHandshake || c.via != viaHeader {
+		return nil, false // refused, and closing
+	}
+	return c.readProxyHeader(data)
+}
+
+// refuseHeader refuses a connection from a trusted proxy whose PROXY
+// header is missing or bad: with a 400 on a plain connection; under TLS,
+// where the header comes before the TLS handshake and a plain-text answer
+// would mean nothing to the client, by closing it, counted as
+// bad_proxy_header and logged. c.mu is held.
+func (c *client) refuseHeader(reason string) {
+	s := c.srv
+	if s.cfg.TLS == nil {
+		c.refuse(refBadRequest, reason)
+		return
+	}
+	s.stats.Refused.add(refBadProxyHeader, 1)
+	s.log.Info("handshake refused", "answer", "none: the connection is closed before TLS", "reason", reason, "remote", c.remoteAddr())
+	c.setState(stateClosing)
+	c.buf = nil
+	c.conn.Close()
 }
 
 // forwarded takes the client's address from a request's X-Forwarded-For,

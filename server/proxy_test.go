@@ -3,12 +3,15 @@ package server_test
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -17,8 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/wspubsub/wspubsub/keys"
-	"github.com/wspubsub/wspubsub/loop"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -287,19 +290,11 @@ func TestProxiedSSEAndHTTPPublish(t *testing.T) {
 }
 
 func TestProxyConfigErrors(t *testing.T) {
-	dir := t.TempDir()
-	newTestCert(t, 1).write(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
-	kp, err := loop.LoadKeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	local := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	for name, tc := range map[string]struct {
 		cfg  server.Config
 		want string
 	}{
 		"proxy protocol without trusted proxies": {server.Config{ProxyProtocol: true}, "--trusted-proxies"},
-		"proxy protocol with TLS":                {server.Config{ProxyProtocol: true, TrustedProxies: local, TLS: kp}, "--tls-cert"},
 	} {
 		cfg := tc.cfg
 		store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
@@ -392,6 +387,233 @@ func BenchmarkProxiedHandshake(b *testing.B) {
 					}
 					nc.Write(msg)
 					resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+					nc.Close()
+					if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+						b.Fatalf("handshake: %v %v", resp, err)
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "handshakes/s")
+		})
+	}
+}
+
+// prefaced is a connection that sends pre in the clear before the TLS
+// client's bytes: with its first write (the ClientHello), in one write
+// of the two, or, with byByte, each byte of pre in a write of its own
+// first, so that the hub reads the header in pieces.
+type prefaced struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefaced) Write(b []byte) (int, error) {
+	if c.pre == nil {
+		return c.Conn.Write(b)
+	}
+	msg := append(c.pre, b...)
+	c.pre = nil
+	if _, err := c.Conn.Write(msg); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// dialerVia is a wss:// dialer for h whose connections leave from ip and
+// open with pre in the clear (see prefaced).
+func (h *tlsHub) dialerVia(ip string, pre []byte, byByte bool) *websocket.Dialer {
+	d := h.dialer
+	d.NetDialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		nc, err := nd.DialContext(ctx, network, addr)
+		if err != nil || !byByte {
+			return &prefaced{Conn: nc, pre: pre}, err
+		}
+		for _, b := range pre {
+			if _, err := nc.Write([]byte{b}); err != nil {
+				nc.Close()
+				return nil, err
+			}
+			time.Sleep(time.Millisecond) // a read of its own, most likely
+		}
+		return nc, nil
+	}
+	return &d
+}
+
+// refusedCount is the hub's count of refusals for reason.
+func refusedCount(t testing.TB, s *server.Server, reason string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	s.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	v, _ := parseMetrics(t, rec.Body.String()).find("wspubsub_handshakes_refused_total", "reason", reason)
+	return v
+}
+
+// TestProxyProtocolTLS: under --tls-cert, a trusted proxy that passes TLS
+// through opens each connection with a PROXY header (v1 or v2, whole or in
+// pieces) in the clear before the TLS handshake, whose client the limits
+// count and the log names; LOCAL is the proxy's own. A trusted peer
+// without a good header is closed without a word (no plain-text answer
+// means anything on TLS), counted as bad_proxy_header and logged, and one
+// whose header stops halfway at the handshake timeout; a PROXY
+// header from any other peer fails its TLS handshake as any other garbage.
+// The hub keeps serving.
+func TestProxyProtocolTLS(t *testing.T) {
+	logs := new(logBuffer)
+	h := startTLSHub(t, newTestCert(t, 1), func(c *server.Config) {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		c.ProxyProtocol = true
+		c.MaxConnectionsPerAddr = 2
+		c.SubscribeWaits = true
+		c.HandshakeTimeout = time.Second
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	dialTo := func(d *websocket.Dialer, topic string) (*websocket.Conn, int, error) {
+		c, resp, err := d.Dial(h.url+"/ws/sub/test/"+topic, nil)
+		if err != nil {
+			if resp != nil {
+				return nil, resp.StatusCode, err
+			}
+			return nil, 0, err
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, http.StatusSwitchingProtocols, nil
+	}
+	dial := func(d *websocket.Dialer) (*websocket.Conn, int, error) { return dialTo(d, "news") }
+	for _, hdr := range [][]byte{proxyV1("192.0.2.7"), proxyV2("192.0.2.7")} {
+		if _, got, err := dial(h.dialerVia("127.0.0.1", hdr, false)); got != http.StatusSwitchingProtocols {
+			t.Fatalf("%q from 192.0.2.7: %d %v, want 101", hdr[:5], got, err)
+		}
+	}
+	if _, got, err := dial(h.dialerVia("127.0.0.1", proxyV2("192.0.2.7"), false)); got != http.StatusServiceUnavailable {
+		t.Fatalf("third connection from 192.0.2.7: %d %v, want 503", got, err)
+	}
+	if !strings.Contains(logs.String(), `remote="192.0.2.7:40000 via 127.0.0.1:`) {
+		t.Errorf("the refusal's log line does not name the client:\n%s", logs)
+	}
+	// Byte by byte, IPv6 and IPv4, and a LOCAL header (not limited) three
+	// times through the same proxy.
+	for _, hdr := range [][]byte{proxyV2("2001:db8::8"), proxyV1("192.0.2.8"), proxyV2(""), proxyV2(""), proxyV2("")} {
+		if _, got, err := dial(h.dialerVia("127.0.0.1", hdr, true)); got != http.StatusSwitchingProtocols {
+			t.Fatalf("%q byte by byte: %d %v, want 101", hdr, got, err)
+		}
+	}
+	if got := refusedCount(t, h.Server, "bad_proxy_header"); got != 0 {
+		t.Fatalf("bad_proxy_header refusals: %v, want 0", got)
+	}
+
+	// A trusted peer that starts TLS at once, or sends a bad header: the
+	// connection ends with nothing sent back.
+	if _, got, err := dial(h.dialerVia("127.0.0.1", nil, false)); err == nil || got != 0 {
+		t.Fatalf("a TLS client from the trusted proxy without a header: %d %v, want the handshake to fail", got, err)
+	}
+	for name, in := range map[string][]byte{
+		"a ClientHello": {0x16, 0x03, 0x01, 0x00, 0xc8, 0x01},
+		"malformed":     []byte("PROXY TCP4 192.0.2.7 127.0.0.1 99999 1\r\n"),
+		"too large":     append([]byte("\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff"), make([]byte, 64)...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := h.dialFrom(t, "127.0.0.1")
+			c.send(t, in)
+			c.expectEnd(t)
+		})
+	}
+	if got := refusedCount(t, h.Server, "bad_proxy_header"); got != 4 {
+		t.Errorf("bad_proxy_header refusals: %v, want 4", got)
+	}
+	// A header that stops halfway holds nothing past the handshake timeout.
+	c := h.dialFrom(t, "127.0.0.1")
+	c.send(t, proxyV2("192.0.2.7")[:20])
+	c.expectEnd(t)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		// OnClose, which counts it, may come after the client saw the end.
+		got := refusedCount(t, h.Server, "handshake_timeout")
+		if got == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handshake_timeout refusals: %v, want 1", got)
+		}
+	}
+	for _, want := range []string{
+		`reason="missing PROXY protocol header: the hub runs with --proxy-protocol and this peer is a trusted proxy" remote=127.0.0.1:`,
+		`reason="malformed PROXY protocol header"`,
+		`reason="PROXY protocol header larger than`,
+		`answer="none: the connection is closed before TLS"`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the log has no %s:\n%s", want, logs)
+		}
+	}
+
+	// Another peer is its own client: its TLS comes first, and a PROXY
+	// header in front of it is a failed TLS handshake, as any garbage.
+	for _, hdr := range [][]byte{proxyV1("192.0.2.9"), proxyV2("192.0.2.9")} {
+		if _, got, err := dial(h.dialerVia("127.0.0.3", hdr, false)); err == nil || got != 0 {
+			t.Fatalf("%q from an untrusted peer: %d %v, want the TLS handshake to fail", hdr[:5], got, err)
+		}
+	}
+	if got := refusedCount(t, h.Server, "bad_proxy_header"); got != 4 {
+		t.Errorf("bad_proxy_header refusals after untrusted peers: %v, want still 4", got)
+	}
+
+	// Still serving: a direct publisher reaches a subscriber through the
+	// proxy.
+	p, _, err := h.dialerVia("127.0.0.2", nil, false).Dial(h.url+"/ws/pub/"+h.key+"/test/after", nil)
+	if err != nil {
+		t.Fatalf("publisher from 127.0.0.2: %v", err)
+	}
+	defer p.Close()
+	sub, got, err := dialTo(h.dialerVia("127.0.0.1", proxyV1("192.0.2.20"), false), "after")
+	if got != http.StatusSwitchingProtocols {
+		t.Fatalf("subscriber after the refusals: %d %v", got, err)
+	}
+	publish(t, p, websocket.TextMessage, "still here")
+	expect(t, sub, websocket.TextMessage, []byte("still here"))
+}
+
+// BenchmarkProxiedTLSHandshake compares, in one run, subscriber handshakes
+// over TLS (a full TLS handshake each, no resumption) from a client
+// (direct) and from a proxy that passes TLS through after a PROXY header,
+// with the per-address limits on: what reading the header before TLS adds.
+func BenchmarkProxiedTLSHandshake(b *testing.B) {
+	cert := newTestCert(b, 1)
+	for _, bc := range []struct {
+		name   string
+		prefix func(i int64) []byte
+	}{
+		{"tls-direct", nil},
+		{"tls-proxy-v1", func(i int64) []byte { return proxyV1(fmt.Sprintf("192.0.%d.%d", i>>8&0xff, i&0xff)) }},
+		{"tls-proxy-v2", func(i int64) []byte { return proxyV2(fmt.Sprintf("192.0.%d.%d", i>>8&0xff, i&0xff)) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			h := startTLSHub(b, cert, func(c *server.Config) {
+				if bc.prefix != nil {
+					c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+					c.ProxyProtocol = true
+				}
+				c.MaxConnectionsPerAddr = 1 << 20
+				c.SubscribeWaits = true
+			})
+			msg := []byte(request("GET", "/ws/sub/test/bench", upgradeHeaders()...))
+			var n atomic.Int64
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := n.Add(1)
+					nc, err := net.Dial("tcp", h.Addr())
+					if err != nil {
+						b.Fatal(err)
+					}
+					var conn net.Conn = nc
+					if bc.prefix != nil {
+						conn = &prefaced{Conn: nc, pre: bc.prefix(i)}
+					}
+					tc := tls.Client(conn, h.dialer.TLSClientConfig)
+					tc.Write(msg)
+					resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
 					nc.Close()
 					if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 						b.Fatalf("handshake: %v %v", resp, err)

@@ -173,8 +173,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// ProxyProtocol makes every connection from a trusted proxy start
 	// with a PROXY protocol header (v1 or v2); one that does not is
-	// refused with 400. Needs TrustedProxies; not with TLS, whose
-	// handshake would come after the header.
+	// refused with 400, or, with TLS, where the header comes before the
+	// TLS handshake (a proxy passing TLS through), closed without an
+	// answer. Needs TrustedProxies.
 	ProxyProtocol bool
 }
 
@@ -266,9 +267,6 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if cfg.ProxyProtocol && len(cfg.TrustedProxies) == 0 {
 		return nil, errors.New("cannot start the hub: --proxy-protocol needs --trusted-proxies, the peers that send the header")
-	}
-	if cfg.ProxyProtocol && cfg.TLS != nil {
-		return nil, errors.New("cannot start the hub: --proxy-protocol with --tls-cert is not served: let the proxy terminate TLS")
 	}
 	s := &Server{
 		cfg:     cfg,

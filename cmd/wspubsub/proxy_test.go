@@ -237,7 +237,13 @@ func TestHAProxyPassesClientAddress(t *testing.T) {
 			t.Errorf("a client's PROXY header %s: %v %v, want 400", name, resp, err)
 		}
 	}
-	// HAProxy's checks (with a PROXY header of their own) find the hub up.
+	checkHAProxyHealth(t, hap, tc, logs)
+}
+
+// checkHAProxyHealth checks that HAProxy's health checks (with a PROXY
+// header of their own) find the hub up, and that the hub refused none.
+func checkHAProxyHealth(t *testing.T, hap *proxytest.Proxy, tc *tls.Config, logs *syncBuffer) {
+	t.Helper()
 	if err := getOK(httpFrom("127.0.0.7", tc), "https://"+hap.Addr+"/readyz"); err != nil {
 		t.Errorf("/readyz through HAProxy: %v", err)
 	}
@@ -252,10 +258,80 @@ func TestHAProxyPassesClientAddress(t *testing.T) {
 	}
 }
 
+// TestHAProxyPassthroughTLS runs the real HAProxy with deploy/haproxy.cfg
+// changed as its comment says for TLS passthrough (TCP mode, no TLS of its
+// own, send-proxy-v2, health checks over TLS) in front of the real binary
+// with --tls-cert and --proxy-protocol: the PROXY header comes before the
+// client's TLS, and each client's own address is in the hub's per-address
+// limit and log, over wss:// and https:// end to end. A client's own PROXY
+// header, through HAProxy or directly, fails its TLS handshake; a trusted
+// peer without a header is closed, counted and logged.
+func TestHAProxyPassthroughTLS(t *testing.T) {
+	proxytest.Binary(t, "haproxy", "/usr/sbin/haproxy")
+	certs := proxytest.NewCerts(t)
+	tc := certs.ClientConfig()
+	hub, key, logs := serveBehindProxy(t, func(_ *http.Client, addr string) error {
+		return getOK(httpFrom("127.0.0.2", tc), "https://"+addr+"/healthz")
+	}, "--tls-cert", certs.CertFile, "--tls-key", certs.KeyFile, "--trusted-proxies", "127.0.0.1", "--proxy-protocol")
+	hap := proxytest.StartHAProxyPassthrough(t, hub, certs.CAFile)
+	checkClientAddresses(t, "wss://"+hap.Addr, tc, key, logs, `remote="127.0.0.7:`)
+	checkSSEAndHTTPPublish(t, "https://"+hap.Addr, tc, key)
+
+	// A PROXY header the client sends itself, before its TLS: behind
+	// HAProxy's it is the client's TLS, and broken; directly, from a peer
+	// that is not trusted, likewise.
+	dials := map[string]func() (net.Conn, error){
+		"through HAProxy": func() (net.Conn, error) { return fromIP("127.0.0.7").Dial("tcp", hap.Addr) },
+		"directly":        func() (net.Conn, error) { return fromIP("127.0.0.10").Dial("tcp", hub) },
+	}
+	for name, dial := range dials {
+		c, err := dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "PROXY TCP4 192.0.2.1 127.0.0.1 1234 443\r\n")
+		err = tls.Client(c, tc).Handshake()
+		c.Close()
+		if err == nil {
+			t.Errorf("a client's PROXY header %s: the TLS handshake succeeded, want it to fail", name)
+		}
+	}
+	checkHAProxyHealth(t, hap, tc, logs)
+
+	// The trusted peer itself, without a header: closed before TLS,
+	// logged and counted.
+	c, err := fromIP("127.0.0.1").Dial("tcp", hub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	err = tls.Client(c, tc).Handshake()
+	c.Close()
+	if err == nil {
+		t.Fatal("a TLS client at the trusted proxy's address without a header: handshake succeeded")
+	}
+	waitFor(t, "the hub's log line on the connection without a header", func() bool {
+		return strings.Contains(logs.String(), `answer="none: the connection is closed before TLS" reason="missing PROXY protocol header`)
+	})
+	if l := logs.String(); strings.Contains(l, "192.0.2.1") {
+		t.Errorf("the hub's log names the address a client put in its own PROXY header:\n%s", l)
+	}
+	resp, err := httpFrom("127.0.0.2", tc).Get("https://" + hub + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := `wspubsub_handshakes_refused_total{reason="bad_proxy_header"} 1` + "\n"; !strings.Contains(string(body), want) {
+		t.Errorf("/metrics has no %q", want)
+	}
+}
+
 // TestProxyFlags: --trusted-proxies takes addresses and prefixes, from the
 // command line or the config file, and refuses anything else;
 // --proxy-protocol without trusted proxies is refused by serve and by
-// config check.
+// config check; with --tls-cert it is accepted.
 func TestProxyFlags(t *testing.T) {
 	var out, errs strings.Builder
 	conf := filepath.Join(t.TempDir(), "wspubsub.conf")
@@ -268,6 +344,11 @@ func TestProxyFlags(t *testing.T) {
 	errs.Reset()
 	if code := runConfig([]string{"check", "--proxy-protocol"}, io.Discard, &errs); code != 1 || !strings.Contains(errs.String(), "needs trusted-proxies") {
 		t.Errorf("config check --proxy-protocol: exit %d %q, want 1 naming trusted-proxies", code, errs.String())
+	}
+	out.Reset()
+	errs.Reset()
+	if code := runConfig([]string{"check", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--trusted-proxies", "10.0.0.2", "--proxy-protocol"}, &out, &errs); code != 0 {
+		t.Errorf("config check --tls-cert --proxy-protocol: exit %d %q, want 0 (TLS passthrough)", code, errs.String())
 	}
 	errs.Reset()
 	if code := runServe([]string{"--trusted-proxies", "proxy.example"}, io.Discard, &errs); code != 2 || !strings.Contains(errs.String(), `bad trusted proxy "proxy.example"`) {

@@ -22,8 +22,8 @@ import (
 // 127.0.0.1 and localhost, written to files.
 type Certs struct {
 	// CertFile holds the server's chain (leaf, then CA), KeyFile its key,
-	// PEMFile both (as HAProxy wants them).
-	CertFile, KeyFile, PEMFile string
+	// PEMFile both (as HAProxy wants them); CAFile holds the CA alone.
+	CertFile, KeyFile, PEMFile, CAFile string
 	// Pool trusts the CA, for Go clients.
 	Pool *x509.CertPool
 	// SPKI is the base64 SHA-256 of the server key's SubjectPublicKeyInfo,
@@ -95,12 +95,16 @@ func NewCerts(t testing.TB) *Certs {
 		CertFile: filepath.Join(dir, "fullchain.pem"),
 		KeyFile:  filepath.Join(dir, "privkey.pem"),
 		PEMFile:  filepath.Join(dir, "haproxy.pem"),
+		CAFile:   filepath.Join(dir, "ca.pem"),
 		Pool:     x509.NewCertPool(),
 	}
 	c.Pool.AddCert(ca)
 	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 	c.SPKI = base64.StdEncoding.EncodeToString(sum[:])
-	for path, data := range map[string][]byte{c.CertFile: chain, c.KeyFile: keyPEM, c.PEMFile: append(append([]byte(nil), chain...), keyPEM...)} {
+	for path, data := range map[string][]byte{
+		c.CertFile: chain, c.KeyFile: keyPEM, c.PEMFile: append(append([]byte(nil), chain...), keyPEM...),
+		c.CAFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+	} {
 		// Readable by the proxies' workers, which do not run as root.
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)

@@ -162,6 +162,45 @@ func StartHAProxy(t testing.TB, upstream, pemFile string) *Proxy {
 	return start(t, addr, bin, "-db", "-f", path)
 }
 
+// The lines deploy/haproxy.cfg's comment gives for TLS passthrough, in
+// place of its bind and default-server lines.
+const (
+	passthroughBind    = "bind :443"
+	passthroughServers = "default-server send-proxy-v2 check check-send-proxy check-ssl verify required ca-file /etc/haproxy/wspubsub-ca.pem inter 2s fall 2 rise 2"
+)
+
+// StartHAProxyPassthrough runs haproxy with deploy/haproxy.cfg changed as
+// its comment says for TLS passthrough: listening on a free 127.0.0.1
+// port without TLS, sending every connection to the hub at upstream
+// (host:port), which serves TLS itself, with its PROXY header before the
+// client's TLS; its health checks speak TLS after their header and verify
+// the hub's certificate with caFile. It logs to its stdout.
+func StartHAProxyPassthrough(t testing.TB, upstream, caFile string) *Proxy {
+	t.Helper()
+	bin := Binary(t, "haproxy", "/usr/sbin/haproxy")
+	dir := workDir(t)
+	addr := freeAddr(t)
+	conf := substitute(t, DeployFile(t, "haproxy.cfg"),
+		// The comment's lines, there as they are used below.
+		"#     "+passthroughBind+"\n", "#     "+passthroughBind+"\n",
+		"#     "+passthroughServers+"\n", "#     "+passthroughServers+"\n",
+		"log /dev/log local0", "log stdout format raw local0",
+		"bind :443 ssl crt /etc/haproxy/wspubsub.pem alpn http/1.1", strings.Replace(passthroughBind, ":443", addr, 1),
+		"default-server send-proxy-v2 check check-send-proxy inter 2s fall 2 rise 2",
+		strings.Replace(passthroughServers, "/etc/haproxy/wspubsub-ca.pem", caFile, 1),
+		"10.0.0.11:8080", upstream,
+		"10.0.0.12:8080", upstream, // both servers on the one hub
+	)
+	path := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "-c", "-f", path).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+	return start(t, addr, bin, "-db", "-f", path)
+}
+
 // start runs a proxy in the foreground and waits until addr accepts
 // connections.
 func start(t testing.TB, addr, bin string, args ...string) *Proxy {
