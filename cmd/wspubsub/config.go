@@ -219,6 +219,7 @@ var configGroups = []struct {
 		"max-connections", "max-connections-per-addr", "handshake-rate", "handshake-burst", "max-topics-per-domain", "max-publish-rate"}},
 	{"Keepalive", []string{"ping-interval", "pong-timeout"}},
 	{"Browsers", []string{"allowed-origins"}},
+	{"Compression", []string{"compression", "compress-min-size"}},
 	{"Cluster", []string{"nats-url", "node-name", "cluster-name"}},
 	{"Shutdown", []string{"drain-period", "shutdown-timeout"}},
 	{"Performance", []string{"pollers"}},

@@ -99,6 +99,7 @@ type serveOptions struct {
 	nodeName        string
 	clusterName     string
 	tls             tlsOptions
+	compression     bool
 }
 
 // serveFlags registers serve's flags on fs, each filling o.
@@ -131,6 +132,8 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.IntVar(&cfg.HandshakeBurst, "handshake-burst", 0, "bursts allowed above --handshake-rate (0: one second's worth)")
 	fs.IntVar(&cfg.MaxTopicsPerDomain, "max-topics-per-domain", 100_000, "most live topics of one domain; more get 429 (0: no limit)")
 	fs.IntVar(&cfg.MaxPublishRate, "max-publish-rate", 0, "messages a second a WebSocket publisher may send (past it, close 4004), and an API key may publish over HTTP across its connections (past it, 429) (0: no limit)")
+	fs.BoolVar(&o.compression, "compression", true, "negotiate permessage-deflate with WebSocket clients that offer it: each message is compressed once per topic for all of them (false: never)")
+	fs.IntVar(&cfg.CompressMinSize, "compress-min-size", 256, "smallest message compressed for permessage-deflate subscribers, in bytes; smaller ones go plain (0: every message)")
 	fs.Var(originList{&cfg.AllowedOrigins}, "allowed-origins", "comma-separated Origins browsers may connect from: https://app.example, https://*.example, * (default: any)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "at shutdown, exit after this long whatever is left")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (and /debug/pprof) on this address instead of --listen")
@@ -172,6 +175,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	zeroMeansNone(&cfg.HistoryBytes)
 	zeroMeansNone(&cfg.HistoryTTL)
 	zeroMeansNone(&cfg.HistoryMemory)
+	zeroMeansNone(&cfg.CompressMinSize)
+	cfg.DisableCompression = !o.compression
 	log, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "wspubsub serve:", err)
