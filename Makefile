@@ -58,7 +58,8 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ws/ ./topics/ ./keys/ ./server/
 
 # Seconds: tiny idle, fanout, paced, churn and reconnect runs against both
-# hubs, a short soak and slow consumer against ours.
+# hubs; a compressed (permessage-deflate) fanout, a short soak and slow
+# consumer against ours.
 bench-smoke: build
 	./wspubsub-bench smoke --hub-bin ./wspubsub
 

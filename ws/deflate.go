@@ -324,11 +324,13 @@ var inflaters = sync.Pool{New: func() any {
 	return f
 }}
 
-// inflate appends to dst the payload compressed in z, failing with
+// Inflate appends to dst the payload of a permessage-deflate message
+// (without context takeover) compressed in z, failing with
 // CloseMessageTooBig as soon as it would pass limit bytes: a message that
 // inflates past the limit is never inflated in full. A payload that is not
-// deflate data fails with CloseInvalidPayload.
-func inflate(dst, z []byte, limit int) ([]byte, error) {
+// deflate data fails with CloseInvalidPayload. Inflaters are pooled: it
+// allocates nothing once warm, but for growing dst.
+func Inflate(dst, z []byte, limit int) ([]byte, error) {
 	f := inflaters.Get().(*inflater)
 	f.in, f.tail = z, inflateTail
 	defer func() {

@@ -332,7 +332,7 @@ func (r *Reader) deliver(h Handler, op Opcode, payload []byte, compressed bool) 
 		return deliver(h, op, payload)
 	}
 	bp := inflateBufs.Get().(*[]byte)
-	out, err := inflate((*bp)[:0], payload, r.MaxMessage)
+	out, err := Inflate((*bp)[:0], payload, r.MaxMessage)
 	if err == nil {
 		err = deliver(h, op, out)
 	}

@@ -106,3 +106,19 @@ func AppendJSON(dst []byte, seq uint64) []byte {
 	}
 	return append(dst, "]}"...)
 }
+
+// FillJSON is Fill with the padding taken from the JSON feed: message seq
+// of AppendJSON (and the next ones, if it is shorter than the padding),
+// cut to fit, between a padding byte at each end (which Parse checks). It
+// reads as any message; its content compresses like the feed.
+func FillJSON(b []byte, pub uint32, seq uint64, sentNs int64) {
+	Fill(b, pub, seq, sentNs)
+	if len(b) < MinSize+2 {
+		return
+	}
+	pad := b[25 : len(b)-9]
+	var buf [2560]byte
+	for s := seq; len(pad) > 0; s += 1 << 32 {
+		pad = pad[copy(pad, AppendJSON(buf[:0], s)):]
+	}
+}
