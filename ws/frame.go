@@ -129,8 +129,8 @@ type Reader struct {
 	pending []byte // an incomplete frame carried over from earlier reads
 	msg     []byte // fragments of the message in progress
 	msgOp   Opcode // the opcode of the message in progress, 0 when none
-	msgLen  int    // bytes of the message in progress (also in discard mode)
 	msgZ    bool   // the message in progress is compressed
+	msgLen  int    // bytes of the message in progress (also in discard mode)
 	skip    int    // discard mode: payload bytes still to skip
 	closed  bool   // a close frame arrived: everything after it is ignored
 }
