@@ -33,6 +33,11 @@ type Decoder struct {
 	// whose first frame has RSV1 set is inflated (no context takeover) and
 	// returned inflated.
 	Inflate bool
+	// Raw, with Inflate, returns compressed messages as they came, not
+	// inflated (Compressed then reports true): for a load generator that
+	// counts messages on most connections and checks them on a few, so
+	// that inflating does not take the cores the server is measured on.
+	Raw bool
 
 	pending []byte // bytes of an incomplete frame carried between reads
 	buf     []byte // the bytes of the current read, pending included
@@ -41,6 +46,7 @@ type Decoder struct {
 	fragOp  byte   // opcode of that message; 0 when none is open
 	fragZ   bool   // that message is compressed
 	z       []byte // the last inflated message
+	raw     bool   // the last message was returned compressed (Raw)
 }
 
 // Prepare copies the incomplete frame left by the previous read to the front
@@ -112,6 +118,7 @@ func (d *Decoder) Next() (op byte, payload []byte, ok bool, err error) {
 	if max <= 0 {
 		max = DefaultMaxMessage
 	}
+	d.raw = false
 	for {
 		b := d.buf[d.off:]
 		total, header, complete := frameSize(b)
@@ -177,6 +184,10 @@ func (d *Decoder) Next() (op byte, payload []byte, ok bool, err error) {
 
 // inflate returns a compressed message's payload inflated.
 func (d *Decoder) inflate(op byte, z []byte, max int) (byte, []byte, bool, error) {
+	if d.Raw {
+		d.raw = true
+		return op, z, true, nil
+	}
 	out, err := ws.Inflate(d.z[:0], z, max)
 	if err != nil {
 		return 0, nil, false, fmt.Errorf("frame: cannot inflate a message: %w", err)
@@ -186,6 +197,10 @@ func (d *Decoder) inflate(op byte, z []byte, max int) (byte, []byte, bool, error
 	}
 	return op, out, true, nil
 }
+
+// Compressed reports whether the message Next returned last came
+// compressed and was left so (Raw).
+func (d *Decoder) Compressed() bool { return d.raw }
 
 // Finish keeps the unparsed tail of the current read for the next one.
 func (d *Decoder) Finish() {

@@ -107,6 +107,9 @@ type DialSpec struct {
 	// server agrees to permessage-deflate, compressed messages are
 	// inflated before Handler.Message sees them.
 	Extensions string
+	// Raw, with Extensions, leaves compressed messages compressed:
+	// Handler.Message gets them as they came, and Conn.Compressed says so.
+	Raw bool
 	// Request, when set, is written instead of the upgrade request: for
 	// clients that send a broken or partial handshake on purpose. The
 	// answer is parsed as usual, so anything but a valid 101 fails the
@@ -504,6 +507,10 @@ func (w *Worker) wait(timeout int) (int, error) {
 // (DialSpec.Extensions), so that compressed messages are inflated.
 func (c *Conn) Deflate() bool { return c.dec.Inflate }
 
+// Compressed reports whether the message Handler.Message is given came
+// compressed and is left so (DialSpec.Raw).
+func (c *Conn) Compressed() bool { return c.dec.Compressed() }
+
 // Stats returns the worker's counters; call it on the worker's goroutine.
 func (w *Worker) Stats() Stats { return w.stats }
 
@@ -728,6 +735,7 @@ func (c *Conn) readOnce() (more bool) {
 		c.accepted = accepted
 		c.dec.MaxMessage = w.cfg.MaxMessage
 		c.dec.Inflate = c.spec.Extensions != "" && bytes.Contains(c.hs[:hl], []byte("permessage-deflate"))
+		c.dec.Raw = c.spec.Raw
 		c.hs = nil
 		w.prunePending()
 		w.h.Open(c, now)
