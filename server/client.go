@@ -377,7 +377,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 		s.claimed(t, claim)
 	}
 	s.stats.Publishers.Add(1) // counted before the 101 is out
-	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey, "", extensions(deflate))); err != nil {
+	if err := c.conn.Send(ws.AppendUpgradeResponse(make([]byte, 0, upgradeResponseSize), wsKey, "", extensions(deflate))); err != nil {
 		s.stats.Publishers.Add(-1)
 		s.topics.RemovePublisher(t)
 		if claim != nil {
@@ -412,6 +412,10 @@ type subRequest struct {
 	// variant live (its replay is kind's, uncompressed).
 	deflate bool
 }
+
+// upgradeResponseSize holds the longest 101 the hub sends, with
+// wspubsub.meta and permessage-deflate (270 bytes).
+const upgradeResponseSize = 288
 
 // extensions is the Sec-WebSocket-Extensions a 101 answers with.
 func extensions(deflate bool) string {
@@ -464,7 +468,9 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		if sr.kind == kindSSE {
 			b = appendSSEHead(nil, sr.origin, sseRetry())
 		} else {
-			b = ws.AppendUpgradeResponse(nil, sr.wsKey, protocol, extensions(sr.deflate))
+			// Sized for the longest 101 (subprotocol and extension): one
+			// allocation per handshake, the same with or without them.
+			b = ws.AppendUpgradeResponse(make([]byte, 0, upgradeResponseSize), sr.wsKey, protocol, extensions(sr.deflate))
 		}
 		return appendReplay(b, sr.kind, epoch, rp), nil
 	})
