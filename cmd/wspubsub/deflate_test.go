@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/wspubsub/wspubsub/bench/payload"
+	"github.com/wspubsub/wspubsub/cluster/natstest"
 )
 
 // TestServeCompression: through the real binary, a browser-like client
@@ -131,4 +132,43 @@ func (c *zConn) next(t *testing.T) (b0 byte, payload []byte, wire int) {
 		p = out
 	}
 	return hd[0], p, wire + n
+}
+
+// TestServeClusterCompression: a message published on one node of a
+// cluster reaches a deflate subscriber on another node compressed (the
+// receiving node compresses it once, in the same publish path), and a
+// plain subscriber there gets the same bytes plain.
+func TestServeClusterCompression(t *testing.T) {
+	bin := buildBinary(t)
+	ns := natstest.Start(t)
+	keysFile := filepath.Join(t.TempDir(), "keys.json")
+	key := addKey(t, bin, keysFile, "test")
+	addrs, _ := startNodes(t, bin, ns.URL, keysFile, 2)
+
+	zd := websocket.Dialer{HandshakeTimeout: 5 * time.Second, EnableCompression: true}
+	pub, _, err := zd.Dial(fmt.Sprintf("ws://%s/ws/pub/%s/test/feed", addrs[0], key), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	z := rawSubscribe(t, addrs[1], "/ws/sub/test/feed", "permessage-deflate")
+	plain, _, err := websocket.DefaultDialer.Dial("ws://"+addrs[1]+"/ws/sub/test/feed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	for i := range 3 {
+		m := payload.AppendJSON(nil, uint64(i))
+		if err := pub.WriteMessage(websocket.TextMessage, m); err != nil {
+			t.Fatal(err)
+		}
+		b0, got, _ := z.next(t)
+		if b0 != 0xc1 || !bytes.Equal(got, m) {
+			t.Fatalf("message %d on the other node: %#x %.40q, want it compressed", i, b0, got)
+		}
+		plain.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, got, err := plain.ReadMessage(); err != nil || !bytes.Equal(got, m) {
+			t.Fatalf("message %d, plain subscriber: %v %.40q", i, err, got)
+		}
+	}
 }
