@@ -39,6 +39,8 @@ race:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./ws/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./ws/
+	$(GO) test -run '^$$' -fuzz '^FuzzAcceptDeflate$$' -fuzztime $(FUZZTIME) ./ws/
+	$(GO) test -run '^$$' -fuzz '^FuzzInflate$$' -fuzztime $(FUZZTIME) ./ws/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTarget$$' -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResume$$' -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzAcceptsEventStream$$' -fuzztime $(FUZZTIME) ./server/
@@ -60,7 +62,8 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ws/ ./topics/ ./keys/ ./server/
 
 # Seconds: tiny idle, fanout, paced, churn and reconnect runs against both
-# hubs, a short soak and slow consumer against ours.
+# hubs; a compressed (permessage-deflate) fanout, a short soak and slow
+# consumer against ours.
 bench-smoke: build
 	./wspubsub-bench smoke --hub-bin ./wspubsub
 

@@ -46,7 +46,7 @@ type client struct {
 	state        state
 	upgraded     bool
 	wasPublisher bool
-	kind         uint8  // a subscriber's variant: kindPlain, kindMeta or kindSSE
+	kind         uint8  // a subscriber's variant: kindPlain, kindMeta, kindSSE or a deflate kind
 	via          via    // how the client's address is learnt (proxy.go)
 	closeCode    uint16 // the code of the close frame the hub sent, if any
 	buf          []byte // the request head so far, then bytes that came before the 101
@@ -288,11 +288,12 @@ func (c *client) handshake(data []byte) {
 		c.refuse(refOriginForbidden, "origin not allowed: "+req.Origin)
 		return
 	}
+	deflate := !s.cfg.DisableCompression && ws.AcceptDeflate(req.Extensions)
 	if !r.publisher {
 		if !c.admitToken(r.topic, &req) {
 			return
 		}
-		sr := subRequest{wsKey: req.Key}
+		sr := subRequest{wsKey: req.Key, deflate: deflate}
 		if sr.from, err = parseResume(req.Target); err != nil {
 			c.refuse(refBadRequest, err.Error())
 			return
@@ -329,13 +330,13 @@ func (c *client) handshake(data []byte) {
 	}
 	c.setState(stateKeyCheck)
 	c.buf = append(c.buf[:0:0], rest...)
-	go c.checkKey(r.topic, key, req.Key)
+	go c.checkKey(r.topic, key, req.Key, deflate)
 }
 
 // checkKey asks the key store about a publisher's key off the event loop,
 // and on a cluster node claims the topic across the cluster, then completes
 // or refuses the handshake.
-func (c *client) checkKey(k topics.Key, key, wsKey string) {
+func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 	s := c.srv
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HandshakeTimeout)
 	err := s.cfg.Keys.Check(ctx, key, k.Domain)
@@ -398,7 +399,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 		s.claimed(t, claim)
 	}
 	s.stats.Publishers.Add(1) // counted before the 101 is out
-	if err := c.conn.Send(ws.AppendUpgradeResponse(nil, wsKey, "")); err != nil {
+	if err := c.conn.Send(ws.AppendUpgradeResponse(make([]byte, 0, upgradeResponseSize), wsKey, "", extensions(deflate))); err != nil {
 		s.stats.Publishers.Add(-1)
 		s.topics.RemovePublisher(t)
 		if claim != nil {
@@ -414,7 +415,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string) {
 	c.claim = claim
 	c.sc = new(scratch)
 	c.in.fill(int64(s.cfg.MaxPublishRate), time.Now().UnixNano())
-	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize}
+	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Deflate: deflate}
 	c.conn.SetDeadline(time.Time{})
 	early := c.buf
 	c.buf = nil
@@ -429,6 +430,21 @@ type subRequest struct {
 	kind   int    // kindPlain, kindMeta or kindSSE
 	from   resume // where its stream starts
 	origin string // EventSource: the Origin its response allows, if any
+	// deflate: it negotiated permessage-deflate, and gets kind's deflate
+	// variant live (its replay is kind's, uncompressed).
+	deflate bool
+}
+
+// upgradeResponseSize holds the longest 101 the hub sends, with
+// wspubsub.meta and permessage-deflate (270 bytes).
+const upgradeResponseSize = 288
+
+// extensions is the Sec-WebSocket-Extensions a 101 answers with.
+func extensions(deflate bool) string {
+	if deflate {
+		return ws.DeflateResponse
+	}
+	return ""
 }
 
 // subscribe joins the topic and sends the 101 (an EventSource subscriber's
@@ -440,6 +456,9 @@ type subRequest struct {
 func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	s := c.srv
 	c.kind = uint8(sr.kind)
+	if sr.deflate {
+		c.kind += kindPlainDeflate // kindPlainDeflate or kindMetaDeflate
+	}
 	protocol := ""
 	if sr.kind == kindMeta {
 		protocol = metaProtocol
@@ -471,7 +490,9 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		if sr.kind == kindSSE {
 			b = appendSSEHead(nil, sr.origin, sseRetry())
 		} else {
-			b = ws.AppendUpgradeResponse(nil, sr.wsKey, protocol)
+			// Sized for the longest 101 (subprotocol and extension): one
+			// allocation per handshake, the same with or without them.
+			b = ws.AppendUpgradeResponse(make([]byte, 0, upgradeResponseSize), sr.wsKey, protocol, extensions(sr.deflate))
 		}
 		return appendReplay(b, sr.kind, epoch, rp), nil
 	})
@@ -495,7 +516,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	c.upgraded = true
 	c.in.fill(int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano())
 	c.buf = nil
-	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true}
+	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true, Deflate: sr.deflate}
 	c.sse = sseKeep{}
 	c.conn.SetDeadline(time.Time{})
 	if cut {

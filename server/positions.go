@@ -22,8 +22,23 @@ const (
 	kindPlain = iota // WebSocket frames exactly as published
 	kindMeta         // WebSocket frames with an "id: EPOCH:OFFSET\n\n" header (wspubsub.meta)
 	kindSSE          // text/event-stream events
+	// kindPlain and kindMeta for subscribers that negotiated
+	// permessage-deflate: the same frames, those of at least
+	// --compress-min-size bytes compressed (see compress.go).
+	kindPlainDeflate
+	kindMetaDeflate
 	numKinds
 )
+
+// baseKind is the variant a subscriber of kind gets its replay and its
+// notices in: a deflate kind's uncompressed one (RFC 7692 lets any message
+// go uncompressed).
+func baseKind(kind int) int {
+	if kind >= kindPlainDeflate {
+		return kind - kindPlainDeflate
+	}
+	return kind
+}
 
 // metaProtocol is the subprotocol a WebSocket subscriber offers to see
 // positions.
@@ -169,6 +184,8 @@ type scratch struct {
 	v      variants
 	meta   []byte
 	sse    []byte
+	zplain []byte // the deflate variants
+	zmeta  []byte
 	starts []int
 }
 
@@ -223,7 +240,8 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 		}
 	}
 	subs := t.Subscribers()
-	withMeta, withSSE := t.Count(kindMeta) > 0, t.Count(kindSSE) > 0
+	withZPlain, withZMeta := t.Count(kindPlainDeflate) > 0, t.Count(kindMetaDeflate) > 0
+	withMeta, withSSE := withZMeta || t.Count(kindMeta) > 0, t.Count(kindSSE) > 0
 	log.Unlock()
 	if s.budget.Over() {
 		s.budget.Trim()
@@ -240,13 +258,18 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 		sc.sse = appendVariant(sc.sse[:0], kindSSE, epoch, first, b, reset, gapFirst, gapLast)
 		v[kindSSE] = sc.sse
 	}
+	if withZPlain {
+		v[kindPlainDeflate], sc.zplain = s.compressed(sc.zplain, b.frames)
+	}
+	if withZMeta {
+		v[kindMetaDeflate], sc.zmeta = s.compressed(sc.zmeta, sc.meta)
+	}
 	s.fanout(&sc.fan, subs, v, n, b.payload, sent)
 	*v = variants{} // keep no frames alive
-	if cap(sc.meta) > 4<<20 {
-		sc.meta = nil
-	}
-	if cap(sc.sse) > 4<<20 {
-		sc.sse = nil
+	for _, buf := range []*[]byte{&sc.meta, &sc.sse, &sc.zplain, &sc.zmeta} {
+		if cap(*buf) > 4<<20 {
+			*buf = nil
+		}
 	}
 	return epoch, first
 }
@@ -310,6 +333,7 @@ func appendMeta(dst []byte, epoch string, offset uint64, op ws.Opcode, payload [
 // gap notice for offsets gapFirst..gapLast of epoch if gapFirst > 0.
 // Plain subscribers cannot see positions and get neither.
 func appendNotice(dst []byte, kind int, epoch string, reset bool, gapFirst, gapLast uint64) []byte {
+	kind = baseKind(kind)
 	if kind == kindPlain {
 		return dst
 	}
@@ -382,7 +406,7 @@ func appendSSE(dst []byte, epoch string, offset uint64, op ws.Opcode, payload []
 // encodedLen is how many bytes e takes in kind's variant, at most (an
 // offset is counted as 20 digits).
 func encodedLen(kind int, epoch string, e *history.Entry) int {
-	switch kind {
+	switch baseKind(kind) {
 	case kindMeta:
 		return len(e.Frame) + 8 + 4 + len(epoch) + 1 + 20 + 2
 	case kindSSE:
@@ -438,6 +462,7 @@ func replayFor(log *history.Log, r resume, kind, limit int, now int64, own bool)
 
 // appendReplay appends a replay in kind's variant.
 func appendReplay(dst []byte, kind int, epoch string, rp history.Replay) []byte {
+	kind = baseKind(kind)
 	dst = appendNotice(dst, kind, epoch, rp.Reset, rp.GapFirst, rp.GapLast)
 	for i := range rp.Entries {
 		dst = appendMessage(dst, kind, epoch, rp.Entries[i].Offset, rp.Entries[i].Frame)

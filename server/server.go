@@ -157,6 +157,17 @@ type Config struct {
 	// a JWT signed with one of them that grants the topic (token.go). Nil:
 	// every domain is open.
 	Tokens TokenKeyring
+	// DisableCompression stops the hub from negotiating permessage-deflate
+	// (RFC 7692). Default false: a WebSocket client that offers it gets it,
+	// without context takeover either way, and each message of at least
+	// CompressMinSize bytes is compressed once per topic for all such
+	// subscribers; a compressed message a publisher sends is inflated, and
+	// closed with 1009 as soon as it inflates past MaxMessageSize.
+	DisableCompression bool
+	// CompressMinSize is the smallest message compressed for subscribers
+	// that negotiated permessage-deflate, in bytes; smaller ones go as
+	// plain frames. Default 256; negative: every message.
+	CompressMinSize int
 
 	// AllowedOrigins lists the Origin headers browsers may connect with:
 	// exact origins, "https://*.example.com" for subdomains, or "*".
@@ -198,6 +209,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxConnections, DefaultMaxConnections())
 	def(&c.HandshakeBurst, max(1, int(c.HandshakeRate)))
 	orNone(&c.MaxTopicsPerDomain, 100_000)
+	orNone(&c.CompressMinSize, 256)
 	orNone(&c.HistorySize, 100)
 	orNone(&c.HistoryBytes, 1<<20)
 	orNone(&c.HistoryTTL, 5*time.Minute)

@@ -78,7 +78,7 @@ type Config[S comparable] struct {
 }
 
 // MaxKinds is how many kinds of subscriber a topic counts.
-const MaxKinds = 4
+const MaxKinds = 8
 
 const numShards = 64
 

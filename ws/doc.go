@@ -7,6 +7,10 @@
 // must be used by one goroutine at a time. Parsers never panic on any input
 // (they are fuzzed) and bound every buffer they keep.
 //
-// Frames produced here are server frames: final, unmasked, never compressed.
-// Frames parsed here are client frames, which must be masked.
+// Frames produced here are server frames: final and unmasked, compressed
+// only by AppendCompressed (permessage-deflate, RFC 7692, without context
+// takeover, so that one compressed frame serves every peer that negotiated
+// it: see AcceptDeflate). Frames parsed here are client frames, which must
+// be masked; a Reader with Deflate set inflates compressed messages within
+// its MaxMessage limit.
 package ws

@@ -3,6 +3,7 @@ package ws
 import (
 	"encoding/binary"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -120,10 +121,16 @@ type Reader struct {
 	// Discard skips the payloads of data frames without buffering them;
 	// control frames are still parsed and handed to the Handler.
 	Discard bool
+	// Deflate is set when the peer negotiated permessage-deflate: RSV1 on
+	// a message's first frame marks it compressed, and the Handler gets it
+	// inflated, cut with CloseMessageTooBig as soon as it inflates past
+	// MaxMessage. Without it RSV1 is a protocol error.
+	Deflate bool
 
 	pending []byte // an incomplete frame carried over from earlier reads
 	msg     []byte // fragments of the message in progress
 	msgOp   Opcode // the opcode of the message in progress, 0 when none
+	msgZ    bool   // the message in progress is compressed
 	msgLen  int    // bytes of the message in progress (also in discard mode)
 	skip    int    // discard mode: payload bytes still to skip
 	closed  bool   // a close frame arrived: everything after it is ignored
@@ -200,13 +207,18 @@ func (r *Reader) frame(buf []byte, h Handler) (int, error) {
 		return 0, nil
 	}
 	b0, b1 := buf[0], buf[1]
-	if b0&0x70 != 0 {
+	fin, op := b0&0x80 != 0, Opcode(b0&0x0f)
+	compressed := b0&0x40 != 0
+	switch {
+	case b0&0x30 != 0, compressed && !r.Deflate:
 		return 0, protocolError("reserved bits set without an extension")
+	case compressed && op != OpText && op != OpBinary:
+		// RFC 7692 6: only a message's first frame carries RSV1.
+		return 0, protocolError("RSV1 set on a control or continuation frame")
 	}
 	if b1&0x80 == 0 {
 		return 0, protocolError("client frame not masked")
 	}
-	fin, op := b0&0x80 != 0, Opcode(b0&0x0f)
 	hlen, plen := 2, uint64(b1&0x7f)
 	switch plen {
 	case 126:
@@ -246,7 +258,7 @@ func (r *Reader) frame(buf []byte, h Handler) (int, error) {
 			if end := uint64(hlen) + plen; end > uint64(len(buf)) {
 				r.skip = int(min(end-uint64(len(buf)), 1<<62))
 			}
-			r.msg, r.msgOp, r.msgLen = nil, 0, 0
+			r.msg, r.msgOp, r.msgLen, r.msgZ = nil, 0, 0, false
 			return 0, &CloseError{Code: CloseMessageTooBig, Reason: "message larger than " + strconv.Itoa(r.MaxMessage) + " bytes"}
 		}
 		if r.Discard {
@@ -271,9 +283,9 @@ func (r *Reader) frame(buf []byte, h Handler) (int, error) {
 	}
 	if op != OpContinuation {
 		if fin {
-			return n, deliver(h, op, payload)
+			return n, r.deliver(h, op, payload, compressed)
 		}
-		r.msgOp, r.msgLen = op, len(payload)
+		r.msgOp, r.msgLen, r.msgZ = op, len(payload), compressed
 		r.msg = append(r.msg[:0], payload...)
 		return n, nil
 	}
@@ -282,8 +294,8 @@ func (r *Reader) frame(buf []byte, h Handler) (int, error) {
 	if !fin {
 		return n, nil
 	}
-	err := deliver(h, r.msgOp, r.msg)
-	r.msgOp, r.msgLen = 0, 0
+	err := r.deliver(h, r.msgOp, r.msg, r.msgZ)
+	r.msgOp, r.msgLen, r.msgZ = 0, 0, false
 	if cap(r.msg) > 64<<10 {
 		r.msg = nil
 	} else {
@@ -309,6 +321,27 @@ func (r *Reader) discard(buf []byte, hlen, plen int, fin bool, op Opcode) int {
 		return len(buf)
 	}
 	return hlen + plen
+}
+
+// inflateBufs holds the buffers compressed messages are inflated into, for
+// the length of one Handler call.
+var inflateBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// deliver hands a whole message to h, inflating it first if compressed.
+func (r *Reader) deliver(h Handler, op Opcode, payload []byte, compressed bool) error {
+	if !compressed {
+		return deliver(h, op, payload)
+	}
+	bp := inflateBufs.Get().(*[]byte)
+	out, err := Inflate((*bp)[:0], payload, r.MaxMessage)
+	if err == nil {
+		err = deliver(h, op, out)
+	}
+	if cap(out) <= 1<<20 {
+		*bp = out[:0]
+		inflateBufs.Put(bp)
+	}
+	return err
 }
 
 func deliver(h Handler, op Opcode, payload []byte) error {

@@ -38,6 +38,9 @@ type Request struct {
 	// Protocols is Sec-WebSocket-Protocol: the subprotocols the client
 	// offers, comma-separated (several headers are joined).
 	Protocols string
+	// Extensions is Sec-WebSocket-Extensions: the extensions the client
+	// offers (several headers are joined with commas); see AcceptDeflate.
+	Extensions string
 	// Accept, LastEventID and ContentType are those headers, for the
 	// hub's EventSource and HTTP publish endpoints.
 	Accept      string
@@ -185,6 +188,11 @@ func ParseRequest(buf []byte, max int) (Request, int, error) {
 				req.Protocols += ", "
 			}
 			req.Protocols += string(value)
+		case equalFold(name, "sec-websocket-extensions"):
+			if req.Extensions != "" {
+				req.Extensions += ", "
+			}
+			req.Extensions += string(value)
 		case equalFold(name, "accept"):
 			if req.Accept != "" { // RFC 9110 5.3: several make one list
 				req.Accept += ", "
@@ -233,13 +241,18 @@ func AppendAccept(dst []byte, key string) []byte {
 }
 
 // AppendUpgradeResponse appends the 101 response that completes a handshake,
-// naming the subprotocol chosen unless protocol is "".
-func AppendUpgradeResponse(dst []byte, key, protocol string) []byte {
+// naming the subprotocol chosen unless protocol is "" and the extensions
+// accepted unless extensions is "".
+func AppendUpgradeResponse(dst []byte, key, protocol, extensions string) []byte {
 	dst = append(dst, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	dst = AppendAccept(dst, key)
 	if protocol != "" {
 		dst = append(dst, "\r\nSec-WebSocket-Protocol: "...)
 		dst = append(dst, protocol...)
+	}
+	if extensions != "" {
+		dst = append(dst, "\r\nSec-WebSocket-Extensions: "...)
+		dst = append(dst, extensions...)
 	}
 	return append(dst, "\r\n\r\n"...)
 }

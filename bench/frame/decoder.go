@@ -2,6 +2,9 @@ package frame
 
 import (
 	"encoding/binary"
+	"fmt"
+
+	"github.com/wspubsub/wspubsub/ws"
 )
 
 // DefaultMaxMessage is the message size limit of a zero Decoder.
@@ -26,12 +29,24 @@ const DefaultMaxMessage = 16 << 20
 type Decoder struct {
 	// MaxMessage bounds a message's size; 0 means DefaultMaxMessage.
 	MaxMessage int
+	// Inflate is set once permessage-deflate is agreed: a data message
+	// whose first frame has RSV1 set is inflated (no context takeover) and
+	// returned inflated.
+	Inflate bool
+	// Raw, with Inflate, returns compressed messages as they came, not
+	// inflated (Compressed then reports true): for a load generator that
+	// counts messages on most connections and checks them on a few, so
+	// that inflating does not take the cores the server is measured on.
+	Raw bool
 
 	pending []byte // bytes of an incomplete frame carried between reads
 	buf     []byte // the bytes of the current read, pending included
 	off     int    // parse position in buf
 	frag    []byte // payload of a fragmented message being assembled
 	fragOp  byte   // opcode of that message; 0 when none is open
+	fragZ   bool   // that message is compressed
+	z       []byte // the last inflated message
+	raw     bool   // the last message was returned compressed (Raw)
 }
 
 // Prepare copies the incomplete frame left by the previous read to the front
@@ -103,6 +118,7 @@ func (d *Decoder) Next() (op byte, payload []byte, ok bool, err error) {
 	if max <= 0 {
 		max = DefaultMaxMessage
 	}
+	d.raw = false
 	for {
 		b := d.buf[d.off:]
 		total, header, complete := frameSize(b)
@@ -112,7 +128,9 @@ func (d *Decoder) Next() (op byte, payload []byte, ok bool, err error) {
 		if b[1]&0x80 != 0 {
 			return 0, nil, false, ErrMaskedServerFrame
 		}
-		if b[0]&0x70 != 0 {
+		fop := b[0] & 0x0f
+		z := b[0]&0x40 != 0
+		if b[0]&0x30 != 0 || z && (!d.Inflate || (fop != OpText && fop != OpBinary)) {
 			return 0, nil, false, ErrReservedBits
 		}
 		if total-header > max {
@@ -123,7 +141,6 @@ func (d *Decoder) Next() (op byte, payload []byte, ok bool, err error) {
 		}
 		d.off += total
 		fin := b[0]&0x80 != 0
-		fop := b[0] & 0x0f
 		p := b[header:total]
 		if fop >= OpClose {
 			if !fin || len(p) > 125 {
@@ -146,18 +163,44 @@ func (d *Decoder) Next() (op byte, payload []byte, ok bool, err error) {
 			d.fragOp = 0
 			payload = d.frag
 			d.frag = d.frag[:0]
+			if d.fragZ {
+				return d.inflate(op, payload, max)
+			}
 			return op, payload, true, nil
 		}
 		if d.fragOp != 0 {
 			return 0, nil, false, ErrExpectedCont
 		}
 		if fin {
+			if z {
+				return d.inflate(fop, p, max)
+			}
 			return fop, p, true, nil
 		}
-		d.fragOp = fop
+		d.fragOp, d.fragZ = fop, z
 		d.frag = append(d.frag[:0], p...)
 	}
 }
+
+// inflate returns a compressed message's payload inflated.
+func (d *Decoder) inflate(op byte, z []byte, max int) (byte, []byte, bool, error) {
+	if d.Raw {
+		d.raw = true
+		return op, z, true, nil
+	}
+	out, err := ws.Inflate(d.z[:0], z, max)
+	if err != nil {
+		return 0, nil, false, fmt.Errorf("frame: cannot inflate a message: %w", err)
+	}
+	if cap(out) <= 1<<20 {
+		d.z = out
+	}
+	return op, out, true, nil
+}
+
+// Compressed reports whether the message Next returned last came
+// compressed and was left so (Raw).
+func (d *Decoder) Compressed() bool { return d.raw }
 
 // Finish keeps the unparsed tail of the current read for the next one.
 func (d *Decoder) Finish() {

@@ -72,6 +72,15 @@ func AppendRequest(dst []byte, host, path, key string) []byte {
 // AppendRequestProtocol is AppendRequest offering the subprotocol protocol
 // in Sec-WebSocket-Protocol; "" offers none.
 func AppendRequestProtocol(dst []byte, host, path, key, protocol string) []byte {
+	return AppendRequestOffers(dst, host, path, key, protocol, "")
+}
+
+// DeflateOffer is the permessage-deflate offer browsers send.
+const DeflateOffer = "permessage-deflate; client_max_window_bits"
+
+// AppendRequestOffers is AppendRequestProtocol also offering extensions in
+// Sec-WebSocket-Extensions; "" offers none.
+func AppendRequestOffers(dst []byte, host, path, key, protocol, extensions string) []byte {
 	dst = append(dst, "GET "...)
 	dst = append(dst, path...)
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
@@ -81,6 +90,10 @@ func AppendRequestProtocol(dst []byte, host, path, key, protocol string) []byte 
 	if protocol != "" {
 		dst = append(dst, "\r\nSec-WebSocket-Protocol: "...)
 		dst = append(dst, protocol...)
+	}
+	if extensions != "" {
+		dst = append(dst, "\r\nSec-WebSocket-Extensions: "...)
+		dst = append(dst, extensions...)
 	}
 	dst = append(dst, "\r\n\r\n"...)
 	return dst

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/wspubsub/wspubsub/ws"
 )
 
 type msg struct {
@@ -259,4 +261,31 @@ func FuzzDecoder(f *testing.F) {
 			d.Finish()
 		}
 	})
+}
+
+func TestDecoderInflates(t *testing.T) {
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 100)
+	z := ws.AppendCompressed(nil, ws.OpBinary, msg)
+	stream := append(append([]byte(nil), z...), AppendServerFrame(nil, true, OpText, []byte("plain"))...)
+	for _, raw := range []bool{false, true} {
+		d := Decoder{Inflate: true, Raw: raw}
+		d.Start(stream)
+		op, p, ok, err := d.Next()
+		want := msg
+		if raw {
+			_, h, _ := ws.FrameLen(z)
+			want = z[h:] // the payload as it came
+		}
+		if err != nil || !ok || op != OpBinary || !bytes.Equal(p, want) || d.Compressed() != raw {
+			t.Fatalf("raw %v: %v %v %d, %d bytes, compressed %v", raw, ok, err, op, len(p), d.Compressed())
+		}
+		if op, p, ok, err = d.Next(); err != nil || !ok || op != OpText || string(p) != "plain" || d.Compressed() {
+			t.Fatalf("raw %v: the plain message after: %v %v %q", raw, ok, err, p)
+		}
+	}
+	d := Decoder{}
+	d.Start(z)
+	if _, _, _, err := d.Next(); !errors.Is(err, ErrReservedBits) {
+		t.Fatalf("compressed without Inflate: %v, want ErrReservedBits", err)
+	}
 }

@@ -17,6 +17,7 @@
 package poller
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -102,6 +103,13 @@ type DialSpec struct {
 	// server chose it is Conn.Accepted. A server that answers with another
 	// fails the dial.
 	Protocol string
+	// Extensions, when set, is offered in Sec-WebSocket-Extensions; if the
+	// server agrees to permessage-deflate, compressed messages are
+	// inflated before Handler.Message sees them.
+	Extensions string
+	// Raw, with Extensions, leaves compressed messages compressed:
+	// Handler.Message gets them as they came, and Conn.Compressed says so.
+	Raw bool
 	// Request, when set, is written instead of the upgrade request: for
 	// clients that send a broken or partial handshake on purpose. The
 	// answer is parsed as usual, so anything but a valid 101 fails the
@@ -170,6 +178,9 @@ type Stats struct {
 	Reads uint64 // read calls that returned data
 	// Stamped counts reads that came with a kernel receive timestamp.
 	Stamped uint64
+	// WireBytes counts the bytes read off open connections (after the
+	// handshake): what the server sent, compressed or not.
+	WireBytes uint64
 }
 
 // Conn is one client connection.
@@ -492,6 +503,14 @@ func (w *Worker) wait(timeout int) (int, error) {
 	return int(r), nil
 }
 
+// Deflate reports whether the server agreed to permessage-deflate
+// (DialSpec.Extensions), so that compressed messages are inflated.
+func (c *Conn) Deflate() bool { return c.dec.Inflate }
+
+// Compressed reports whether the message Handler.Message is given came
+// compressed and is left so (DialSpec.Raw).
+func (c *Conn) Compressed() bool { return c.dec.Compressed() }
+
 // Stats returns the worker's counters; call it on the worker's goroutine.
 func (w *Worker) Stats() Stats { return w.stats }
 
@@ -608,7 +627,7 @@ func (c *Conn) sendRequest() {
 	if c.spec.Request != nil {
 		c.out = append(c.out[:0], c.spec.Request...)
 	} else {
-		c.out = frame.AppendRequestProtocol(c.out[:0], host, c.spec.Path, c.key, c.spec.Protocol)
+		c.out = frame.AppendRequestOffers(c.out[:0], host, c.spec.Path, c.key, c.spec.Protocol, c.spec.Extensions)
 	}
 	c.flush()
 }
@@ -693,6 +712,9 @@ func (c *Conn) readOnce() (more bool) {
 		return false
 	}
 	w.stats.Reads++
+	if c.state == stateOpen {
+		w.stats.WireBytes += uint64(n)
+	}
 	more = n == space
 	data := w.buf[:head+n]
 	if c.state == stateHandshake {
@@ -708,11 +730,13 @@ func (c *Conn) readOnce() (more bool) {
 		}
 		// Frames that came with the response head go to the decoder.
 		rest := copy(w.buf, c.hs[hl:])
-		c.hs = nil
 		data = w.buf[:rest]
 		c.state = stateOpen
 		c.accepted = accepted
 		c.dec.MaxMessage = w.cfg.MaxMessage
+		c.dec.Inflate = c.spec.Extensions != "" && bytes.Contains(c.hs[:hl], []byte("permessage-deflate"))
+		c.dec.Raw = c.spec.Raw
+		c.hs = nil
 		w.prunePending()
 		w.h.Open(c, now)
 		if c.state != stateOpen {

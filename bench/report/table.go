@@ -41,6 +41,9 @@ func Describe(r *result.Result) string {
 			what += fmt.Sprintf(", each subscriber cut %d× (--cut %s)", p.Cuts, p.CutMode)
 		}
 	}
+	if p.Compress {
+		what += ", permessage-deflate offered, JSON feed"
+	}
 	return fmt.Sprintf("%s: %s (procs %d × %d workers, %d source addrs)", r.Scenario, what, p.Procs, p.Workers, p.SourceAddrs)
 }
 
@@ -83,8 +86,14 @@ func Table(w io.Writer, r *result.Result) {
 	}
 	if r.Scenario != "idle" {
 		row("client CPU", "%.2f s = %s (%.1f messages per read)", r.ClientCPUSeconds, perDelivery(result.CPUMeasured(r.ClientCPUSeconds), r.ClientCPUPerDeliveryUs), r.MessagesPerRead)
+		if r.WireBytesPerDelivery > 0 {
+			row("wire bytes", "%.1f B per delivery (read off the subscribers' sockets, frame headers included)", r.WireBytesPerDelivery)
+		}
 	} else {
 		row("client CPU", "%.2f s while holding", r.ClientCPUSeconds)
+	}
+	if r.Params.Compress {
+		row("deflate", "permessage-deflate agreed with %d of %d subscribers", r.Deflated, r.Subscribers)
 	}
 	if s := r.Slow; s != nil {
 		row("slow one", "stopped reading at %.1f s; cut off %.2f s later, close %d; %s queued for it (bound %s + kernel ≤ %s)",

@@ -50,6 +50,9 @@ type Part struct {
 	// returned something, over the whole run.
 	Reads   int64 `json:"reads"`
 	Wakeups int64 `json:"wakeups"`
+	// WireBytes counts the bytes the subscribers read off their sockets
+	// after the handshake: frames as sent, compressed or not.
+	WireBytes int64 `json:"wire_bytes"`
 
 	Latency *Hist `json:"latency"`
 	// Series are deliveries by receive time in buckets of SeriesWidth ns
@@ -110,6 +113,7 @@ func Merge(dst *Part, src *Part) {
 	dst.LastRecv = max(dst.LastRecv, src.LastRecv)
 	dst.ClientCPU += src.ClientCPU
 	dst.Reads += src.Reads
+	dst.WireBytes += src.WireBytes
 	dst.Wakeups += src.Wakeups
 	if src.Latency != nil {
 		if dst.Latency == nil {
@@ -183,6 +187,9 @@ type Params struct {
 	Procs        int     `json:"procs"`
 	Workers      int     `json:"workers"`
 	SourceAddrs  int     `json:"source_addrs"`
+	// Compress: subscribers offered permessage-deflate and publishers sent
+	// the JSON feed (bench/payload.FillJSON).
+	Compress bool `json:"compress,omitempty"`
 }
 
 // Latency is a latency summary in microseconds.
@@ -303,6 +310,12 @@ type Result struct {
 	// MessagesPerRead is deliveries per client read call: how well the
 	// client batches (higher is cheaper).
 	MessagesPerRead float64 `json:"messages_per_read"`
+	// WireBytesPerDelivery is the bytes subscribers read off their
+	// sockets per delivery: frame headers included, after compression.
+	WireBytesPerDelivery float64 `json:"wire_bytes_per_delivery"`
+	// Deflated is how many subscribers the hub agreed permessage-deflate
+	// with (Params.Compress).
+	Deflated        int     `json:"deflated,omitempty"`
 	ServerRSSBefore int64   `json:"server_rss_before"`
 	ServerRSSAfter  int64   `json:"server_rss_after"`
 	RSSPerConn      float64 `json:"server_rss_per_conn"`

@@ -46,6 +46,12 @@ type Options struct {
 	SubsPerTopic int
 	// Size is the message size in bytes, at least 32. Default 128.
 	Size int
+	// Compress makes subscribers offer permessage-deflate (RFC 7692) and
+	// publishers send messages of a JSON feed (bench/payload.FillJSON),
+	// each different, so that the wire bytes per delivery show what
+	// compression saves. Idle and fanout runs; the wire bytes are reported
+	// with or without it.
+	Compress bool
 	// Count is the number of messages per publisher. Default 200; for
 	// churn, Rate × Duration when zero.
 	Count int
@@ -256,7 +262,7 @@ func (o *Options) params() result.Params {
 	p := result.Params{
 		Topics: o.Topics, SubsPerTopic: o.SubsPerTopic, Publishers: o.Topics,
 		Size: o.Size, Count: o.Count, Rate: o.Rate,
-		Procs: o.Procs, Workers: o.Workers, SourceAddrs: len(o.Sources),
+		Procs: o.Procs, Workers: o.Workers, SourceAddrs: len(o.Sources), Compress: o.Compress,
 	}
 	switch o.Scenario {
 	case "idle":
@@ -310,7 +316,7 @@ func Run(ctx context.Context, t *target.Target, o Options) (*result.Result, erro
 	setup := Setup{
 		Server: t.Server.String(), Servers: addrs(t.Servers()), Size: o.Size, Count: o.Count, Workers: o.Workers,
 		DialConcurrency: o.DialConcurrency, HandshakeMs: o.HandshakeTimeout.Milliseconds(),
-		CoalesceUs: o.Coalesce.Microseconds(),
+		CoalesceUs: o.Coalesce.Microseconds(), Compress: o.Compress,
 	}
 	pg, err := NewGroup(setup)
 	if err != nil {
@@ -451,6 +457,7 @@ func (ru *runner) run(ctx context.Context) error {
 		mu.Lock()
 		defer mu.Unlock()
 		r.Subscribers += s.Opened
+		r.Deflated += s.Deflated
 		r.DialFailed += s.Failed
 		for k, v := range s.Errors {
 			if r.DialErrors == nil {
@@ -688,6 +695,7 @@ func (ru *runner) flow(ctx context.Context) error {
 		r.ServerCPUPerDeliveryUs = r.ServerCPUSeconds * 1e6 / float64(part.Delivered)
 		r.ServerSchedCPUPerDeliveryUs = r.ServerSchedCPUSeconds * 1e6 / float64(part.Delivered)
 		r.ClientCPUPerDeliveryUs = r.ClientCPUSeconds * 1e6 / float64(part.Delivered)
+		r.WireBytesPerDelivery = float64(part.WireBytes) / float64(part.Delivered)
 	}
 	if o.Scenario == "churn" {
 		c := part.Churn

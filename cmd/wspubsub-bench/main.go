@@ -14,7 +14,7 @@
 //	                                 at --max-backlog, the others lose nothing and keep their latency
 //	wspubsub-bench httppub [flags]   HTTP publishes a second on 1 and on 50 keep-alive connections (ours)
 //	wspubsub-bench smoke   --hub-bin BIN   tiny idle, fanout, churn, reconnect (ours and the reference),
-//	                                 soak and slowconsumer (ours) (CI)
+//	                                 compressed fanout, soak and slowconsumer (ours) (CI)
 //	wspubsub-bench refhub  --listen ADDR --key K --domain D   run the reference hub standalone
 //
 // The hub is started by the bench (--hub-bin, or the reference hub when no
@@ -212,6 +212,7 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	pubs := fs.Int("pubs", 0, "publishers; the protocol allows one per topic, so this must equal --topics (default)")
 	fs.IntVar(&o.Size, "size", defSize, "message size in bytes (at least 32: publisher id, sequence, send time, trailer)")
 	fs.IntVar(&o.Count, "count", defCount, "messages per publisher (churn, soak, reconnect: rate × duration when 0; slowconsumer: until the end)")
+	fs.BoolVar(&o.Compress, "compress", false, "idle, fanout: subscribers offer permessage-deflate and publishers send a JSON feed (each message different), to measure wire bytes and CPU per delivery with compression; our hub only (the same run with --hub-arg=--compression=false is the uncompressed baseline)")
 	fs.Float64Var(&o.Rate, "rate", defRate, "messages per second per publisher; 0 = as fast as it goes (churn default 50)")
 	fs.DurationVar(&o.Hold, "hold", 3*time.Second, "idle: how long to hold the subscribers before measuring memory")
 	fs.DurationVar(&o.Duration, "duration", defDuration, "churn, soak, reconnect: how long messages flow and clients come and go (or are cut)")
@@ -306,6 +307,9 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	}
 	if f.hubBin != "" && len(f.urls) > 0 {
 		return nil, errors.New("use either --hub-bin or --url")
+	}
+	if o := f.opt; o.Compress && (f.compare || (cmd != "idle" && cmd != "fanout")) {
+		return nil, errors.New("--compress runs idle and fanout against our hub only: compare with the same run without it")
 	}
 	if f.compare && f.hubBin == "" {
 		return nil, errors.New("--compare needs --hub-bin for our hub")
@@ -524,6 +528,20 @@ func smoke(ctx context.Context, f *flags) ([]report.Run, error) {
 		// cut-off, the loss and the memory; the latency claim is the full
 		// run's (5 ms over 3-second windows).
 		slow.MaxP99Jump = 50 * time.Millisecond
+		// permessage-deflate: a JSON feed compressed once for every
+		// subscriber; each must have agreed it and the bytes on the wire
+		// must have shrunk.
+		z := base
+		z.Scenario, z.Topics, z.SubsPerTopic, z.Count, z.Size, z.Rate, z.Compress = "fanout", 1, 100, 100, 1536, 0, true
+		if r, err := against(ctx, f, z, "ours"); err != nil {
+			errs = append(errs, fmt.Errorf("compressed fanout against ours: %w", err))
+		} else {
+			if r.Deflated != r.Subscribers || r.WireBytesPerDelivery == 0 || r.WireBytesPerDelivery > float64(z.Size)/2 {
+				r.Errors = append(r.Errors, fmt.Sprintf("permessage-deflate agreed with %d of %d subscribers, %.0f bytes on the wire per %d-byte delivery",
+					r.Deflated, r.Subscribers, r.WireBytesPerDelivery, z.Size))
+			}
+			runs = append(runs, report.Run{Ours: r})
+		}
 		for _, o := range []scenario.Options{soak, slow} {
 			r, err := against(ctx, f, o, "ours")
 			if err != nil {

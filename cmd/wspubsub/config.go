@@ -219,6 +219,7 @@ var configGroups = []struct {
 		"max-connections", "max-connections-per-addr", "handshake-rate", "handshake-burst", "max-topics-per-domain", "max-publish-rate"}},
 	{"Keepalive", []string{"ping-interval", "pong-timeout"}},
 	{"Browsers", []string{"allowed-origins"}},
+	{"Compression", []string{"compression", "compress-min-size"}},
 	{"Behind a proxy", []string{"trusted-proxies", "proxy-protocol"}},
 	{"Cluster", []string{"nats-url", "nats-creds", "nats-nkey", "nats-tls-ca", "nats-tls-cert", "nats-tls-key", "node-name", "cluster-name"}},
 	{"Shutdown", []string{"drain-period", "shutdown-timeout"}},

@@ -101,6 +101,7 @@ type serveOptions struct {
 	nodeName        string
 	clusterName     string
 	tls             tlsOptions
+	compression     bool
 }
 
 // serveFlags registers serve's flags on fs, each filling o.
@@ -135,6 +136,8 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.IntVar(&cfg.MaxPublishRate, "max-publish-rate", 0, "messages a second a WebSocket publisher may send (past it, close 4004), and an API key may publish over HTTP across its connections (past it, 429) (0: no limit)")
 	fs.Var(proxyList{&cfg.TrustedProxies}, "trusted-proxies", "comma-separated addresses and CIDR prefixes of proxies whose word on the client's address is taken (PROXY header or X-Forwarded-For); from other peers neither is read (default: none)")
 	fs.BoolVar(&cfg.ProxyProtocol, "proxy-protocol", false, "connections from --trusted-proxies start with a PROXY protocol header (v1 or v2), which gives the client's address instead of X-Forwarded-For")
+	fs.BoolVar(&o.compression, "compression", true, "negotiate permessage-deflate with WebSocket clients that offer it: each message is compressed once per topic for all of them (false: never)")
+	fs.IntVar(&cfg.CompressMinSize, "compress-min-size", 256, "smallest message compressed for permessage-deflate subscribers, in bytes; smaller ones go plain (0: every message)")
 	fs.Var(originList{&cfg.AllowedOrigins}, "allowed-origins", "comma-separated Origins browsers may connect from: https://app.example, https://*.example, * (default: any)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 15*time.Second, "at shutdown, exit after this long whatever is left")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "serve /metrics (and /debug/pprof) on this address instead of --listen")
@@ -177,6 +180,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	zeroMeansNone(&cfg.HistoryBytes)
 	zeroMeansNone(&cfg.HistoryTTL)
 	zeroMeansNone(&cfg.HistoryMemory)
+	zeroMeansNone(&cfg.CompressMinSize)
+	cfg.DisableCompression = !o.compression
 	log, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "wspubsub serve:", err)

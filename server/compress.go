@@ -1,0 +1,39 @@
+package server
+
+import "github.com/wspubsub/wspubsub/ws"
+
+// compressed returns run, a variant's frames, with every frame whose
+// payload is at least Config.CompressMinSize bytes compressed
+// (permessage-deflate, each a stream of its own), encoded into buf, which
+// it returns for reuse. It is called once per publish for each deflate
+// variant some subscriber has, so a message is compressed once however
+// many subscribers get it. A frame that would not shrink, and every frame
+// below the threshold, goes as it is (RFC 7692 lets any message go
+// uncompressed); when no frame is compressed, run itself is returned.
+func (s *Server) compressed(buf, run []byte) (variant, scratch []byte) {
+	least := s.cfg.CompressMinSize
+	buf = buf[:0]
+	p, copied := 0, 0 // run[:copied] is in buf
+	for p < len(run) {
+		n, h, err := ws.FrameLen(run[p:])
+		if err != nil {
+			break // our own frames: cannot happen
+		}
+		if n-h >= least {
+			f := run[p : p+n]
+			buf = append(buf, run[copied:p]...)
+			at := len(buf)
+			buf = ws.AppendCompressed(buf, ws.Opcode(f[0]&0x0f), f[h:])
+			if len(buf)-at >= n {
+				buf = append(buf[:at], f...) // incompressible
+			}
+			copied = p + n
+		}
+		p += n
+	}
+	if copied == 0 {
+		return run, buf
+	}
+	buf = append(buf, run[copied:]...)
+	return buf, buf
+}
