@@ -55,13 +55,21 @@ func TestBrowserThroughNginx(t *testing.T) {
 	cases := []browserCase{
 		{Name: "open topic", Path: "/ws/sub/test/open", run: func(t *testing.T, b *browser) {
 			ev := b.opened(t, "open topic")
-			// permessage-deflate is not negotiated yet: once it is, this
-			// expects it (issue 11).
-			t.Logf("ws.extensions through nginx: %q", ev.Extensions)
+			// Chromium offers permessage-deflate; the hub accepts it
+			// without context takeover, through nginx.
+			if !strings.HasPrefix(ev.Extensions, "permessage-deflate") || !strings.Contains(ev.Extensions, "server_no_context_takeover") {
+				t.Errorf("ws.extensions through nginx: %q, want permessage-deflate without context takeover", ev.Extensions)
+			}
 			var want []message
 			for i := 1; i <= 60; i++ {
 				want = append(want, messageFor(i))
 				open.send(t, want[i-1])
+			}
+			// Text past --compress-min-size: compressed once for Chromium.
+			for i := range 3 {
+				m := message{data: []byte(strings.Repeat(fmt.Sprintf(`{"seq":%d,"price":"12.%02d","ok":true},`, i, i), 40+i*20))}
+				want = append(want, m)
+				open.send(t, m)
 			}
 			got := b.messages(t, "open topic", len(want))
 			for i, e := range got {
