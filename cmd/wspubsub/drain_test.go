@@ -79,14 +79,28 @@ func startServeCmd(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBu
 // listen and close can tell.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		// The kernel may hand a just-closed port out again: never give
+		// one twice, or a test's hub and its metrics listener collide.
+		if !portsGiven[addr] {
+			portsGiven[addr] = true
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[string]bool{}
+)
 
 // syncBuffer is a bytes.Buffer a subprocess and the test may share.
 type syncBuffer struct {
