@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/wspubsub/wspubsub/bench/payload"
 	"github.com/wspubsub/wspubsub/keys"
 	"github.com/wspubsub/wspubsub/topics"
@@ -77,12 +79,12 @@ func zBenchHub(b *testing.B, n int, deflate bool) (*Server, *topics.Topic[*clien
 	return s, t, &wire
 }
 
-// benchmarkJSON measures bursts of msgs messages of the JSON feed
-// (bench/payload.AppendJSON: 1-2 KB, every one different) published to n
+// benchmarkJSON measures bursts of msgs messages of a JSON feed
+// (bench/payload.Feeds: 1-2 KB, every one different) published to n
 // subscribers that all negotiated permessage-deflate, or none did: the
 // whole publish, compression included, and the bytes the subscribers
 // read off their sockets per delivery.
-func benchmarkJSON(b *testing.B, n, msgs int, deflate bool) {
+func benchmarkJSON(b *testing.B, feed string, n, msgs int, deflate bool) {
 	s, t, wire := zBenchHub(b, n, deflate)
 	const bursts = 8 // rotated, so that consecutive bursts differ
 	var bts [bursts]batch
@@ -90,7 +92,7 @@ func benchmarkJSON(b *testing.B, n, msgs int, deflate bool) {
 	for i := range bts {
 		bt := &bts[i]
 		for range msgs {
-			m := payload.AppendJSON(nil, seq)
+			m := payload.Feeds[feed](nil, seq)
 			seq++
 			bt.starts = append(bt.starts, len(bt.frames))
 			bt.frames = ws.AppendFrame(bt.frames, ws.OpText, m)
@@ -114,6 +116,12 @@ func benchmarkJSON(b *testing.B, n, msgs int, deflate bool) {
 	if cut := s.stats.SlowConsumers.Load(); cut > 0 {
 		b.Fatalf("%d subscribers cut as slow consumers: the figures would not be deliveries", cut)
 	}
+	// Every message of the feeds compresses: the counters, summed over
+	// the fan-out's chunks (9,000 subscribers take more than one core),
+	// count each delivery, the warm-up's included.
+	if want := int64(b.N+1) * int64(n*msgs); deflate && s.stats.CompressedDeliveries.Load() != want {
+		b.Fatalf("%d compressed deliveries counted, want %d", s.stats.CompressedDeliveries.Load(), want)
+	}
 	b.ReportMetric(b.Elapsed().Seconds()*1e9/deliveries, "ns/delivery")
 	b.ReportMetric(float64(wire.Load())/deliveries, "wire-B/delivery")
 }
@@ -132,10 +140,32 @@ func settled(wire *atomic.Int64) {
 // subscribers, not 10,000: both ends of every socket are in this process,
 // and the open-file limit here is 20,000 (the wspubsub-bench burst run has
 // 10,000 against a hub in its own process).
-func BenchmarkPublishJSON_9kSubs_Burst50_Plain(b *testing.B)   { benchmarkJSON(b, 9000, 50, false) }
-func BenchmarkPublishJSON_9kSubs_Burst50_Deflate(b *testing.B) { benchmarkJSON(b, 9000, 50, true) }
-func BenchmarkPublishJSON_1kSubs_Burst50_Plain(b *testing.B)   { benchmarkJSON(b, 1000, 50, false) }
-func BenchmarkPublishJSON_1kSubs_Burst50_Deflate(b *testing.B) { benchmarkJSON(b, 1000, 50, true) }
+// PublishJSON is the market-data feed (quotes), PublishScores the
+// live-scores one.
+func BenchmarkPublishJSON_9kSubs_Burst50_Plain(b *testing.B) {
+	benchmarkJSON(b, "quotes", 9000, 50, false)
+}
+func BenchmarkPublishJSON_9kSubs_Burst50_Deflate(b *testing.B) {
+	benchmarkJSON(b, "quotes", 9000, 50, true)
+}
+func BenchmarkPublishJSON_1kSubs_Burst50_Plain(b *testing.B) {
+	benchmarkJSON(b, "quotes", 1000, 50, false)
+}
+func BenchmarkPublishJSON_1kSubs_Burst50_Deflate(b *testing.B) {
+	benchmarkJSON(b, "quotes", 1000, 50, true)
+}
+func BenchmarkPublishScores_9kSubs_Burst50_Plain(b *testing.B) {
+	benchmarkJSON(b, "scores", 9000, 50, false)
+}
+func BenchmarkPublishScores_9kSubs_Burst50_Deflate(b *testing.B) {
+	benchmarkJSON(b, "scores", 9000, 50, true)
+}
+func BenchmarkPublishScores_1kSubs_Burst50_Plain(b *testing.B) {
+	benchmarkJSON(b, "scores", 1000, 50, false)
+}
+func BenchmarkPublishScores_1kSubs_Burst50_Deflate(b *testing.B) {
+	benchmarkJSON(b, "scores", 1000, 50, true)
+}
 
 // BenchmarkCompressJSON is the cost of compressing one message of the JSON
 // feed, paid once per topic whatever its number of subscribers.
@@ -154,4 +184,49 @@ func BenchmarkCompressJSON(b *testing.B) {
 		i++
 	}
 	b.SetBytes(int64(plain / len(msgs)))
+}
+
+// BenchmarkCompressLevel is each feed's messages compressed at each deflate
+// level, 1 to 9, as the hub compresses them (a stream of its own, sync
+// flush, the 4-byte tail dropped; klauspost/compress, the hub's library):
+// wire-ratio is the compressed frames' bytes over the plain frames',
+// headers included; ns/op is one message. The hub's level is
+// ws.DeflateLevel.
+func BenchmarkCompressLevel(b *testing.B) {
+	for _, feed := range []string{"quotes", "scores"} {
+		var msgs [256][]byte
+		plain := 0
+		for i := range msgs {
+			msgs[i] = payload.Feeds[feed](nil, uint64(i))
+			plain += len(ws.AppendFrame(nil, ws.OpText, msgs[i]))
+		}
+		for level := 1; level <= 9; level++ {
+			b.Run(fmt.Sprintf("feed=%s/level=%d", feed, level), func(b *testing.B) {
+				var out bytes.Buffer
+				w, err := flate.NewWriter(&out, level)
+				if err != nil {
+					b.Fatal(err)
+				}
+				wire := 0
+				for _, m := range msgs { // the ratio over every message
+					out.Reset()
+					w.Reset(&out)
+					w.Write(m)
+					w.Flush()
+					n := out.Len() - 4
+					wire += len(ws.AppendHeader(nil, ws.OpText, n)) + n
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					out.Reset()
+					w.Reset(&out)
+					w.Write(msgs[i%len(msgs)])
+					w.Flush()
+					i++
+				}
+				b.ReportMetric(float64(wire)/float64(plain), "wire-ratio")
+			})
+		}
+	}
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"compress/flate"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -337,4 +338,109 @@ func TestDeflateSubscriberInput(t *testing.T) {
 	}
 	s.send(t, masked(finBit|0x40|opPing, []byte("p")))
 	s.expectClose(t, 1002)
+}
+
+// TestCompressionMetrics: after a compressed fan-out, /metrics counts each
+// message compressed once per topic and variant with its bytes before and
+// after, and each delivery of a compressed frame with its bytes on the
+// wire, exactly as the deflate subscribers read them off their sockets;
+// plain subscribers, small messages and incompressible ones add nothing.
+func TestCompressionMetrics(t *testing.T) {
+	h := startMetricsHub(t, func(c *server.Config) { c.CompressMinSize = 300 })
+	p := h.pub(t, "test", "feed")
+	plain, _ := h.rawZ(t, "/ws/sub/test/feed")
+	zs := []*rawClient{}
+	for range 2 {
+		z, ext := h.rawZ(t, "/ws/sub/test/feed", deflateOffer)
+		if ext != wantExtension {
+			t.Fatalf("extension %q, want %q", ext, wantExtension)
+		}
+		zs = append(zs, z)
+	}
+	zmeta, ext := h.rawZ(t, "/ws/sub/test/feed", "Sec-WebSocket-Protocol: wspubsub.meta", deflateOffer)
+	if ext != wantExtension {
+		t.Fatalf("meta: extension %q, want %q", ext, wantExtension)
+	}
+	zs = append(zs, zmeta)
+	before := h.scrape(t)
+
+	noise := make([]byte, 400) // incompressible: goes plain
+	rand.Read(noise)
+	msgs := [][]byte{payload.AppendJSON(nil, 1), []byte(strings.Repeat("x", 299)), noise,
+		payload.AppendJSON(nil, 2), payload.AppendJSON(nil, 3)}
+	for _, m := range msgs {
+		if err := p.WriteMessage(websocket.BinaryMessage, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range msgs {
+		if f := plain.nextZ(t); f.compressed() || !bytes.HasSuffix(f.payload, m) {
+			t.Fatalf("plain subscriber got %#x %.40q", f.b0, f.payload)
+		}
+	}
+	// What the compressed frames are, as the deflate subscribers read them:
+	// the plain variant's once (both its subscribers get the same frames),
+	// the meta variant's once.
+	var in, out, wire, deliveries, compressed float64
+	for i, z := range zs {
+		for _, m := range msgs {
+			f := z.nextZ(t)
+			if !bytes.HasSuffix(f.payload, m) {
+				t.Fatalf("deflate subscriber %d got %.40q", i, f.payload)
+			}
+			// the meta variant's 299-byte message has its "id: ..." header
+			// too: past the threshold.
+			if f.compressed() != (len(f.payload) >= 300 && &m[0] != &noise[0]) {
+				t.Fatalf("deflate subscriber %d: a %d-byte message compressed %v", i, len(f.payload), f.compressed())
+			}
+			if !f.compressed() {
+				continue
+			}
+			deliveries++
+			wire += float64(f.wire)
+			if i == 0 || z == zmeta { // one subscriber per variant
+				compressed++
+				in += float64(len(f.payload))
+				out += float64(f.wire - frameHeaderLen(f.wire))
+			}
+		}
+	}
+	if deliveries != 2*3+4 || compressed != 3+4 {
+		t.Fatalf("%v compressed deliveries of %v compressed messages, want 10 of 7", deliveries, compressed)
+	}
+	after := h.scrapeUntil(t, "the compressed deliveries", func(s scrape) bool {
+		v, _ := s.find("wspubsub_compressed_deliveries_total")
+		return v >= deliveries
+	})
+	d := delta{before, after}
+	for _, c := range []struct {
+		name string
+		want float64
+	}{
+		{"wspubsub_compressed_messages_total", compressed},
+		{"wspubsub_compressed_input_bytes_total", in},
+		{"wspubsub_compressed_output_bytes_total", out},
+		{"wspubsub_compressed_deliveries_total", deliveries},
+		{"wspubsub_compressed_delivered_wire_bytes_total", wire},
+	} {
+		if got := d.of(t, c.name); got != c.want {
+			t.Errorf("%s went up by %v, want %v", c.name, got, c.want)
+		}
+	}
+	if out >= in/2 {
+		t.Errorf("the feed compressed from %v to %v bytes: not the JSON feed's ratio", in, out)
+	}
+	checkFamilies(t, after)
+}
+
+// frameHeaderLen is the header length of a server frame of wire bytes in
+// all.
+func frameHeaderLen(wire int) int {
+	switch {
+	case wire <= 2+125:
+		return 2
+	case wire <= 4+65535:
+		return 4
+	}
+	return 10
 }

@@ -25,7 +25,20 @@ type fanoutJob struct {
 	res    chunkResult
 }
 
-type chunkResult struct{ written, slow, closing int64 }
+type chunkResult struct {
+	written, slow, closing int64
+	byKind                 [numKinds]int64 // written, by subscriber variant
+}
+
+// add sums another chunk's result into r.
+func (r *chunkResult) add(o *chunkResult) {
+	r.written += o.written
+	r.slow += o.slow
+	r.closing += o.closing
+	for k := range r.byKind {
+		r.byKind[k] += o.byKind[k]
+	}
+}
 
 // fanoutPool is a fixed set of workers, one per core besides the
 // publisher's own, with a bounded queue: a publisher whose chunks cannot be
@@ -74,6 +87,7 @@ func (j *fanoutJob) run() {
 type fanoutState struct {
 	wg   sync.WaitGroup
 	jobs [maxLanes]fanoutJob
+	z    [numKinds]zcount // what each deflate variant of this publish has compressed
 }
 
 // fanout writes frames, the encodings of one read's messages (payload bytes
@@ -101,9 +115,7 @@ func (s *Server) fanout(fs *fanoutState, subs []*client, frames *variants, messa
 		fs.wg.Wait()
 		for i := 1; i < lanes; i++ {
 			j := &fs.jobs[i]
-			res.written += j.res.written
-			res.slow += j.res.slow
-			res.closing += j.res.closing
+			res.add(&j.res)
 			*j = fanoutJob{} // keep no frames or subscribers alive
 		}
 	}
@@ -112,6 +124,12 @@ func (s *Server) fanout(fs *fanoutState, subs []*client, frames *variants, messa
 	st.Writes.Add(res.written)
 	st.Deliveries.Add(res.written * m)
 	st.DeliveredBytes.Add(res.written * int64(payload))
+	for k := range fs.z {
+		if z := fs.z[k]; z.messages > 0 && res.byKind[k] > 0 {
+			st.CompressedDeliveries.Add(res.byKind[k] * z.messages)
+			st.CompressedWireBytes.Add(res.byKind[k] * z.wire)
+		}
+	}
 	if len(subs) == 0 && !elsewhere {
 		st.dropped.add(dropNoSubscribers, m)
 	}
@@ -132,6 +150,7 @@ func (s *Server) writeChunk(subs []*client, frames *variants) chunkResult {
 		switch err := sub.conn.Send(frames[sub.kind]); {
 		case err == nil:
 			r.written++
+			r.byKind[sub.kind]++
 		case errors.Is(err, loop.ErrBacklogFull):
 			r.slow++
 			s.stats.SlowConsumers.Add(1)

@@ -180,6 +180,16 @@ type Stats struct {
 	Replayed         atomic.Int64 // messages sent from history to joining subscribers
 	GapNotices       atomic.Int64 // gap and reset notices sent to joining subscribers
 
+	// permessage-deflate: messages compressed, once per topic and variant
+	// (plain, wspubsub.meta), with their payload bytes before and after;
+	// deliveries of the compressed frames to subscribers, with their bytes
+	// on the wire (frame headers included).
+	Compressed           atomic.Int64
+	CompressedIn         atomic.Int64
+	CompressedOut        atomic.Int64
+	CompressedDeliveries atomic.Int64
+	CompressedWireBytes  atomic.Int64
+
 	handshaking   atomic.Int64 // connections in stateHandshake or stateKeyCheck
 	accepted      [numRoles]atomic.Int64
 	disconnects   counters[disconnect]
@@ -262,6 +272,11 @@ var (
 	descReplays        = desc("replays_total", "Subscribers that joined with a rewind or a resume, by what they got.", "result")
 	descReplayed       = desc("replayed_messages_total", "Messages sent from history to subscribers that rewound or resumed.")
 	descGaps           = desc("gap_notices_total", "Gap and reset notices sent to subscribers that resumed.")
+	descCompressed     = desc("compressed_messages_total", "Messages compressed for permessage-deflate subscribers, once per topic and variant.")
+	descCompressedIn   = desc("compressed_input_bytes_total", "Payload bytes of the compressed messages before compression.")
+	descCompressedOut  = desc("compressed_output_bytes_total", "Payload bytes of the compressed messages after compression.")
+	descZDeliveries    = desc("compressed_deliveries_total", "Compressed messages written to subscribers; they count in delivered_messages_total too.")
+	descZWireBytes     = desc("compressed_delivered_wire_bytes_total", "Bytes on the wire (frame headers included) of the compressed messages written to subscribers.")
 	descHTTPPublishes  = desc("http_publishes_total", "HTTP publish requests answered (or left unanswered), by result.", "result")
 )
 
@@ -287,7 +302,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descHandshaking, descTopics, descAccepted, descRefused,
 		descDisconnects, descMsgsIn, descBytesIn, descMsgsOut, descBytesOut, descWrites, descDropped, descKeyChecks,
 		descKeyCache, descTopicsExpired, descBuildInfo, descKeyStoreReady, descDrainingStatus, descReadyStatus,
-		descHistoryBytes, descReplays, descReplayed, descGaps, descHTTPPublishes} {
+		descHistoryBytes, descReplays, descReplayed, descGaps, descHTTPPublishes,
+		descCompressed, descCompressedIn, descCompressedOut, descZDeliveries, descZWireBytes} {
 		ch <- d
 	}
 	c.metrics.fanout.Describe(ch)
@@ -359,6 +375,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for r := range numAPIResults {
 		counter(descHTTPPublishes, st.httpPublishes[r].Load(), apiResults[r].label)
 	}
+	counter(descCompressed, st.Compressed.Load())
+	counter(descCompressedIn, st.CompressedIn.Load())
+	counter(descCompressedOut, st.CompressedOut.Load())
+	counter(descZDeliveries, st.CompressedDeliveries.Load())
+	counter(descZWireBytes, st.CompressedWireBytes.Load())
 	c.metrics.fanout.Collect(ch)
 	c.metrics.handshake.Collect(ch)
 }

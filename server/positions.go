@@ -258,11 +258,13 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 		sc.sse = appendVariant(sc.sse[:0], kindSSE, epoch, first, b, reset, gapFirst, gapLast)
 		v[kindSSE] = sc.sse
 	}
+	z := &sc.fan.z
+	*z = [numKinds]zcount{}
 	if withZPlain {
-		v[kindPlainDeflate], sc.zplain = s.compressed(sc.zplain, b.frames)
+		v[kindPlainDeflate], sc.zplain, z[kindPlainDeflate] = s.compressed(sc.zplain, b.frames)
 	}
 	if withZMeta {
-		v[kindMetaDeflate], sc.zmeta = s.compressed(sc.zmeta, sc.meta)
+		v[kindMetaDeflate], sc.zmeta, z[kindMetaDeflate] = s.compressed(sc.zmeta, sc.meta)
 	}
 	s.fanout(&sc.fan, subs, v, n, b.payload, sent)
 	*v = variants{} // keep no frames alive

@@ -107,18 +107,32 @@ func AppendJSON(dst []byte, seq uint64) []byte {
 	return append(dst, "]}"...)
 }
 
-// FillJSON is Fill with the padding taken from the JSON feed: message seq
-// of AppendJSON (and the next ones, if it is shorter than the padding),
-// cut to fit, between a padding byte at each end (which Parse checks). It
-// reads as any message; its content compresses like the feed.
+// Feed appends message seq of a realistic JSON feed to dst; no two
+// messages of a feed are the same.
+type Feed func(dst []byte, seq uint64) []byte
+
+// Feeds are the JSON feeds by the name wspubsub-bench's --feed takes:
+// "quotes" (AppendJSON, market data) and "scores" (AppendScores, live
+// football).
+var Feeds = map[string]Feed{"quotes": AppendJSON, "scores": AppendScores}
+
+// FillJSON is FillFeed with the market-data feed (AppendJSON).
 func FillJSON(b []byte, pub uint32, seq uint64, sentNs int64) {
+	FillFeed(b, AppendJSON, pub, seq, sentNs)
+}
+
+// FillFeed is Fill with the padding taken from feed: message seq (and the
+// next ones, if it is shorter than the padding), cut to fit, between a
+// padding byte at each end (which Parse checks). It reads as any message;
+// its content compresses like the feed.
+func FillFeed(b []byte, feed Feed, pub uint32, seq uint64, sentNs int64) {
 	Fill(b, pub, seq, sentNs)
 	if len(b) < MinSize+2 {
 		return
 	}
 	pad := b[25 : len(b)-9]
-	var buf [2560]byte
+	var buf [4096]byte
 	for s := seq; len(pad) > 0; s += 1 << 32 {
-		pad = pad[copy(pad, AppendJSON(buf[:0], s)):]
+		pad = pad[copy(pad, feed(buf[:0], s)):]
 	}
 }

@@ -40,16 +40,34 @@ func TestFillJSON(t *testing.T) {
 	}
 }
 
-func TestAppendJSONVaries(t *testing.T) {
-	seen := map[string]bool{}
-	for i := range uint64(1000) {
-		m := AppendJSON(nil, i)
-		if !json.Valid(m) || len(m) < 1000 || len(m) > 2048 {
-			t.Fatalf("message %d: %d bytes, valid %v", i, len(m), json.Valid(m))
+// TestFeedsVary: every feed's messages are valid JSON of 1-2 KB, and none
+// repeats an earlier one once its sequence number is left out.
+func TestFeedsVary(t *testing.T) {
+	for name, feed := range Feeds {
+		seen := map[string]bool{}
+		for i := range uint64(5000) {
+			m := feed(nil, i)
+			if !json.Valid(m) || len(m) < 1000 || len(m) > 2048 {
+				t.Fatalf("%s message %d: %d bytes, valid %v: %s", name, i, len(m), json.Valid(m), m)
+			}
+			at := bytes.Index(m, []byte(`"seq":`))
+			rest := m[at+bytes.IndexByte(m[at:], ','):]
+			if at < 0 || seen[string(rest)] {
+				t.Fatalf("%s message %d repeats an earlier one", name, i)
+			}
+			seen[string(rest)] = true
 		}
-		if seen[string(m[30:])] {
-			t.Fatalf("message %d repeats an earlier one", i)
-		}
-		seen[string(m[30:])] = true
+	}
+}
+
+func TestFillScores(t *testing.T) {
+	b := make([]byte, 1536)
+	FillFeed(b, AppendScores, 7, 42, 1234)
+	pub, seq, sent, err := Parse(b, len(b))
+	if err != nil || pub != 7 || seq != 42 || sent != 1234 {
+		t.Fatalf("%d %d %d %v", pub, seq, sent, err)
+	}
+	if !bytes.Contains(b, []byte(`{"type":"match_update","seq":42,`)) {
+		t.Fatalf("no scores feed in %q", b)
 	}
 }

@@ -7,6 +7,7 @@
 package report
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -42,7 +43,7 @@ func Describe(r *result.Result) string {
 		}
 	}
 	if p.Compress {
-		what += ", permessage-deflate offered, JSON feed"
+		what += ", permessage-deflate offered, JSON feed " + cmp.Or(p.Feed, "quotes")
 	}
 	return fmt.Sprintf("%s: %s (procs %d × %d workers, %d source addrs)", r.Scenario, what, p.Procs, p.Workers, p.SourceAddrs)
 }

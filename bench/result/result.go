@@ -190,6 +190,8 @@ type Params struct {
 	// Compress: subscribers offered permessage-deflate and publishers sent
 	// the JSON feed (bench/payload.FillJSON).
 	Compress bool `json:"compress,omitempty"`
+	// Feed is the JSON feed under Compress: quotes or scores.
+	Feed string `json:"feed,omitempty"`
 }
 
 // Latency is a latency summary in microseconds.

@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,9 @@ type Setup struct {
 	// Compress makes subscribers offer permessage-deflate and publishers
 	// send messages of the JSON feed, each one different.
 	Compress bool `json:"compress,omitempty"`
+	// Feed names the JSON feed (bench/payload.Feeds) under Compress;
+	// "" is "quotes".
+	Feed string `json:"feed,omitempty"`
 }
 
 // Group is the client connections of one process: an engine of epoll
@@ -53,6 +57,7 @@ type Group struct {
 	clients []*client
 	cpuMark time.Duration
 	marked  bool
+	feed    payload.Feed // Setup.Feed's, under Setup.Compress
 }
 
 // subState is one subscriber's view of its topic's message stream.
@@ -77,8 +82,8 @@ type pubState struct {
 	interval int64 // ns between messages; 0 = as fast as possible
 	start    int64
 	msg      []byte
-	json     bool // each message carries the JSON feed (Setup.Compress)
-	waiting  bool // blocked on a full socket, resumed by Drained
+	feed     payload.Feed // each message carries this JSON feed (Setup.Compress); nil: none
+	waiting  bool         // blocked on a full socket, resumed by Drained
 	done     bool
 	opened   bool
 	err      error
@@ -130,6 +135,12 @@ func NewGroup(s Setup) (*Group, error) {
 		return nil, fmt.Errorf("cannot publish %d-byte messages: the smallest is %d", s.Size, payload.MinSize)
 	}
 	g := &Group{setup: s, server: ap, subTo: []netip.AddrPort{ap}}
+	if s.Compress {
+		name := cmp.Or(s.Feed, "quotes")
+		if g.feed = payload.Feeds[name]; g.feed == nil {
+			return nil, fmt.Errorf("cannot publish the JSON feed %q: there are quotes and scores", name)
+		}
+	}
 	if len(s.Servers) > 0 {
 		g.subTo = g.subTo[:0]
 		for _, srv := range s.Servers {
@@ -330,7 +341,7 @@ func (g *Group) ConnectPublishers(ctx context.Context, domain, key string, topic
 	for wi, c := range g.clients {
 		err := g.eng.Do(wi, func(w *poller.Worker) {
 			for i := wi; i < topics; i += W {
-				p := &pubState{cl: c, id: uint32(i), count: uint64(g.setup.Count), msg: make([]byte, g.setup.Size), json: g.setup.Compress}
+				p := &pubState{cl: c, id: uint32(i), count: uint64(g.setup.Count), msg: make([]byte, g.setup.Size), feed: g.feed}
 				payload.Fill(p.msg, p.id, 0, 0)
 				c.pubs = append(c.pubs, p)
 				spec := poller.DialSpec{
@@ -821,8 +832,8 @@ func (p *pubState) Fire(now int64) int64 {
 	const batch = 256 << 10
 	n := int64(0)
 	for p.sent < due && p.c.Buffered() < batch {
-		if p.json {
-			payload.FillJSON(p.msg, p.id, p.sent, time.Now().UnixNano())
+		if p.feed != nil {
+			payload.FillFeed(p.msg, p.feed, p.id, p.sent, time.Now().UnixNano())
 		} else {
 			payload.Stamp(p.msg, p.sent, time.Now().UnixNano())
 		}

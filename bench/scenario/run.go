@@ -22,6 +22,7 @@
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,9 @@ type Options struct {
 	// compression saves. Idle and fanout runs; the wire bytes are reported
 	// with or without it.
 	Compress bool
+	// Feed names the JSON feed under Compress (bench/payload.Feeds):
+	// "quotes" (market data, the default) or "scores" (live football).
+	Feed string
 	// Count is the number of messages per publisher. Default 200; for
 	// churn, Rate × Duration when zero.
 	Count int
@@ -264,6 +268,9 @@ func (o *Options) params() result.Params {
 		Size: o.Size, Count: o.Count, Rate: o.Rate,
 		Procs: o.Procs, Workers: o.Workers, SourceAddrs: len(o.Sources), Compress: o.Compress,
 	}
+	if o.Compress {
+		p.Feed = cmp.Or(o.Feed, "quotes")
+	}
 	switch o.Scenario {
 	case "idle":
 		p.Hold = o.Hold.String()
@@ -316,7 +323,7 @@ func Run(ctx context.Context, t *target.Target, o Options) (*result.Result, erro
 	setup := Setup{
 		Server: t.Server.String(), Servers: addrs(t.Servers()), Size: o.Size, Count: o.Count, Workers: o.Workers,
 		DialConcurrency: o.DialConcurrency, HandshakeMs: o.HandshakeTimeout.Milliseconds(),
-		CoalesceUs: o.Coalesce.Microseconds(), Compress: o.Compress,
+		CoalesceUs: o.Coalesce.Microseconds(), Compress: o.Compress, Feed: o.Feed,
 	}
 	pg, err := NewGroup(setup)
 	if err != nil {

@@ -272,6 +272,8 @@ type hub struct {
 	// for hubs that have one (startHubBehind).
 	privateKey string
 	tokenKey   keys.TokenKey
+	// The hub's statistics, for hubs that have them (startHubBehind).
+	stats *server.Stats
 }
 
 // startHub starts a hub whose keepalive notices a silent browser within

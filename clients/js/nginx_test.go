@@ -19,6 +19,7 @@ import (
 	"github.com/wspubsub/wspubsub/deploy/proxytest"
 	"github.com/wspubsub/wspubsub/keys"
 	"github.com/wspubsub/wspubsub/server"
+	"github.com/wspubsub/wspubsub/ws"
 )
 
 // browserCase is one WebSocket the page opens through nginx when it loads,
@@ -60,6 +61,7 @@ func TestBrowserThroughNginx(t *testing.T) {
 			if !strings.HasPrefix(ev.Extensions, "permessage-deflate") || !strings.Contains(ev.Extensions, "server_no_context_takeover") {
 				t.Errorf("ws.extensions through nginx: %q, want permessage-deflate without context takeover", ev.Extensions)
 			}
+			before := compression(h.stats)
 			var want []message
 			for i := 1; i <= 60; i++ {
 				want = append(want, messageFor(i))
@@ -76,6 +78,38 @@ func TestBrowserThroughNginx(t *testing.T) {
 				if err := e.is(want[i]); err != nil {
 					t.Fatalf("message %d: %v", i+1, err)
 				}
+			}
+			// The hub really compressed them for Chromium, the topic's
+			// only subscriber: its counters moved by what compressing
+			// each message of at least 256 bytes (the default
+			// --compress-min-size) gives.
+			var z zcounts
+			for _, m := range want {
+				op, plain := ws.OpText, ws.AppendFrame(nil, ws.OpText, m.data)
+				if m.binary {
+					op, plain = ws.OpBinary, ws.AppendFrame(nil, ws.OpBinary, m.data)
+				}
+				if len(m.data) < 256 {
+					continue
+				}
+				if f := ws.AppendCompressed(nil, op, m.data); len(f) < len(plain) {
+					_, h, _ := ws.FrameLen(f)
+					z.messages++
+					z.in += int64(len(m.data))
+					z.out += int64(len(f) - h)
+					z.deliveries++
+					z.wire += int64(len(f))
+				}
+			}
+			if z.messages < 4 {
+				t.Fatalf("only %d of the messages compressible: the check would prove little", z.messages)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for compression(h.stats).minus(before).deliveries < z.deliveries && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if got := compression(h.stats).minus(before); got != z {
+				t.Fatalf("the hub's compression counters moved by %+v, want %+v", got, z)
 			}
 		}},
 		{Name: "private topic", Path: "/ws/sub/private/news?token=" + h.token(t, time.Minute, "news", "other/*"), run: func(t *testing.T, b *browser) {
@@ -119,6 +153,18 @@ func TestBrowserThroughNginx(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) { c.run(t, b) })
 	}
+}
+
+// zcounts are the hub's compression counters (wspubsub_compressed_*).
+type zcounts struct{ messages, in, out, deliveries, wire int64 }
+
+func compression(st *server.Stats) zcounts {
+	return zcounts{st.Compressed.Load(), st.CompressedIn.Load(), st.CompressedOut.Load(),
+		st.CompressedDeliveries.Load(), st.CompressedWireBytes.Load()}
+}
+
+func (z zcounts) minus(o zcounts) zcounts {
+	return zcounts{z.messages - o.messages, z.in - o.in, z.out - o.out, z.deliveries - o.deliveries, z.wire - o.wire}
 }
 
 // forged is token with its signature's last characters changed.
@@ -169,7 +215,7 @@ func startHubBehind(t *testing.T, prefix string) *hub {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	return &hub{addr: srv.Addr(), key: key, privateKey: privateKey, tokenKey: tokenKey}
+	return &hub{addr: srv.Addr(), key: key, privateKey: privateKey, tokenKey: tokenKey, stats: srv.Stats()}
 }
 
 // token mints an HS256 token of h's private domain for topics, valid for d.

@@ -43,6 +43,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/wspubsub/wspubsub/bench/payload"
 	"github.com/wspubsub/wspubsub/bench/refhub"
 	"github.com/wspubsub/wspubsub/bench/report"
 	"github.com/wspubsub/wspubsub/bench/result"
@@ -213,6 +214,7 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.IntVar(&o.Size, "size", defSize, "message size in bytes (at least 32: publisher id, sequence, send time, trailer)")
 	fs.IntVar(&o.Count, "count", defCount, "messages per publisher (churn, soak, reconnect: rate × duration when 0; slowconsumer: until the end)")
 	fs.BoolVar(&o.Compress, "compress", false, "idle, fanout: subscribers offer permessage-deflate and publishers send a JSON feed (each message different), to measure wire bytes and CPU per delivery with compression; our hub only (the same run with --hub-arg=--compression=false is the uncompressed baseline)")
+	fs.StringVar(&o.Feed, "feed", "quotes", "with --compress: the JSON feed publishers send, quotes (market data) or scores (live football with commentary); 1-2 KB, each message different")
 	fs.Float64Var(&o.Rate, "rate", defRate, "messages per second per publisher; 0 = as fast as it goes (churn default 50)")
 	fs.DurationVar(&o.Hold, "hold", 3*time.Second, "idle: how long to hold the subscribers before measuring memory")
 	fs.DurationVar(&o.Duration, "duration", defDuration, "churn, soak, reconnect: how long messages flow and clients come and go (or are cut)")
@@ -310,6 +312,9 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	}
 	if o := f.opt; o.Compress && (f.compare || (cmd != "idle" && cmd != "fanout")) {
 		return nil, errors.New("--compress runs idle and fanout against our hub only: compare with the same run without it")
+	}
+	if o := f.opt; o.Feed != "quotes" && (!o.Compress || payload.Feeds[o.Feed] == nil) {
+		return nil, fmt.Errorf("--feed %q: use quotes or scores, with --compress", o.Feed)
 	}
 	if f.compare && f.hubBin == "" {
 		return nil, errors.New("--compare needs --hub-bin for our hub")
