@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
+	"github.com/wspubsub/wspubsub/keys/pgstore"
 )
 
 // tokenKeyStore is what `keys token` needs from a store: FileStore, or
@@ -23,8 +25,8 @@ type tokenKeyStore interface {
 }
 
 var (
-	_ tokenKeyStore = (*keys.FileStore)(nil)
-	_ tokenKeyStore = (*keys.PGStore)(nil)
+	_ tokenKeyStore = (*filestore.Store)(nil)
+	_ tokenKeyStore = (*pgstore.Store)(nil)
 )
 
 // maxPublicKeyFile bounds the PEM file `keys token add --public-key` reads.
