@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -224,7 +225,7 @@ func (c *client) handshake(data []byte) {
 		}
 		return
 	case errors.Is(err, ws.ErrHeadTooLarge):
-		c.refuse(refHeaderTooLarge, "request head larger than "+itoa(s.cfg.MaxHeaderBytes)+" bytes")
+		c.refuse(refHeaderTooLarge, "request head larger than "+strconv.Itoa(s.cfg.MaxHeaderBytes)+" bytes")
 		return
 	case err != nil:
 		c.refuse(refBadRequest, "malformed HTTP request")
@@ -562,7 +563,7 @@ func (c *client) subscriberInput(data []byte) {
 	s := c.srv
 	if !c.in.take(int64(len(data)), int64(s.cfg.SubscriberInputLimit), c.lastRead) {
 		s.stats.SubscriberFloods.Add(1)
-		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
+		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+strconv.Itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
 		return
 	}
 	if c.kind == kindSSE {
@@ -595,7 +596,7 @@ func (c *client) afterRead(err error) {
 func (c *client) Message(op ws.Opcode, payload []byte) error {
 	if rate := int64(c.srv.cfg.MaxPublishRate); rate > 0 {
 		if !c.in.take(1, rate, c.lastRead) {
-			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + itoa(int(rate)) + " messages a second"}
+			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + strconv.Itoa(int(rate)) + " messages a second"}
 		}
 	}
 	out := &c.sc.out
@@ -759,17 +760,4 @@ func (c *client) refuseKey(k topics.Key, key, why string) {
 	c.setState(stateClosing)
 	c.buf = nil
 	c.conn.SendLast(ws.AppendErrorResponse(nil, 401, "API key refused for this domain", "WWW-Authenticate: Bearer\r\n"), 0)
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }
