@@ -85,6 +85,10 @@ type client struct {
 func (s *Server) OnOpen(conn *loop.Conn) {
 	c := &client{srv: s, conn: conn, id: clientIDs.Add(1), opened: time.Now().UnixNano()}
 	conn.Value = c
+	// Once in s.clients, c is reachable from other goroutines (Shutdown
+	// closes it, reading what openAddr sets): fill it in under its lock.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	s.clients.add(c)
 	s.stats.handshaking.Add(1) // stateHandshake
 	if s.clients.len() > s.cfg.MaxConnections {
@@ -406,6 +410,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 		if claim != nil {
 			claim.Release()
 		}
+		c.upgradeFailed(err)
 		return
 	}
 	s.stats.accepted[rolePublisher].Add(1)
@@ -510,6 +515,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 			s.stats.Subscribers.Add(-1)
 			c.topic = nil
 		}
+		c.upgradeFailed(err)
 		return
 	}
 	s.metrics.handshake.Observe(since(c.opened))
@@ -528,6 +534,16 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	if len(rest) > 0 {
 		c.subscriberInput(rest)
 	}
+}
+
+// upgradeFailed ends a connection whose 101 (or EventSource 200) could not
+// be written: the client left, or its socket failed, after it asked. What
+// the handshake set up is undone by the caller; the connection is closed
+// now rather than at the handshake timeout, and OnClose counts it as
+// abandoned. Logged at debug: a reconnect storm has many of these.
+func (c *client) upgradeFailed(err error) {
+	c.srv.log.Debug("cannot send the handshake's response; closing", "remote", c.remoteAddr(), "err", err)
+	c.conn.Close()
 }
 
 // batchPool holds the buffers a publisher's read is encoded into. They are
