@@ -200,7 +200,7 @@ func TestTokenKeysOldFile(t *testing.T) {
 	}
 }
 
-// TestTokenKeysOtherProcess: a hub's FileStore, watching, sees a token key
+// TestTokenKeysOtherProcess: a hub's file store, watching, sees a token key
 // another process (the CLI) added and revoked, and reports the revocation.
 func TestTokenKeysOtherProcess(t *testing.T) {
 	hub, path := openTemp(t)

@@ -56,8 +56,8 @@ Every command takes:
                       wspubsub-keys.json)
 `
 
-// keyStore is what the keys command needs from a store: FileStore, or
-// PGStore when a database URL is given.
+// keyStore is what the keys command needs from a store: filestore.Store, or
+// pgstore.Store when a database URL is given.
 type keyStore interface {
 	Add(ctx context.Context, domain, username string) (string, error)
 	List(ctx context.Context) ([]keys.Record, error)

@@ -15,8 +15,8 @@ import (
 	"github.com/wspubsub/wspubsub/keys/pgstore"
 )
 
-// tokenKeyStore is what `keys token` needs from a store: FileStore, or
-// PGStore when a database URL is given.
+// tokenKeyStore is what `keys token` needs from a store: filestore.Store, or
+// pgstore.Store when a database URL is given.
 type tokenKeyStore interface {
 	AddTokenKey(ctx context.Context, domain string, publicPEM []byte) (keys.TokenKey, error)
 	ListTokenKeys(ctx context.Context) ([]keys.TokenKey, error)
