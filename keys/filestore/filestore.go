@@ -658,7 +658,7 @@ func (s *Store) publish(next *snapshot) {
 // store. Watch may be called once; it stops when ctx ends or at Close.
 func (s *Store) Watch(ctx context.Context, onRevoked func(hash [32]byte)) error {
 	if !s.onRevoked.CompareAndSwap(nil, &onRevoked) {
-		return errors.New("keys: Watch called twice")
+		return errors.New("filestore: Watch called twice")
 	}
 	go func() {
 		t := time.NewTicker(s.reloadEvery)

@@ -297,7 +297,7 @@ func (s *Store) Watch(ctx context.Context, onRevoked func(hash [32]byte)) error 
 		return keys.ErrClosed
 	}
 	if !s.watching.CompareAndSwap(false, true) {
-		return errors.New("keys: Watch called twice")
+		return errors.New("pgstore: Watch called twice")
 	}
 	conn, err := s.listen(ctx)
 	if err != nil {

@@ -121,7 +121,7 @@ create trigger wspubsub_token_keys_notify_truncate
 
 // ErrSchema means the database's schema is not the version this build
 // uses: `wspubsub keys migrate` has not been run, or a newer build ran it.
-var ErrSchema = errors.New("keys: the database schema is not at this build's version")
+var ErrSchema = errors.New("pgstore: the database schema is not at this build's version")
 
 // SchemaVersion is the schema version this build creates and uses.
 func SchemaVersion() int { return len(pgMigrations) }
