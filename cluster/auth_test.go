@@ -16,7 +16,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/wspubsub/wspubsub/cluster"
 	"github.com/wspubsub/wspubsub/cluster/natstest"
-	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -53,7 +53,7 @@ func (l *logBuffer) count(s string) int {
 // newAuthCluster is newCluster with a NATS server configured by configure.
 func newAuthCluster(t *testing.T, configure ...func(*natsserver.Options)) *testCluster {
 	t.Helper()
-	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
+	store, err := filestore.Open(filepath.Join(t.TempDir(), "keys.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/wspubsub/wspubsub/cluster"
 	"github.com/wspubsub/wspubsub/cluster/natstest"
-	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -29,14 +29,14 @@ import (
 // sharing one key file.
 type testCluster struct {
 	nats  *natstest.Server
-	store *keys.FileStore
+	store *filestore.Store
 	key   string // a key for domain "test"
 	n     int
 }
 
 func newCluster(t *testing.T) *testCluster {
 	t.Helper()
-	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
+	store, err := filestore.Open(filepath.Join(t.TempDir(), "keys.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -115,7 +116,16 @@ func (n *Node) Leave(k topics.Key) {
 	n.interests.mu.Unlock()
 	if in.sub != nil {
 		n.interests.countDropped(in.sub, &n.stats)
-		in.sub.Unsubscribe()
+		if err := in.sub.Unsubscribe(); err != nil {
+			// NATS keeps sending the topic's messages, which this node
+			// drops for want of subscribers. After Close the connection,
+			// and the subscription with it, is gone anyway.
+			level := slog.LevelWarn
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				level = slog.LevelDebug
+			}
+			n.log.Log(context.Background(), level, "cannot unsubscribe from a topic on NATS", "domain", k.Domain, "topic", k.Topic, "err", n.redactErr(err))
+		}
 	}
 }
 

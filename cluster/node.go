@@ -304,15 +304,18 @@ func (n *Node) Ready() error {
 // Close stops the node: it writes what its claims must say (grace periods
 // of publishers that left, so that they can take their topics over on
 // another node), then closes the NATS connection. Call it after the hub's
-// Shutdown. ctx bounds the wait.
+// Shutdown. ctx bounds the wait: when it ends first, the connection is
+// closed all the same and Close says what may not have been written.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() { close(n.quit) })
+	var err error
 	select {
 	case <-n.done:
 	case <-ctx.Done():
+		err = fmt.Errorf("cluster: closed before the topics' ownership records were written (other nodes see them when they expire): %w", context.Cause(ctx))
 	}
 	n.nc.Close()
-	return nil
+	return err
 }
 
 // onConnect and onReconnect log the URL with RedactURL: nats.go's

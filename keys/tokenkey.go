@@ -59,8 +59,8 @@ type TokenKey struct {
 // Usable reports whether k verifies tokens: it is not revoked.
 func (k *TokenKey) Usable() bool { return k.Revoked.IsZero() }
 
-// prepare checks a stored key and sets its Verify form.
-func (k *TokenKey) prepare() error {
+// Prepare checks a key a store loaded and sets its Verify form.
+func (k *TokenKey) Prepare() error {
 	switch {
 	case !validKID(k.KID):
 		return fmt.Errorf("token key %q: kid must be 1-64 letters, digits, '-' or '_'", k.KID)
@@ -137,10 +137,10 @@ func ParsePublicKeyPEM(data []byte) (alg string, key any, err error) {
 	return "", nil, fmt.Errorf("%w: unsupported key type %T", ErrBadPublicKey, key)
 }
 
-// newTokenKey makes a verification key for domain: from a PEM public key,
+// NewTokenKey makes a verification key for domain: from a PEM public key,
 // or with a new HMAC secret when publicPEM is empty. Its kid is new and
 // not in taken.
-func newTokenKey(domain string, publicPEM []byte, taken func(kid string) bool) (TokenKey, error) {
+func NewTokenKey(domain string, publicPEM []byte, taken func(kid string) bool) (TokenKey, error) {
 	if !ValidDomain(domain) {
 		return TokenKey{}, ErrBadDomain
 	}
@@ -168,7 +168,7 @@ func newTokenKey(domain string, publicPEM []byte, taken func(kid string) bool) (
 			break
 		}
 	}
-	if err := k.prepare(); err != nil {
+	if err := k.Prepare(); err != nil {
 		return TokenKey{}, err
 	}
 	return k, nil
@@ -202,8 +202,9 @@ type TokenSet struct {
 	byDomain map[string][]*TokenKey // the usable keys of each private domain
 }
 
-// newTokenSet indexes keys, which must be prepared.
-func newTokenSet(all []TokenKey) *TokenSet {
+// NewTokenSet indexes all, which must be prepared (see Prepare); the set
+// keeps the slice, so do not change it afterwards.
+func NewTokenSet(all []TokenKey) *TokenSet {
 	ts := &TokenSet{all: all, byDomain: make(map[string][]*TokenKey)}
 	for i := range ts.all {
 		k := &ts.all[i]
@@ -223,9 +224,18 @@ func (ts *TokenSet) Domain(domain string) []*TokenKey {
 	return ts.byDomain[domain]
 }
 
-// list returns a copy of every key, revoked ones included, sorted by
+// All returns every key, revoked ones included, in the order the set was
+// built from. The slice is shared: do not change it.
+func (ts *TokenSet) All() []TokenKey {
+	if ts == nil {
+		return nil
+	}
+	return ts.all
+}
+
+// List returns a copy of every key, revoked ones included, sorted by
 // domain, then creation time, then kid.
-func (ts *TokenSet) list() []TokenKey {
+func (ts *TokenSet) List() []TokenKey {
 	if ts == nil {
 		return nil
 	}
@@ -242,9 +252,9 @@ func (ts *TokenSet) list() []TokenKey {
 	return out
 }
 
-// revokedSince calls fn with the kid of every key usable in prev and not in
+// RevokedSince calls fn with the kid of every key usable in prev and not in
 // next (revoked or gone).
-func revokedSince(prev, next *TokenSet, fn func(kid string)) {
+func RevokedSince(prev, next *TokenSet, fn func(kid string)) {
 	if prev == nil || fn == nil {
 		return
 	}

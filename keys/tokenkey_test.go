@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
+	"github.com/wspubsub/wspubsub/keys/pgstore"
 	"github.com/wspubsub/wspubsub/keys/pgtest"
 )
 
@@ -52,7 +55,7 @@ func TestTokenKeyStores(t *testing.T) {
 				st = fs
 				watch = func() {}
 			} else {
-				pg := openPG(t, pgtest.Database(t), keys.PGConfig{})
+				pg := openPG(t, pgtest.Database(t), pgstore.Config{})
 				st = pg
 				watch = func() {
 					if err := pg.Watch(context.Background(), func([32]byte) {}); err != nil {
@@ -162,7 +165,7 @@ func TestTokenKeysOldFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte(old), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := keys.OpenFile(path)
+	s, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +181,7 @@ func TestTokenKeysOldFile(t *testing.T) {
 	if len(recs) != 1 || recs[0].Domain != "news" {
 		t.Fatalf("API keys after adding a token key: %+v", recs)
 	}
-	again, err := keys.OpenFile(path)
+	again, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,12 +195,12 @@ func TestTokenKeysOldFile(t *testing.T) {
 	// A corrupt token key makes the file corrupt, as a bad API key does.
 	data, _ := os.ReadFile(path)
 	os.WriteFile(path, []byte(strings.Replace(string(data), `"HS256"`, `"none"`, 1)), 0o600)
-	if _, err := keys.OpenFile(path); !errors.Is(err, keys.ErrCorrupt) {
+	if _, err := filestore.Open(path); !errors.Is(err, filestore.ErrCorrupt) {
 		t.Fatalf("alg none in the file: %v, want ErrCorrupt", err)
 	}
 }
 
-// TestTokenKeysOtherProcess: a hub's FileStore, watching, sees a token key
+// TestTokenKeysOtherProcess: a hub's file store, watching, sees a token key
 // another process (the CLI) added and revoked, and reports the revocation.
 func TestTokenKeysOtherProcess(t *testing.T) {
 	hub, path := openTemp(t)
@@ -206,7 +209,7 @@ func TestTokenKeysOtherProcess(t *testing.T) {
 	if err := hub.Watch(context.Background(), func([32]byte) {}); err != nil {
 		t.Fatal(err)
 	}
-	cli, err := keys.OpenFile(path)
+	cli, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +256,7 @@ func TestTokenKeysNoAlloc(t *testing.T) {
 // tokens are refused) instead of opening it.
 func TestPGTokenKeyUnusable(t *testing.T) {
 	url := pgtest.Database(t)
-	s := openPG(t, url, keys.PGConfig{})
+	s := openPG(t, url, pgstore.Config{})
 	if err := s.Watch(context.Background(), func([32]byte) {}); err != nil {
 		t.Fatal(err)
 	}
@@ -268,4 +271,33 @@ func TestPGTokenKeyUnusable(t *testing.T) {
 	if k := s.TokenKeys("priv")[0]; k.KID != "tkBroken" || k.Verify != nil {
 		t.Fatalf("served %+v", k)
 	}
+}
+
+// openTemp opens a file store on a fresh path in a temporary directory.
+func openTemp(t testing.TB) (*filestore.Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keys.json")
+	s, err := filestore.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+// openPG opens a PostgreSQL store on url, quiet, with its schema migrated.
+func openPG(t testing.TB, url string, cfg pgstore.Config) *pgstore.Store {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s, err := pgstore.Open(context.Background(), url, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, _, err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,10 @@ type client struct {
 func (s *Server) OnOpen(conn *loop.Conn) {
 	c := &client{srv: s, conn: conn, id: clientIDs.Add(1), opened: time.Now().UnixNano()}
 	conn.Value = c
+	// Once in s.clients, c is reachable from other goroutines (Shutdown
+	// closes it, reading what openAddr sets): fill it in under its lock.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	s.clients.add(c)
 	s.stats.handshaking.Add(1) // stateHandshake
 	if s.clients.len() > s.cfg.MaxConnections {
@@ -224,7 +229,7 @@ func (c *client) handshake(data []byte) {
 		}
 		return
 	case errors.Is(err, ws.ErrHeadTooLarge):
-		c.refuse(refHeaderTooLarge, "request head larger than "+itoa(s.cfg.MaxHeaderBytes)+" bytes")
+		c.refuse(refHeaderTooLarge, "request head larger than "+strconv.Itoa(s.cfg.MaxHeaderBytes)+" bytes")
 		return
 	case err != nil:
 		c.refuse(refBadRequest, "malformed HTTP request")
@@ -405,6 +410,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 		if claim != nil {
 			claim.Release()
 		}
+		c.upgradeFailed(err)
 		return
 	}
 	s.stats.accepted[rolePublisher].Add(1)
@@ -509,6 +515,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 			s.stats.Subscribers.Add(-1)
 			c.topic = nil
 		}
+		c.upgradeFailed(err)
 		return
 	}
 	s.metrics.handshake.Observe(since(c.opened))
@@ -527,6 +534,16 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	if len(rest) > 0 {
 		c.subscriberInput(rest)
 	}
+}
+
+// upgradeFailed ends a connection whose 101 (or EventSource 200) could not
+// be written: the client left, or its socket failed, after it asked. What
+// the handshake set up is undone by the caller; the connection is closed
+// now rather than at the handshake timeout, and OnClose counts it as
+// abandoned. Logged at debug: a reconnect storm has many of these.
+func (c *client) upgradeFailed(err error) {
+	c.srv.log.Debug("cannot send the handshake's response; closing", "remote", c.remoteAddr(), "err", err)
+	c.conn.Close()
 }
 
 // batchPool holds the buffers a publisher's read is encoded into. They are
@@ -562,7 +579,7 @@ func (c *client) subscriberInput(data []byte) {
 	s := c.srv
 	if !c.in.take(int64(len(data)), int64(s.cfg.SubscriberInputLimit), c.lastRead) {
 		s.stats.SubscriberFloods.Add(1)
-		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
+		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+strconv.Itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
 		return
 	}
 	if c.kind == kindSSE {
@@ -595,7 +612,7 @@ func (c *client) afterRead(err error) {
 func (c *client) Message(op ws.Opcode, payload []byte) error {
 	if rate := int64(c.srv.cfg.MaxPublishRate); rate > 0 {
 		if !c.in.take(1, rate, c.lastRead) {
-			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + itoa(int(rate)) + " messages a second"}
+			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + strconv.Itoa(int(rate)) + " messages a second"}
 		}
 	}
 	out := &c.sc.out
@@ -759,17 +776,4 @@ func (c *client) refuseKey(k topics.Key, key, why string) {
 	c.setState(stateClosing)
 	c.buf = nil
 	c.conn.SendLast(ws.AppendErrorResponse(nil, 401, "API key refused for this domain", "WWW-Authenticate: Bearer\r\n"), 0)
-}
-
-func itoa(n int) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/klauspost/compress/flate"
 	"github.com/wspubsub/wspubsub/bench/payload"
-	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/topics"
 	"github.com/wspubsub/wspubsub/ws"
 )
@@ -26,7 +26,7 @@ import (
 // that read everything and count the bytes they get off their sockets.
 func zBenchHub(b *testing.B, n int, deflate bool) (*Server, *topics.Topic[*client], *atomic.Int64) {
 	b.Helper()
-	store, err := keys.OpenFile(filepath.Join(b.TempDir(), "keys.json"))
+	store, err := filestore.Open(filepath.Join(b.TempDir(), "keys.json"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/topics"
 	"github.com/wspubsub/wspubsub/ws"
 )
@@ -27,7 +27,7 @@ func benchHub(b *testing.B, n int) (*Server, *topics.Topic[*client]) {
 // off) and subscribers that offer the given subprotocol.
 func benchHubWith(b *testing.B, n, historySize int, protocol string) (*Server, *topics.Topic[*client]) {
 	b.Helper()
-	store, err := keys.OpenFile(filepath.Join(b.TempDir(), "keys.json"))
+	store, err := filestore.Open(filepath.Join(b.TempDir(), "keys.json"))
 	if err != nil {
 		b.Fatal(err)
 	}

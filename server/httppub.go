@@ -161,7 +161,7 @@ func parseAPIRequest(req ws.Request, head []byte, r route, routeErr error, maxBo
 	case req.ContentLength < 0:
 		return a, apiLengthRequired, "missing Content-Length"
 	case req.ContentLength > int64(maxBody):
-		return a, apiTooLarge, "body larger than --max-message-size (" + itoa(maxBody) + " bytes)"
+		return a, apiTooLarge, "body larger than --max-message-size (" + strconv.Itoa(maxBody) + " bytes)"
 	}
 	op, why := bodyOpcode(req.ContentType)
 	if why != "" {
@@ -416,7 +416,7 @@ func (c *client) apiPublish() (res apiResult, reason, epoch string, offset uint6
 		return apiKeyStoreUnavailable, "key store unavailable, try again", "", 0
 	}
 	if rate := int64(s.cfg.MaxPublishRate); rate > 0 && !s.keyRates.take(a.keyHash(), rate, time.Now().UnixNano()) {
-		return apiPublishRate, "publishing faster than " + itoa(int(rate)) + " messages a second with this API key", "", 0
+		return apiPublishRate, "publishing faster than " + strconv.Itoa(int(rate)) + " messages a second with this API key", "", 0
 	}
 	epoch, offset, err = s.publishHTTP(ctx, r.topic, a.frame, r.length)
 	switch {

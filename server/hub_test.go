@@ -18,14 +18,14 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/server"
 )
 
 // hub is a real hub on 127.0.0.1 with a real key file, for one test.
 type hub struct {
 	*server.Server
-	keys *keys.FileStore
+	keys *filestore.Store
 	key  string // a key for domain "test"
 	url  string // ws://addr
 }
@@ -33,7 +33,7 @@ type hub struct {
 // startHub starts a hub with default settings changed by opts.
 func startHub(t testing.TB, opts ...func(*server.Config)) *hub {
 	t.Helper()
-	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
+	store, err := filestore.Open(filepath.Join(t.TempDir(), "keys.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wspubsub/wspubsub/ws"
 )
 
 // refusal is why a handshake was refused; each has its HTTP status.
@@ -99,25 +101,25 @@ var disconnectLabels = [numDisconnects]string{
 // disconnectOf maps the close code the hub sent to its reason.
 func disconnectOf(code uint16) disconnect {
 	switch code {
-	case 0, 1000:
+	case 0, ws.CloseNormal:
 		return discClient
-	case 4000:
+	case ws.CloseSlowConsumer:
 		return discSlowConsumer
-	case 4003:
+	case ws.CloseIdleTimeout:
 		return discIdleTimeout
-	case 4002:
+	case ws.CloseKeyRevoked:
 		return discKeyRevoked
-	case 4001:
+	case ws.CloseTopicClosed:
 		return discTopicClosed
-	case 1001:
+	case ws.CloseGoingAway:
 		return discShutdown
-	case 1009:
+	case ws.CloseMessageTooBig:
 		return discMessageTooBig
-	case 1008:
+	case ws.ClosePolicyViolation:
 		return discFlood
-	case 4004:
+	case ws.ClosePublishRate:
 		return discPublishRate
-	case 4005:
+	case ws.CloseTokenExpired:
 		return discTokenExpired
 	}
 	return discProtocolError

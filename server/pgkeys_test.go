@@ -1,6 +1,6 @@
 package server_test
 
-// Tests of the hub with its keys in PostgreSQL (keys.PGStore), wired as
+// Tests of the hub with its keys in PostgreSQL (pgstore.Store), wired as
 // `wspubsub serve --database-url` wires it: revocations noticed by the
 // store's Watch close the key's live publishers through KeyRevoked.
 
@@ -20,6 +20,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/pgstore"
 	"github.com/wspubsub/wspubsub/keys/pgtest"
 	"github.com/wspubsub/wspubsub/server"
 )
@@ -45,17 +46,17 @@ func (l *pgLog) has(s string) bool {
 // pgHub is a real hub whose keys are in the PostgreSQL database at url.
 type pgHub struct {
 	*hub
-	store *keys.PGStore
+	store *pgstore.Store
 	log   *pgLog
 }
 
 // startPGHub migrates the database at url and starts a hub on it.
-func startPGHub(t testing.TB, url string, cfg keys.PGConfig) *pgHub {
+func startPGHub(t testing.TB, url string, cfg pgstore.Config) *pgHub {
 	t.Helper()
 	ctx := context.Background()
 	l := &pgLog{}
 	cfg.Logger = slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store, err := keys.OpenPG(ctx, url, cfg)
+	store, err := pgstore.Open(ctx, url, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func startPGHub(t testing.TB, url string, cfg keys.PGConfig) *pgHub {
 func pgAdd(t testing.TB, url, domain string) string {
 	t.Helper()
 	var k string
-	pgAdmin(t, url, func(s *keys.PGStore) (err error) {
+	pgAdmin(t, url, func(s *pgstore.Store) (err error) {
 		k, err = s.Add(context.Background(), domain, "tester")
 		return err
 	})
@@ -91,9 +92,9 @@ func pgAdd(t testing.TB, url, domain string) string {
 }
 
 // pgAdmin runs fn on a store of its own, as the CLI would.
-func pgAdmin(t testing.TB, url string, fn func(s *keys.PGStore) error) {
+func pgAdmin(t testing.TB, url string, fn func(s *pgstore.Store) error) {
 	t.Helper()
-	s, err := keys.OpenPG(context.Background(), url, keys.PGConfig{})
+	s, err := pgstore.Open(context.Background(), url, pgstore.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ func pubPath(key, domain, topic string) string {
 // only them, within a second, with 4002.
 func TestPGRevokedPublisherClosed(t *testing.T) {
 	url := pgtest.Database(t)
-	h := startPGHub(t, url, keys.PGConfig{CacheTTL: time.Hour})
+	h := startPGHub(t, url, pgstore.Config{CacheTTL: time.Hour})
 	k1, k2, k3 := pgAdd(t, url, "test"), pgAdd(t, url, "test"), pgAdd(t, url, "other")
 	p1 := h.dial(t, pubPath(k1, "test", "one"), nil)
 	p1b := h.dial(t, pubPath(k1, "test", "two"), nil)
@@ -151,7 +152,7 @@ func TestPGRevokedPublisherClosed(t *testing.T) {
 
 	const reason = "API key revoked or deactivated"
 	start := time.Now()
-	pgAdmin(t, url, func(s *keys.PGStore) error { return s.Revoke(context.Background(), k1) })
+	pgAdmin(t, url, func(s *pgstore.Store) error { return s.Revoke(context.Background(), k1) })
 	for _, p := range []*websocket.Conn{p1, p1b} {
 		pgClosedWithin(t, p, time.Second-time.Since(start), 4002, reason)
 	}
@@ -162,7 +163,7 @@ func TestPGRevokedPublisherClosed(t *testing.T) {
 	}
 
 	start = time.Now()
-	pgAdmin(t, url, func(s *keys.PGStore) error {
+	pgAdmin(t, url, func(s *pgstore.Store) error {
 		_, err := s.SetActive(context.Background(), "test", false)
 		return err
 	})
@@ -173,7 +174,7 @@ func TestPGRevokedPublisherClosed(t *testing.T) {
 	if code := h.refused(t, pubPath(k2, "test", "five"), nil); code != 401 {
 		t.Fatalf("handshake with a deactivated key: %d, want 401", code)
 	}
-	pgAdmin(t, url, func(s *keys.PGStore) error {
+	pgAdmin(t, url, func(s *pgstore.Store) error {
 		_, err := s.SetActive(context.Background(), "test", true)
 		return err
 	})
@@ -197,7 +198,7 @@ func TestPGRevokedPublisherClosed(t *testing.T) {
 func TestPGDatabaseRestart(t *testing.T) {
 	cluster := pgtest.StartCluster(t)
 	url := cluster.URL()
-	h := startPGHub(t, url, keys.PGConfig{})
+	h := startPGHub(t, url, pgstore.Config{})
 	k1, k2 := pgAdd(t, url, "test"), pgAdd(t, url, "test")
 	p1 := h.dial(t, pubPath(k1, "test", "live"), nil)
 	s1 := h.sub(t, "test", "live")
@@ -243,7 +244,7 @@ func TestPGDatabaseRestart(t *testing.T) {
 	waitUntil(t, 15*time.Second, func() bool { return h.log.has("listening for key changes again") })
 	pgPublish(t, p1, s1, "after")
 	start = time.Now()
-	pgAdmin(t, url, func(s *keys.PGStore) error { return s.Revoke(context.Background(), k1) })
+	pgAdmin(t, url, func(s *pgstore.Store) error { return s.Revoke(context.Background(), k1) })
 	pgClosedWithin(t, p1, time.Second-time.Since(start), 4002, "API key revoked or deactivated")
 }
 
@@ -284,7 +285,7 @@ func BenchmarkHandshake(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			url := pgtest.Database(b)
 			ctx := context.Background()
-			store, err := keys.OpenPG(ctx, url, keys.PGConfig{CacheSize: bc.size})
+			store, err := pgstore.Open(ctx, url, pgstore.Config{CacheSize: bc.size})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -144,7 +145,7 @@ func (c *client) readProxyHeader(data []byte) ([]byte, bool) {
 		c.refuseHeader("missing PROXY protocol header: the hub runs with --proxy-protocol and this peer is a trusted proxy")
 		return nil, false
 	case errors.Is(err, proxyproto.ErrTooLarge):
-		c.refuseHeader("PROXY protocol header larger than " + itoa(s.cfg.MaxHeaderBytes) + " bytes")
+		c.refuseHeader("PROXY protocol header larger than " + strconv.Itoa(s.cfg.MaxHeaderBytes) + " bytes")
 		return nil, false
 	case err != nil:
 		c.refuseHeader("malformed PROXY protocol header")

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -297,7 +297,7 @@ func TestProxyConfigErrors(t *testing.T) {
 		"proxy protocol without trusted proxies": {server.Config{ProxyProtocol: true}, "--trusted-proxies"},
 	} {
 		cfg := tc.cfg
-		store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
+		store, err := filestore.Open(filepath.Join(t.TempDir(), "keys.json"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,7 +23,7 @@ import (
 // revoked. The token itself is never kept, logged or put in a metric.
 
 // TokenKeyring gives the hub the verification keys of subscriber tokens.
-// keys.FileStore and keys.PGStore implement it.
+// filestore.Store and pgstore.Store implement it.
 type TokenKeyring interface {
 	// TokenKeys returns the usable verification keys of domain; none
 	// means the domain is open. The hub calls it on its event loops for

@@ -22,6 +22,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/server"
 	"github.com/wspubsub/wspubsub/ws"
 )
@@ -59,7 +60,7 @@ func startPrivateHub(t testing.TB, opts ...func(*server.Config)) *privateHub {
 	t.Helper()
 	logs := new(syncBuffer)
 	h := startHub(t, append([]func(*server.Config){func(c *server.Config) {
-		c.Tokens = c.Keys.(*keys.FileStore)
+		c.Tokens = c.Keys.(*filestore.Store)
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}}, opts...)...)
 	ctx := context.Background()

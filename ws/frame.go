@@ -20,12 +20,14 @@ const (
 	OpPong         Opcode = 0xA
 )
 
-// Close codes the hub sends. 1000-1011 are RFC 6455's; 4000-4003 are the
-// hub's own, documented in the README.
+// Close codes the hub sends, and the two it never sends but reports. 1000-1011
+// are RFC 6455's; 4000-4005 are the hub's own, documented in the README.
 const (
 	CloseNormal          uint16 = 1000
 	CloseGoingAway       uint16 = 1001 // the hub is shutting down
 	CloseProtocolError   uint16 = 1002
+	CloseNoStatus        uint16 = 1005 // never sent: a close frame that carries no code
+	CloseAbnormal        uint16 = 1006 // never sent: the connection ended without a close frame
 	CloseInvalidPayload  uint16 = 1007 // invalid UTF-8 in a text message
 	ClosePolicyViolation uint16 = 1008 // a subscriber sent more than it may
 	CloseMessageTooBig   uint16 = 1009

@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/wspubsub/wspubsub/ws"
 )
 
 // Opcodes of RFC 6455 section 5.2.
@@ -29,12 +31,16 @@ const (
 	OpPong         byte = 0xA
 )
 
-// Close codes the hubs use (RFC 6455 section 7.4 plus the protocol's own).
+// Close codes the hubs use (RFC 6455 section 7.4 plus the protocol's own),
+// as ints, the type the load generator counts them in; package ws has them all.
 const (
-	CloseNormal       = 1000
-	CloseGoingAway    = 1001
-	CloseSlowConsumer = 4000
-	CloseTopicClosed  = 4001
+	CloseNormal         = int(ws.CloseNormal)
+	CloseGoingAway      = int(ws.CloseGoingAway)
+	CloseNoStatus       = int(ws.CloseNoStatus)
+	CloseAbnormal       = int(ws.CloseAbnormal)
+	CloseInvalidPayload = int(ws.CloseInvalidPayload)
+	CloseSlowConsumer   = int(ws.CloseSlowConsumer)
+	CloseTopicClosed    = int(ws.CloseTopicClosed)
 )
 
 // MaxHeaderLen is the longest frame header a client writes: 2 bytes, 8 bytes
@@ -259,11 +265,11 @@ func ClosePayload(dst []byte, code int, reason string) []byte {
 	return append(dst, reason...)
 }
 
-// CloseCode extracts the status code of a close frame payload; 1005 (no
-// status) when the payload is empty.
+// CloseCode extracts the status code of a close frame payload;
+// CloseNoStatus (1005) when the payload is empty.
 func CloseCode(payload []byte) int {
 	if len(payload) < 2 {
-		return 1005
+		return CloseNoStatus
 	}
 	return int(binary.BigEndian.Uint16(payload))
 }

@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/wspubsub/wspubsub/bench/target"
-	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/server"
 )
 
 // TestRun publishes for a moment with each client against a real hub: every
 // publish is answered 200 and reaches every subscriber.
 func TestRun(t *testing.T) {
-	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
+	store, err := filestore.Open(filepath.Join(t.TempDir(), "keys.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -747,7 +747,7 @@ func (c *client) Closed(conn *poller.Conn, code int, err error) {
 			s.code = code
 			c.part.Dropped++
 			if code == 0 {
-				code = 1006
+				code = frame.CloseAbnormal
 			}
 			if c.part.CloseCodes == nil {
 				c.part.CloseCodes = map[int]int{}

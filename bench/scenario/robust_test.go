@@ -15,7 +15,7 @@ import (
 
 	"github.com/wspubsub/wspubsub/bench/result"
 	"github.com/wspubsub/wspubsub/bench/target"
-	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -24,7 +24,7 @@ import (
 // binary's, clients included, so the tests loosen the memory tolerance.
 func ourHub(t *testing.T, opts ...func(*server.Config)) *target.Target {
 	t.Helper()
-	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
+	store, err := filestore.Open(filepath.Join(t.TempDir(), "keys.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

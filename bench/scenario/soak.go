@@ -350,7 +350,7 @@ func (sw *soakWorker) Closed(c *poller.Conn, code int, err error) {
 		// Its topic may end under it: the publisher left and the grace ran
 		// out (4001), or before it even got in (404).
 		gone := a.owner.closed
-		ok = err == nil || (gone && (code == 4001 || refused == 404))
+		ok = err == nil || (gone && (code == frame.CloseTopicClosed || refused == 404))
 	case kindNoTopic:
 		ok = refused == 404
 	case kindBadKey:
@@ -362,7 +362,7 @@ func (sw *soakWorker) Closed(c *poller.Conn, code int, err error) {
 	case kindHalf:
 		ok = !a.opened && err == nil
 	case kindRude:
-		ok = code == 1007
+		ok = code == frame.CloseInvalidPayload
 	}
 	if ok {
 		sw.stats.expected++

@@ -28,6 +28,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -282,7 +283,7 @@ type hub struct {
 // keep their last 100 messages, and which cuts a replay at 128 KiB.
 func startHub(t *testing.T) *hub {
 	t.Helper()
-	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
+	store, err := filestore.Open(filepath.Join(t.TempDir(), "keys.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

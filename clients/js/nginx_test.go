@@ -17,7 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/wspubsub/wspubsub/deploy/proxytest"
-	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 	"github.com/wspubsub/wspubsub/server"
 	"github.com/wspubsub/wspubsub/ws"
 )
@@ -180,7 +180,7 @@ func forged(token string) string {
 // with its token verification key (HS256).
 func startHubBehind(t *testing.T, prefix string) *hub {
 	t.Helper()
-	store, err := keys.OpenFile(filepath.Join(t.TempDir(), "keys.json"))
+	store, err := filestore.Open(filepath.Join(t.TempDir(), "keys.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

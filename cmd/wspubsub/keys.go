@@ -18,6 +18,8 @@ import (
 	"unicode"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
+	"github.com/wspubsub/wspubsub/keys/pgstore"
 	"github.com/wspubsub/wspubsub/server"
 )
 
@@ -54,8 +56,8 @@ Every command takes:
                       wspubsub-keys.json)
 `
 
-// keyStore is what the keys command needs from a store: FileStore, or
-// PGStore when a database URL is given.
+// keyStore is what the keys command needs from a store: filestore.Store, or
+// pgstore.Store when a database URL is given.
 type keyStore interface {
 	Add(ctx context.Context, domain, username string) (string, error)
 	List(ctx context.Context) ([]keys.Record, error)
@@ -65,8 +67,8 @@ type keyStore interface {
 }
 
 var (
-	_ keyStore = (*keys.FileStore)(nil)
-	_ keyStore = (*keys.PGStore)(nil)
+	_ keyStore = (*filestore.Store)(nil)
+	_ keyStore = (*pgstore.Store)(nil)
 )
 
 // storeFlags selects the store; every subcommand registers them.
@@ -89,13 +91,13 @@ func (sf *storeFlags) register(fs *flag.FlagSet) {
 // the schema of this build.
 func (sf *storeFlags) open(ctx context.Context) (keyStore, error) {
 	if sf.databaseURL == "" {
-		s, err := keys.OpenFile(sf.keysFile)
+		s, err := filestore.Open(sf.keysFile)
 		if err != nil {
 			return nil, err
 		}
 		return s, nil
 	}
-	s, err := sf.openPG(ctx, keys.PGConfig{})
+	s, err := sf.openPG(ctx, pgstore.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -107,11 +109,11 @@ func (sf *storeFlags) open(ctx context.Context) (keyStore, error) {
 }
 
 // openPG opens the PostgreSQL store, whatever its schema version.
-func (sf *storeFlags) openPG(ctx context.Context, cfg keys.PGConfig) (*keys.PGStore, error) {
+func (sf *storeFlags) openPG(ctx context.Context, cfg pgstore.Config) (*pgstore.Store, error) {
 	if sf.databaseURL == "" {
 		return nil, errors.New("needs PostgreSQL: give --database-url or set WSPUBSUB_DATABASE_URL")
 	}
-	return keys.OpenPG(ctx, sf.databaseURL, cfg)
+	return pgstore.Open(ctx, sf.databaseURL, cfg)
 }
 
 // servedKeys is the store serve checks publishers' keys against. It is
@@ -122,8 +124,8 @@ type servedKeys struct {
 	keyStore
 	checker server.KeyChecker   // the store itself: file or pg
 	tokens  server.TokenKeyring // the store itself too: private domains' token keys
-	file    *keys.FileStore     // one of file and pg is set
-	pg      *keys.PGStore
+	file    *filestore.Store    // one of file and pg is set
+	pg      *pgstore.Store
 	where   string // what the log says about the store; never a URL that may hold a password
 	hub     atomic.Pointer[server.Server]
 	log     *slog.Logger
@@ -132,8 +134,8 @@ type servedKeys struct {
 // The PostgreSQL store reports its health and cache to the hub's metrics
 // (key_store_up, key_cache_lookups_total); the key file has neither.
 var (
-	_ server.KeyStoreProber  = (*keys.PGStore)(nil)
-	_ server.KeyCacheCounter = (*keys.PGStore)(nil)
+	_ server.KeyStoreProber  = (*pgstore.Store)(nil)
+	_ server.KeyCacheCounter = (*pgstore.Store)(nil)
 )
 
 // openServe opens the store for serve. A PostgreSQL store is migrated
@@ -145,7 +147,7 @@ func (sf *storeFlags) openServe(ctx context.Context, migrate bool, log *slog.Log
 		if migrate {
 			return nil, errors.New("--migrate needs --database-url")
 		}
-		s, err := keys.OpenFile(sf.keysFile)
+		s, err := filestore.Open(sf.keysFile)
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +158,7 @@ func (sf *storeFlags) openServe(ctx context.Context, migrate bool, log *slog.Log
 		}
 		return sk, nil
 	}
-	s, err := sf.openPG(ctx, keys.PGConfig{Logger: log})
+	s, err := sf.openPG(ctx, pgstore.Config{Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +337,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // keysPG runs the commands that exist for PostgreSQL only.
 func keysPG(ctx context.Context, sf *storeFlags, cmd string, table *string, stdout, stderr io.Writer) error {
-	st, err := sf.openPG(ctx, keys.PGConfig{})
+	st, err := sf.openPG(ctx, pgstore.Config{})
 	if err != nil {
 		return err
 	}

@@ -15,16 +15,17 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/pgstore"
 	"github.com/wspubsub/wspubsub/keys/pgtest"
 	"github.com/wspubsub/wspubsub/server"
 )
 
 // hubStore opens the store a hub would hold on url, watching for changes,
 // and returns it with the channel its revocations arrive on.
-func hubStore(t *testing.T, url string) (*keys.PGStore, chan [32]byte) {
+func hubStore(t *testing.T, url string) (*pgstore.Store, chan [32]byte) {
 	t.Helper()
 	ctx := context.Background()
-	s, err := keys.OpenPG(ctx, url, keys.PGConfig{CacheTTL: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := pgstore.Open(ctx, url, pgstore.Config{CacheTTL: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

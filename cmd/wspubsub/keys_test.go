@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 )
 
 // keysCLI runs `wspubsub keys ARGS` and returns the exit code and output.
@@ -49,7 +50,7 @@ func TestKeysCLIEndToEnd(t *testing.T) {
 	}
 
 	// A server holding the same file sees the CLI's changes.
-	srv, err := keys.OpenFile(path)
+	srv, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

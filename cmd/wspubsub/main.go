@@ -231,7 +231,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			node.Close(ctx)
+			if err := node.Close(ctx); err != nil {
+				log.Warn("cannot leave the cluster cleanly", "err", err)
+			}
 		}()
 		cfg.Cluster = node
 	}

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
+	"github.com/wspubsub/wspubsub/keys/pgstore"
 )
 
-// tokenKeyStore is what `keys token` needs from a store: FileStore, or
-// PGStore when a database URL is given.
+// tokenKeyStore is what `keys token` needs from a store: filestore.Store, or
+// pgstore.Store when a database URL is given.
 type tokenKeyStore interface {
 	AddTokenKey(ctx context.Context, domain string, publicPEM []byte) (keys.TokenKey, error)
 	ListTokenKeys(ctx context.Context) ([]keys.TokenKey, error)
@@ -23,8 +25,8 @@ type tokenKeyStore interface {
 }
 
 var (
-	_ tokenKeyStore = (*keys.FileStore)(nil)
-	_ tokenKeyStore = (*keys.PGStore)(nil)
+	_ tokenKeyStore = (*filestore.Store)(nil)
+	_ tokenKeyStore = (*pgstore.Store)(nil)
 )
 
 // maxPublicKeyFile bounds the PEM file `keys token add --public-key` reads.

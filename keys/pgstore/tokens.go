@@ -1,4 +1,4 @@
-package keys
+package pgstore
 
 import (
 	"context"
@@ -8,13 +8,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/wspubsub/wspubsub/keys"
 )
 
 // TokenKeys returns the usable token verification keys of domain, none for
 // an open domain. It reads the keys Watch loaded (and reloads on every
 // change the database notifies): no lock, no I/O, no allocation. Before
 // Watch every domain is open.
-func (s *PGStore) TokenKeys(domain string) []*TokenKey {
+func (s *Store) TokenKeys(domain string) []*keys.TokenKey {
 	return s.tokens.Load().Domain(domain)
 }
 
@@ -22,33 +24,33 @@ func (s *PGStore) TokenKeys(domain string) []*TokenKey {
 // with the kid of every token verification key that was usable and is no
 // longer (revoked or deleted). Set it before Watch; fn must not block for
 // long.
-func (s *PGStore) OnTokenKeyRevoked(fn func(kid string)) { s.onTokenRevoked.Store(&fn) }
+func (s *Store) OnTokenKeyRevoked(fn func(kid string)) { s.onTokenRevoked.Store(&fn) }
 
 // reloadTokens reads every token verification key and makes them the ones
 // TokenKeys serves, reporting those no longer usable. A row that cannot be
 // used (a public key that does not parse, written by hand) is logged and
 // served without its Verify form: its domain stays private and its tokens
 // are refused, rather than the domain turning open.
-func (s *PGStore) reloadTokens(ctx context.Context) error {
+func (s *Store) reloadTokens(ctx context.Context) error {
 	all, err := s.queryTokenKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("cannot load token keys: %w", err)
 	}
 	for i := range all {
-		if err := all[i].prepare(); err != nil {
+		if err := all[i].Prepare(); err != nil {
 			all[i].Verify = nil
 			s.log.Warn("keys: a token key cannot verify anything; its tokens are refused", "kid", all[i].KID, "err", err)
 		}
 	}
-	next := newTokenSet(all)
+	next := keys.NewTokenSet(all)
 	prev := s.tokens.Swap(next)
 	if fn := s.onTokenRevoked.Load(); fn != nil {
-		revokedSince(prev, next, *fn)
+		keys.RevokedSince(prev, next, *fn)
 	}
 	return nil
 }
 
-func (s *PGStore) queryTokenKeys(ctx context.Context) ([]TokenKey, error) {
+func (s *Store) queryTokenKeys(ctx context.Context) ([]keys.TokenKey, error) {
 	ctx, cancel := s.queryCtx(ctx)
 	defer cancel()
 	rows, err := s.pool.Query(ctx, `select kid, domain, alg, coalesce(secret, ''), coalesce(public_key, ''), created_at, revoked_at
@@ -56,8 +58,8 @@ func (s *PGStore) queryTokenKeys(ctx context.Context) ([]TokenKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []TokenKey
-	var k TokenKey
+	var out []keys.TokenKey
+	var k keys.TokenKey
 	var revoked *time.Time
 	_, err = pgx.ForEachRow(rows, []any{&k.KID, &k.Domain, &k.Alg, &k.Secret, &k.PublicKey, &k.Created, &revoked}, func() error {
 		r := k
@@ -75,14 +77,14 @@ func (s *PGStore) queryTokenKeys(ctx context.Context) ([]TokenKey, error) {
 // the domain private: with a new HMAC secret (HS256) when publicPEM is
 // empty, else with that PEM public key (EdDSA, ES256 or RS256, from its
 // type). It returns the key, secret included: show it once.
-func (s *PGStore) AddTokenKey(ctx context.Context, domain string, publicPEM []byte) (TokenKey, error) {
+func (s *Store) AddTokenKey(ctx context.Context, domain string, publicPEM []byte) (keys.TokenKey, error) {
 	if s.closed.Load() {
-		return TokenKey{}, ErrClosed
+		return keys.TokenKey{}, keys.ErrClosed
 	}
 	for {
-		k, err := newTokenKey(domain, publicPEM, nil)
+		k, err := keys.NewTokenKey(domain, publicPEM, nil)
 		if err != nil {
-			return TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
+			return keys.TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
 		}
 		var secret, pub *string
 		if k.Secret != "" {
@@ -99,7 +101,7 @@ func (s *PGStore) AddTokenKey(ctx context.Context, domain string, publicPEM []by
 			continue // a kid already taken: draw another
 		}
 		if err != nil {
-			return TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
+			return keys.TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
 		}
 		k.Created = k.Created.UTC()
 		return k, nil
@@ -108,9 +110,9 @@ func (s *PGStore) AddTokenKey(ctx context.Context, domain string, publicPEM []by
 
 // ListTokenKeys returns every token verification key, revoked ones
 // included, sorted by domain, then creation time.
-func (s *PGStore) ListTokenKeys(ctx context.Context) ([]TokenKey, error) {
+func (s *Store) ListTokenKeys(ctx context.Context) ([]keys.TokenKey, error) {
 	if s.closed.Load() {
-		return nil, ErrClosed
+		return nil, keys.ErrClosed
 	}
 	out, err := s.queryTokenKeys(ctx)
 	if err != nil {
@@ -121,11 +123,11 @@ func (s *PGStore) ListTokenKeys(ctx context.Context) ([]TokenKey, error) {
 
 // RevokeTokenKey revokes the token verification key kid for good: the
 // tokens it signed are refused, and every hub watching the database closes
-// the subscribers they admitted. ErrTokenKeyNotFound if no key has that
+// the subscribers they admitted. keys.ErrTokenKeyNotFound if no key has that
 // kid; revoking a revoked key keeps its first revocation time.
-func (s *PGStore) RevokeTokenKey(ctx context.Context, kid string) error {
+func (s *Store) RevokeTokenKey(ctx context.Context, kid string) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return keys.ErrClosed
 	}
 	ctx, cancel := s.queryCtx(ctx)
 	defer cancel()
@@ -134,7 +136,7 @@ func (s *PGStore) RevokeTokenKey(ctx context.Context, kid string) error {
 		where kid = $1 returning revoked_at`, kid).Scan(&revoked)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return fmt.Errorf("cannot revoke token key %q: %w", kid, ErrTokenKeyNotFound)
+		return fmt.Errorf("cannot revoke token key %q: %w", kid, keys.ErrTokenKeyNotFound)
 	case err != nil:
 		return fmt.Errorf("cannot revoke token key %q: %w", kid, err)
 	}

@@ -1,4 +1,4 @@
-package keys
+package pgstore
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/wspubsub/wspubsub/keys"
 )
 
 // legacyImportTimeout bounds ImportLegacy's transaction: one statement per
@@ -32,17 +34,17 @@ type LegacySkip struct {
 // ImportLegacy copies the keys of the original system's table (by default
 // "apikeys": id, domain, username, apikey, insert_ts, active, with plaintext
 // UUID keys) into the store, in one transaction: each key is stored as the
-// Hash of the apikey column exactly as it is (not case-normalised, since the
+// keys.Hash of the apikey column exactly as it is (not case-normalised, since the
 // original compared keys exactly), with its domain, username, insert_ts as
 // the creation time (read in the session's time zone, as the original wrote
 // it) and its active flag. A key the store already has is left as it is, so
 // importing again adds only new rows and never undoes a revocation or a
 // deactivation made here. The original's table is only read. table may be
 // schema-qualified ("legacy.apikeys"); it must be in the store's database.
-func (s *PGStore) ImportLegacy(ctx context.Context, table string) (LegacyImport, error) {
+func (s *Store) ImportLegacy(ctx context.Context, table string) (LegacyImport, error) {
 	var res LegacyImport
 	if s.closed.Load() {
-		return res, ErrClosed
+		return res, keys.ErrClosed
 	}
 	ident, err := legacyTable(table)
 	if err != nil {
@@ -77,18 +79,18 @@ func (s *PGStore) ImportLegacy(ctx context.Context, table string) (LegacyImport,
 		for _, r := range all {
 			why := ""
 			switch {
-			case !WellFormed(r.key):
+			case !keys.WellFormed(r.key):
 				why = "apikey is not a UUID or a wsp_ key"
-			case !ValidDomain(r.domain):
-				why = ErrBadDomain.Error()
-			case !validUsername(r.username):
-				why = ErrBadUsername.Error()
+			case !keys.ValidDomain(r.domain):
+				why = keys.ErrBadDomain.Error()
+			case !keys.ValidUsername(r.username):
+				why = keys.ErrBadUsername.Error()
 			}
 			if why != "" {
 				res.Skipped = append(res.Skipped, LegacySkip{ID: r.id, Reason: why})
 				continue
 			}
-			h := Hash(r.key)
+			h := keys.Hash(r.key)
 			b.Queue(`insert into `+pgKeysTable+` (key_hash, domain, username, created_at, active, legacy_id)
 				values ($1, $2, $3, $4, $5, $6) on conflict (key_hash) do nothing`,
 				h[:], r.domain, r.username, r.created, r.active, r.id).Exec(func(ct pgconn.CommandTag) error {

@@ -1,4 +1,4 @@
-package keys_test
+package pgstore_test
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/pgstore"
 	"github.com/wspubsub/wspubsub/keys/pgtest"
 )
 
@@ -40,12 +41,12 @@ func (l *logBuf) logger() *slog.Logger {
 }
 
 // openPG opens a PGStore on url, migrated, closed when the test ends.
-func openPG(t testing.TB, url string, cfg keys.PGConfig) *keys.PGStore {
+func openPG(t testing.TB, url string, cfg pgstore.Config) *pgstore.Store {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s, err := keys.OpenPG(context.Background(), url, cfg)
+	s, err := pgstore.Open(context.Background(), url, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,27 +87,27 @@ func query(t testing.TB, url, sql string, args ...any) []string {
 func TestPGMigrate(t *testing.T) {
 	url := pgtest.Database(t)
 	ctx := context.Background()
-	s, err := keys.OpenPG(ctx, url, keys.PGConfig{})
+	s, err := pgstore.Open(ctx, url, pgstore.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.CheckSchema(ctx); !errors.Is(err, keys.ErrSchema) {
+	if err := s.CheckSchema(ctx); !errors.Is(err, pgstore.ErrSchema) {
 		t.Fatalf("CheckSchema before Migrate = %v, want ErrSchema", err)
 	}
 	if _, err := s.Add(ctx, "a.example", ""); err == nil {
 		t.Fatal("Add before Migrate succeeded")
 	}
 	from, to, err := s.Migrate(ctx)
-	if err != nil || from != 0 || to != keys.SchemaVersion() {
-		t.Fatalf("Migrate = %d, %d, %v; want 0, %d, nil", from, to, err, keys.SchemaVersion())
+	if err != nil || from != 0 || to != pgstore.SchemaVersion() {
+		t.Fatalf("Migrate = %d, %d, %v; want 0, %d, nil", from, to, err, pgstore.SchemaVersion())
 	}
 	k, err := s.Add(ctx, "a.example", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	from, to, err = s.Migrate(ctx)
-	if err != nil || from != keys.SchemaVersion() || to != keys.SchemaVersion() {
+	if err != nil || from != pgstore.SchemaVersion() || to != pgstore.SchemaVersion() {
 		t.Fatalf("second Migrate = %d, %d, %v; want no change", from, to, err)
 	}
 	if err := s.CheckSchema(ctx); err != nil {
@@ -116,7 +117,7 @@ func TestPGMigrate(t *testing.T) {
 		t.Fatalf("key added before the second Migrate: %v", err)
 	}
 	got := query(t, url, `select version from wspubsub_schema_migrations order by version`)
-	if len(got) != keys.SchemaVersion() {
+	if len(got) != pgstore.SchemaVersion() {
 		t.Fatalf("versions recorded: %v", got)
 	}
 
@@ -126,7 +127,7 @@ func TestPGMigrate(t *testing.T) {
 	errs := make(chan error, 4)
 	for range 4 {
 		wg.Go(func() {
-			s, err := keys.OpenPG(ctx, url2, keys.PGConfig{})
+			s, err := pgstore.Open(ctx, url2, pgstore.Config{})
 			if err != nil {
 				errs <- err
 				return
@@ -146,155 +147,11 @@ func TestPGMigrate(t *testing.T) {
 
 	// A database migrated by a newer build is left alone.
 	pgtest.Exec(t, url, `insert into wspubsub_schema_migrations (version) values (999)`)
-	if _, _, err := s.Migrate(ctx); !errors.Is(err, keys.ErrSchema) {
+	if _, _, err := s.Migrate(ctx); !errors.Is(err, pgstore.ErrSchema) {
 		t.Fatalf("Migrate of a newer schema = %v, want ErrSchema", err)
 	}
-	if err := s.CheckSchema(ctx); !errors.Is(err, keys.ErrSchema) {
+	if err := s.CheckSchema(ctx); !errors.Is(err, pgstore.ErrSchema) {
 		t.Fatalf("CheckSchema of a newer schema = %v, want ErrSchema", err)
-	}
-}
-
-// store is what both stores offer; TestStoresAgree runs one script on each.
-type store interface {
-	Check(ctx context.Context, key, domain string) error
-	Add(ctx context.Context, domain, username string) (string, error)
-	List(ctx context.Context) ([]keys.Record, error)
-	Revoke(ctx context.Context, keyOrID string) error
-	SetActive(ctx context.Context, domain string, active bool) (int, error)
-	Close() error
-}
-
-func TestStoresAgree(t *testing.T) {
-	for name, open := range map[string]func(t *testing.T) store{
-		"file": func(t *testing.T) store { s, _ := openTemp(t); return s },
-		"postgres": func(t *testing.T) store {
-			// Invalidation comes from Watch; without it a short TTL keeps
-			// the script's answers current.
-			return openPG(t, pgtest.Database(t), keys.PGConfig{CacheTTL: time.Nanosecond, NegativeTTL: time.Nanosecond})
-		},
-	} {
-		t.Run(name, func(t *testing.T) { storeScript(t, open(t)) })
-	}
-}
-
-func storeScript(t *testing.T, s store) {
-	ctx := context.Background()
-	check := func(key, domain string, want error) {
-		t.Helper()
-		if err := s.Check(ctx, key, domain); !errors.Is(err, want) {
-			t.Fatalf("Check(%s, %q) = %v, want %v", keys.Redact(key), domain, err, want)
-		}
-	}
-	add := func(domain, user string) string {
-		t.Helper()
-		k, err := s.Add(ctx, domain, user)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !keys.WellFormed(k) {
-			t.Fatalf("Add returned malformed key %q", k)
-		}
-		return k
-	}
-	for _, d := range []string{"", strings.Repeat("a", 65), "a/b", "bad\xffutf8"} {
-		if _, err := s.Add(ctx, d, ""); !errors.Is(err, keys.ErrBadDomain) {
-			t.Errorf("Add(%q) = %v, want ErrBadDomain", d, err)
-		}
-	}
-	if _, err := s.Add(ctx, "ok.example", strings.Repeat("u", 257)); !errors.Is(err, keys.ErrBadUsername) {
-		t.Errorf("Add with long username = %v, want ErrBadUsername", err)
-	}
-
-	kb1 := add("b.example", "bob")
-	ka := add("a.example", "alice")
-	kb2 := add("b.example", "")
-	kb3 := add("b.example", "carol") // a second key for a domain: rotation without downtime
-	ku := add("ünïcödé.example", "")
-	check(ka, "a.example", nil)
-	check(kb1, "b.example", nil)
-	check(kb2, "b.example", nil)
-	check(ku, "ünïcödé.example", nil)
-	check(ka, "b.example", keys.ErrRefused)
-	check(ka, "A.example", keys.ErrRefused)
-	check(mustGenerate(t), "a.example", keys.ErrRefused)
-	check("f47ac10b-58cc-4372-a567-0e02b2c3d479", "a.example", keys.ErrRefused)
-	check("garbage", "a.example", keys.ErrRefused)
-
-	if err := s.Revoke(ctx, kb2); err != nil {
-		t.Fatal(err)
-	}
-	h := keys.Hash(kb3)
-	if err := s.Revoke(ctx, strings.ToUpper(keys.ID(h))); err != nil {
-		t.Fatal(err)
-	}
-	check(kb2, "b.example", keys.ErrRefused)
-	check(kb3, "b.example", keys.ErrRefused)
-	check(kb1, "b.example", nil)
-	recs, err := s.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := map[string]time.Time{}
-	for _, r := range recs {
-		first[r.ID] = r.Revoked
-	}
-	if err := s.Revoke(ctx, kb2); err != nil {
-		t.Fatalf("second Revoke: %v", err)
-	}
-	for _, bad := range []string{mustGenerate(t), "000000000000", "garbage", ""} {
-		err := s.Revoke(ctx, bad)
-		if !errors.Is(err, keys.ErrNotFound) {
-			t.Errorf("Revoke(%q) = %v, want ErrNotFound", bad, err)
-		}
-		if len(bad) == 42 && strings.Contains(err.Error(), bad) {
-			t.Errorf("Revoke error %q contains the key", err)
-		}
-	}
-
-	if n, err := s.SetActive(ctx, "b.example", false); err != nil || n != 3 {
-		t.Fatalf("SetActive(false) = %d, %v; want 3, nil", n, err)
-	}
-	check(kb1, "b.example", keys.ErrRefused)
-	if n, err := s.SetActive(ctx, "b.example", false); err != nil || n != 3 {
-		t.Fatalf("second SetActive(false) = %d, %v; want 3, nil", n, err)
-	}
-	if n, err := s.SetActive(ctx, "b.example", true); err != nil || n != 3 {
-		t.Fatalf("SetActive(true) = %d, %v; want 3, nil", n, err)
-	}
-	check(kb1, "b.example", nil)
-	check(kb2, "b.example", keys.ErrRefused) // revoked is forever
-	if _, err := s.SetActive(ctx, "none.example", true); !errors.Is(err, keys.ErrNotFound) {
-		t.Fatalf("SetActive of unknown domain = %v, want ErrNotFound", err)
-	}
-
-	recs, err = s.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	order := []string{ka, kb1, kb2, kb3, ku}
-	if len(recs) != len(order) {
-		t.Fatalf("List returned %d records, want %d", len(recs), len(order))
-	}
-	for i, k := range order {
-		r := recs[i]
-		if r.Hash != keys.Hash(k) || r.ID != keys.ID(r.Hash) || r.Created.IsZero() || r.Created.Location() != time.UTC {
-			t.Fatalf("record %d is %+v, want key %s", i, r, keys.Redact(k))
-		}
-		if revoked := k == kb2 || k == kb3; revoked == r.Revoked.IsZero() {
-			t.Fatalf("record %d revoked at %v", i, r.Revoked)
-		}
-		if !r.Revoked.IsZero() && !r.Revoked.Equal(first[r.ID]) {
-			t.Fatalf("second Revoke moved the time from %v to %v", first[r.ID], r.Revoked)
-		}
-	}
-	if recs[0].Username != "alice" || recs[1].Username != "bob" || !recs[1].Active {
-		t.Fatalf("unexpected records %+v", recs)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Check(ctx, ka, "a.example"); !errors.Is(err, keys.ErrClosed) {
-		t.Fatalf("Check after Close = %v, want ErrClosed", err)
 	}
 }
 
@@ -302,7 +159,7 @@ func storeScript(t *testing.T, s store) {
 func TestPGNoPlaintext(t *testing.T) {
 	url := pgtest.Database(t)
 	var logs logBuf
-	s := openPG(t, url, keys.PGConfig{Logger: logs.logger(), LastUsedEvery: 10 * time.Millisecond})
+	s := openPG(t, url, pgstore.Config{Logger: logs.logger(), LastUsedEvery: 10 * time.Millisecond})
 	ctx := context.Background()
 	var added []string
 	for i := range 5 {
@@ -353,7 +210,7 @@ func TestPGImportLegacy(t *testing.T) {
 	before := snapshot()
 
 	var logs logBuf
-	s := openPG(t, url, keys.PGConfig{Logger: logs.logger(), CacheTTL: time.Nanosecond, NegativeTTL: time.Nanosecond})
+	s := openPG(t, url, pgstore.Config{Logger: logs.logger(), CacheTTL: time.Nanosecond, NegativeTTL: time.Nanosecond})
 	ctx := context.Background()
 	res, err := s.ImportLegacy(ctx, "apikeys")
 	if err != nil {
@@ -479,7 +336,7 @@ type watcher struct {
 	ch chan [32]byte
 }
 
-func watch(t *testing.T, s *keys.PGStore) *watcher {
+func watch(t *testing.T, s *pgstore.Store) *watcher {
 	t.Helper()
 	w := &watcher{ch: make(chan [32]byte, 100)}
 	if err := s.Watch(context.Background(), func(h [32]byte) { w.ch <- h }); err != nil {
@@ -523,8 +380,8 @@ func (w *watcher) none(t *testing.T, d time.Duration) {
 func TestPGWatch(t *testing.T) {
 	url := pgtest.Database(t)
 	var logs logBuf
-	hub := openPG(t, url, keys.PGConfig{CacheTTL: time.Hour, NegativeTTL: time.Hour, Logger: logs.logger()})
-	cli := openPG(t, url, keys.PGConfig{})
+	hub := openPG(t, url, pgstore.Config{CacheTTL: time.Hour, NegativeTTL: time.Hour, Logger: logs.logger()})
+	cli := openPG(t, url, pgstore.Config{})
 	ctx := context.Background()
 	w := watch(t, hub)
 	if err := hub.Watch(ctx, func([32]byte) {}); err == nil {
@@ -611,8 +468,8 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 func TestPGWatchReconnect(t *testing.T) {
 	url := pgtest.Database(t)
 	var logs logBuf
-	hub := openPG(t, url, keys.PGConfig{CacheTTL: time.Hour, Logger: logs.logger()})
-	cli := openPG(t, url, keys.PGConfig{})
+	hub := openPG(t, url, pgstore.Config{CacheTTL: time.Hour, Logger: logs.logger()})
+	cli := openPG(t, url, pgstore.Config{})
 	ctx := context.Background()
 	w := watch(t, hub)
 	k1, _ := cli.Add(ctx, "a.example", "")
@@ -648,7 +505,7 @@ func TestPGCache(t *testing.T) {
 	url := pgtest.Database(t)
 	ctx := context.Background()
 	for _, size := range []int{0, -1} {
-		s := openPG(t, url, keys.PGConfig{CacheSize: size})
+		s := openPG(t, url, pgstore.Config{CacheSize: size})
 		k, err := s.Add(ctx, fmt.Sprint("d", size), "")
 		if err != nil {
 			t.Fatal(err)
@@ -685,7 +542,7 @@ func TestPGCache(t *testing.T) {
 }
 
 func TestPGCheckDoesNotAllocate(t *testing.T) {
-	s := openPG(t, pgtest.Database(t), keys.PGConfig{LastUsedEvery: time.Hour})
+	s := openPG(t, pgtest.Database(t), pgstore.Config{LastUsedEvery: time.Hour})
 	ctx := context.Background()
 	k, _ := s.Add(ctx, "a.example", "")
 	if err := s.Check(ctx, k, "a.example"); err != nil {
@@ -699,7 +556,7 @@ func TestPGCheckDoesNotAllocate(t *testing.T) {
 func TestPGLastUsed(t *testing.T) {
 	url := pgtest.Database(t)
 	const every = 300 * time.Millisecond
-	s := openPG(t, url, keys.PGConfig{LastUsedEvery: every})
+	s := openPG(t, url, pgstore.Config{LastUsedEvery: every})
 	ctx := context.Background()
 	k, _ := s.Add(ctx, "a.example", "")
 	other, _ := s.Add(ctx, "a.example", "")
@@ -744,20 +601,20 @@ func TestPGLastUsed(t *testing.T) {
 // A store that cannot reach its database fails to open, with the reason.
 func TestPGOpenUnreachable(t *testing.T) {
 	ctx := context.Background()
-	_, err := keys.OpenPG(ctx, "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2", keys.PGConfig{})
+	_, err := pgstore.Open(ctx, "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2", pgstore.Config{})
 	if err == nil {
 		t.Fatal("OpenPG of a closed port succeeded")
 	}
-	if _, err := keys.OpenPG(ctx, "postgres://[bad", keys.PGConfig{}); err == nil {
+	if _, err := pgstore.Open(ctx, "postgres://[bad", pgstore.Config{}); err == nil {
 		t.Fatal("OpenPG of a bad URL succeeded")
 	}
 }
 
 // BenchmarkCheckPG is an accepted Check of PGStore, answered by its cache
-// or, with the cache off, by a query; compare BenchmarkCheck (FileStore).
+// or, with the cache off, by a query; compare filestore's BenchmarkCheck.
 func BenchmarkCheckPG(b *testing.B) {
 	ctx := context.Background()
-	run := func(b *testing.B, s store, key string) {
+	run := func(b *testing.B, s *pgstore.Store, key string) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for b.Loop() {
@@ -771,7 +628,7 @@ func BenchmarkCheckPG(b *testing.B) {
 		size int
 	}{{"pg-cached", 0}, {"pg-nocache", -1}} {
 		b.Run(bc.name, func(b *testing.B) {
-			s := openPG(b, pgtest.Database(b), keys.PGConfig{CacheSize: bc.size})
+			s := openPG(b, pgtest.Database(b), pgstore.Config{CacheSize: bc.size})
 			k, err := s.Add(ctx, "a.example", "")
 			if err != nil {
 				b.Fatal(err)
@@ -779,4 +636,13 @@ func BenchmarkCheckPG(b *testing.B) {
 			run(b, s, k)
 		})
 	}
+}
+
+func mustGenerate(t testing.TB) string {
+	t.Helper()
+	k, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -1,4 +1,4 @@
-package keys_test
+package filestore_test
 
 import (
 	"context"
@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/wspubsub/wspubsub/keys"
+	"github.com/wspubsub/wspubsub/keys/filestore"
 )
 
-// openTemp opens a FileStore on a fresh path in a temporary directory.
-func openTemp(t testing.TB) (*keys.FileStore, string) {
+// openTemp opens a Store on a fresh path in a temporary directory.
+func openTemp(t testing.TB) (*filestore.Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keys.json")
-	s, err := keys.OpenFile(path)
+	s, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +29,7 @@ func openTemp(t testing.TB) (*keys.FileStore, string) {
 	return s, path
 }
 
-func mustAdd(t testing.TB, s *keys.FileStore, domain, user string) string {
+func mustAdd(t testing.TB, s *filestore.Store, domain, user string) string {
 	t.Helper()
 	k, err := s.Add(context.Background(), domain, user)
 	if err != nil {
@@ -37,7 +38,7 @@ func mustAdd(t testing.TB, s *keys.FileStore, domain, user string) string {
 	return k
 }
 
-func wantCheck(t *testing.T, s *keys.FileStore, key, domain string, want error) {
+func wantCheck(t *testing.T, s *filestore.Store, key, domain string, want error) {
 	t.Helper()
 	if err := s.Check(context.Background(), key, domain); !errors.Is(err, want) {
 		t.Fatalf("Check(%s, %q) = %v, want %v", keys.Redact(key), domain, err, want)
@@ -73,11 +74,11 @@ func TestBadDomainAndUsername(t *testing.T) {
 	ctx := context.Background()
 	for _, d := range []string{"", strings.Repeat("a", 65), "a/b", "/", "bad\xffutf8"} {
 		if _, err := s.Add(ctx, d, ""); !errors.Is(err, keys.ErrBadDomain) {
-			t.Errorf("Add(%q) = %v, want ErrBadDomain", d, err)
+			t.Errorf("Add(%q) = %v, want keys.ErrBadDomain", d, err)
 		}
 	}
 	if _, err := s.Add(ctx, "ok.example", "bad\xff"); !errors.Is(err, keys.ErrBadUsername) {
-		t.Errorf("Add with bad username = %v, want ErrBadUsername", err)
+		t.Errorf("Add with bad username = %v, want keys.ErrBadUsername", err)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("failed Adds created the file: %v", err)
@@ -112,7 +113,7 @@ func TestSetActive(t *testing.T) {
 	}
 	wantCheck(t, s, k1, "a.example", nil)
 	if _, err := s.SetActive(ctx, "none.example", true); !errors.Is(err, keys.ErrNotFound) {
-		t.Fatalf("SetActive of unknown domain = %v, want ErrNotFound", err)
+		t.Fatalf("SetActive of unknown domain = %v, want keys.ErrNotFound", err)
 	}
 }
 
@@ -153,7 +154,7 @@ func TestRevoke(t *testing.T) {
 	for _, bad := range []string{mustGenerate(t), "000000000000", "garbage", ""} {
 		err := s.Revoke(ctx, bad)
 		if !errors.Is(err, keys.ErrNotFound) {
-			t.Errorf("Revoke(%q) = %v, want ErrNotFound", bad, err)
+			t.Errorf("Revoke(%q) = %v, want keys.ErrNotFound", bad, err)
 		}
 		if len(bad) == 42 && strings.Contains(err.Error(), bad) {
 			t.Errorf("Revoke error %q contains the key", err)
@@ -161,7 +162,7 @@ func TestRevoke(t *testing.T) {
 	}
 }
 
-func revokedAt(t *testing.T, s *keys.FileStore, key string) time.Time {
+func revokedAt(t *testing.T, s *filestore.Store, key string) time.Time {
 	t.Helper()
 	recs, err := s.List(context.Background())
 	if err != nil {
@@ -214,7 +215,7 @@ func TestListSortedAndPersistent(t *testing.T) {
 	}
 
 	s.Close()
-	s2, err := keys.OpenFile(path)
+	s2, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,10 +293,10 @@ func TestMissingFileCreatesNothing(t *testing.T) {
 		t.Fatalf("List = %v, %v; want empty", recs, err)
 	}
 	if err := s.Revoke(ctx, mustGenerate(t)); !errors.Is(err, keys.ErrNotFound) {
-		t.Fatalf("Revoke = %v, want ErrNotFound", err)
+		t.Fatalf("Revoke = %v, want keys.ErrNotFound", err)
 	}
 	if _, err := s.SetActive(ctx, "a.example", false); !errors.Is(err, keys.ErrNotFound) {
-		t.Fatalf("SetActive = %v, want ErrNotFound", err)
+		t.Fatalf("SetActive = %v, want keys.ErrNotFound", err)
 	}
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
@@ -328,13 +329,13 @@ func TestCorruptFile(t *testing.T) {
 			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			s, err := keys.OpenFile(path)
+			s, err := filestore.Open(path)
 			if err == nil {
 				s.Close()
-				t.Fatalf("OpenFile of %s file succeeded", name)
+				t.Fatalf("Open of %s file succeeded", name)
 			}
-			if !errors.Is(err, keys.ErrCorrupt) || !strings.Contains(err.Error(), path) {
-				t.Fatalf("OpenFile error %q: want ErrCorrupt naming the path", err)
+			if !errors.Is(err, filestore.ErrCorrupt) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("Open error %q: want ErrCorrupt naming the path", err)
 			}
 		})
 	}
@@ -343,7 +344,7 @@ func TestCorruptFile(t *testing.T) {
 		if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s, err := keys.OpenFile(path)
+		s, err := filestore.Open(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -355,17 +356,17 @@ func TestCorruptFile(t *testing.T) {
 func TestCorruptedWhileOpen(t *testing.T) {
 	s, path := openTemp(t)
 	k := mustAdd(t, s, "a.example", "")
-	keys.SetReloadInterval(s, 0)
+	filestore.SetReloadInterval(s, 0)
 	if err := os.WriteFile(path, []byte("{broken"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Reload(); !errors.Is(err, keys.ErrCorrupt) {
+	if err := s.Reload(); !errors.Is(err, filestore.ErrCorrupt) {
 		t.Fatalf("Reload = %v, want ErrCorrupt", err)
 	}
 	// The keys loaded before stay in force, and the broken file is not
 	// overwritten by a write that would lose whatever it holds.
 	wantCheck(t, s, k, "a.example", nil)
-	if _, err := s.Add(context.Background(), "a.example", ""); !errors.Is(err, keys.ErrCorrupt) {
+	if _, err := s.Add(context.Background(), "a.example", ""); !errors.Is(err, filestore.ErrCorrupt) {
 		t.Fatalf("Add over corrupt file = %v, want ErrCorrupt", err)
 	}
 	if data, _ := os.ReadFile(path); string(data) != "{broken" {
@@ -375,7 +376,7 @@ func TestCorruptedWhileOpen(t *testing.T) {
 
 func TestReloadVisibility(t *testing.T) {
 	writer, path := openTemp(t)
-	reader, err := keys.OpenFile(path)
+	reader, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +393,7 @@ func TestReloadVisibility(t *testing.T) {
 	// Without Reload, and long before the periodic stat is due, Check
 	// accepts a key another store has just added: a refusal looks at the
 	// file first. The same for a domain just activated.
-	keys.SetReloadInterval(reader, time.Hour)
+	filestore.SetReloadInterval(reader, time.Hour)
 	unknown, err := keys.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -413,7 +414,7 @@ func TestReloadVisibility(t *testing.T) {
 	wantCheck(t, reader, k2, "a.example", nil)
 
 	// Revocation and deactivation propagate the same way.
-	keys.SetReloadInterval(reader, 0)
+	filestore.SetReloadInterval(reader, 0)
 	if err := writer.Revoke(ctx, k1); err != nil {
 		t.Fatal(err)
 	}
@@ -446,13 +447,13 @@ func TestReloadVisibility(t *testing.T) {
 
 func TestConcurrentCheckWhileAdding(t *testing.T) {
 	s, path := openTemp(t)
-	keys.SetReloadInterval(s, time.Millisecond)
-	other, err := keys.OpenFile(path)
+	filestore.SetReloadInterval(s, time.Millisecond)
+	other, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	keys.SetReloadInterval(other, time.Millisecond)
+	filestore.SetReloadInterval(other, time.Millisecond)
 	ctx := context.Background()
 	k := mustAdd(t, s, "a.example", "")
 
@@ -561,7 +562,7 @@ func BenchmarkCheckParallel(b *testing.B) {
 }
 
 // lastUsed returns the LastUsed of the only record List returns.
-func lastUsed(t *testing.T, s *keys.FileStore) time.Time {
+func lastUsed(t *testing.T, s *filestore.Store) time.Time {
 	t.Helper()
 	recs, err := s.List(context.Background())
 	if err != nil || len(recs) != 1 {
@@ -576,14 +577,14 @@ func lastUsed(t *testing.T, s *keys.FileStore) time.Time {
 // rewritten, and Close writes what is still queued.
 func TestFileLastUsed(t *testing.T) {
 	s, path := openTemp(t)
-	keys.SetLastUsedIntervals(s, time.Hour, 50*time.Millisecond)
+	filestore.SetLastUsedIntervals(s, time.Hour, 50*time.Millisecond)
 	k := mustAdd(t, s, "a.example", "")
 	other := mustAdd(t, s, "b.example", "")
 	before, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := keys.OpenFile(path)
+	cli, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,7 +610,7 @@ func TestFileLastUsed(t *testing.T) {
 	var first time.Time
 	for deadline := time.Now().Add(5 * time.Second); first.IsZero(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no last-used time recorded: %s", keys.LastUsedPath(path))
+			t.Fatalf("no last-used time recorded: %s", filestore.LastUsedPath(path))
 		}
 		first = listed()["a.example"]
 	}
@@ -638,11 +639,11 @@ func TestFileLastUsed(t *testing.T) {
 	// Past the interval it is (here: another store on the file, with no
 	// interval, merging into what the first wrote), and Close writes it
 	// before returning.
-	s2, err := keys.OpenFile(path)
+	s2, err := filestore.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys.SetLastUsedIntervals(s2, 0, time.Hour)
+	filestore.SetLastUsedIntervals(s2, 0, time.Hour)
 	wantCheck(t, s2, k, "a.example", nil)
 	s2.Close()
 	if got := listed()["a.example"]; !got.After(first) {
@@ -654,10 +655,19 @@ func TestFileLastUsed(t *testing.T) {
 // does not allocate either, nor wait when the queue is full.
 func TestCheckHitDoesNotAllocateWhileRecording(t *testing.T) {
 	s, _ := openTemp(t)
-	keys.SetLastUsedIntervals(s, 0, time.Hour) // every Check queues a use
+	filestore.SetLastUsedIntervals(s, 0, time.Hour) // every Check queues a use
 	k := mustAdd(t, s, "a.example", "")
 	ctx := context.Background()
 	if n := testing.AllocsPerRun(5000, func() { _ = s.Check(ctx, k, "a.example") }); n != 0 {
 		t.Fatalf("Check allocates %v times per accepted key", n)
 	}
+}
+
+func mustGenerate(t testing.TB) string {
+	t.Helper()
+	k, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -1,4 +1,4 @@
-package keys
+package pgstore
 
 import (
 	"context"
@@ -19,16 +19,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/wspubsub/wspubsub/keys/keycache"
+
+	"github.com/wspubsub/wspubsub/keys"
 )
 
-// ErrUnavailable means the key database could not answer. Check wraps it
-// when a key is not in the cache and the database is unreachable: the key
-// may well be good, so the hub answers 503, not 401.
-var ErrUnavailable = errors.New("keys: key database unavailable")
-
-// PGConfig tunes a PGStore; the zero value of each field means the default
+// Config tunes a Store; the zero value of each field means the default
 // it documents.
-type PGConfig struct {
+type Config struct {
 	// CacheSize is the most keys Check remembers. Default 10000; negative
 	// turns the cache off, so every Check queries the database.
 	CacheSize int
@@ -50,7 +47,7 @@ type PGConfig struct {
 	Logger *slog.Logger
 }
 
-func (c *PGConfig) setDefaults() {
+func (c *Config) setDefaults() {
 	if c.QueryTimeout <= 0 {
 		c.QueryTimeout = 3 * time.Second
 	}
@@ -70,10 +67,10 @@ type pgKey struct {
 	touched atomic.Int64 // UnixNano when Check last queued a last-used write
 }
 
-// PGStore keeps keys in PostgreSQL and serves Check from a cache. Create one
-// with OpenPG. See the package comment for the concurrency contract.
-type PGStore struct {
-	cfg   PGConfig
+// Store keeps keys in PostgreSQL and serves Check from a cache. Create one
+// with Open. See the package comment for the concurrency contract.
+type Store struct {
+	cfg   Config
 	log   *slog.Logger
 	pool  *pgxpool.Pool
 	cache *keycache.Cache[*pgKey]
@@ -85,8 +82,8 @@ type PGStore struct {
 	touchMu sync.Mutex
 	pending map[[32]byte]struct{} // keys whose last-used time is to be written
 
-	tokens         atomic.Pointer[TokenSet]     // loaded by Watch, reloaded on each NOTIFY
-	onTokenRevoked atomic.Pointer[func(string)] // set by OnTokenKeyRevoked
+	tokens         atomic.Pointer[keys.TokenSet] // loaded by Watch, reloaded on each NOTIFY
+	onTokenRevoked atomic.Pointer[func(string)]  // set by OnTokenKeyRevoked
 
 	watching atomic.Bool
 	closed   atomic.Bool
@@ -100,16 +97,16 @@ type PGStore struct {
 // beyond it they are dropped until the batch is written.
 const maxPendingTouches = 1 << 16
 
-// retryAfterFailure is how long Check answers misses with ErrUnavailable,
+// retryAfterFailure is how long Check answers misses with keys.ErrUnavailable,
 // without a query, after a query failed.
 const retryAfterFailure = time.Second
 
-// OpenPG connects to the database at url, a postgres:// URL or a
+// Open connects to the database at url, a postgres:// URL or a
 // "host=... dbname=..." string; the standard PG* environment variables
 // supply whatever it leaves out. It checks that the database answers but
 // not the schema: see Migrate and CheckSchema. The connection pool takes
 // its settings from the URL (pool_max_conns and the like).
-func OpenPG(ctx context.Context, url string, cfg PGConfig) (*PGStore, error) {
+func Open(ctx context.Context, url string, cfg Config) (*Store, error) {
 	cfg.setDefaults()
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -128,7 +125,7 @@ func OpenPG(ctx context.Context, url string, cfg PGConfig) (*PGStore, error) {
 		pool.Close()
 		return nil, fmt.Errorf("cannot connect to the key database: %w", err)
 	}
-	s := &PGStore{
+	s := &Store{
 		cfg:  cfg,
 		log:  cfg.Logger,
 		pool: pool,
@@ -147,25 +144,25 @@ func OpenPG(ctx context.Context, url string, cfg PGConfig) (*PGStore, error) {
 }
 
 // queryCtx bounds one query by QueryTimeout.
-func (s *PGStore) queryCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+func (s *Store) queryCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.cfg.QueryTimeout)
 }
 
 // Check returns nil if key is well formed, stored, active, not revoked and
-// issued for exactly domain, and ErrRefused if not. It answers from the
+// issued for exactly domain, and keys.ErrRefused if not. It answers from the
 // cache when it can; otherwise it queries the database, sharing the query
 // with concurrent Checks of the same key. If the database cannot be reached
 // it uses a cached answer up to MaxStale old, and otherwise returns an
-// error wrapping ErrUnavailable (ErrClosed after Close). A cached accepted
+// error wrapping keys.ErrUnavailable (keys.ErrClosed after Close). A cached accepted
 // key costs no allocation and no query.
-func (s *PGStore) Check(ctx context.Context, key, domain string) error {
-	if !WellFormed(key) {
-		return ErrRefused
+func (s *Store) Check(ctx context.Context, key, domain string) error {
+	if !keys.WellFormed(key) {
+		return keys.ErrRefused
 	}
 	if s.closed.Load() {
-		return ErrClosed
+		return keys.ErrClosed
 	}
-	h := Hash(key)
+	h := keys.Hash(key)
 	k, ok, err := s.cache.Load(ctx, h, s.fetch)
 	if err != nil {
 		return err
@@ -173,7 +170,7 @@ func (s *PGStore) Check(ctx context.Context, key, domain string) error {
 	// The cache is indexed by the hash; comparing it again in constant
 	// time keeps the final decision free of data-dependent timing.
 	if !ok || k == nil || subtle.ConstantTimeCompare(k.hash[:], h[:]) != 1 || !k.usable || k.domain != domain {
-		return ErrRefused
+		return keys.ErrRefused
 	}
 	s.touch(k)
 	return nil
@@ -181,9 +178,9 @@ func (s *PGStore) Check(ctx context.Context, key, domain string) error {
 
 // fetchKey reads one key's row for the cache: positive if the key may
 // publish, negative (with a nil or unusable *pgKey) if not.
-func (s *PGStore) fetchKey(ctx context.Context, h [32]byte) (*pgKey, bool, error) {
+func (s *Store) fetchKey(ctx context.Context, h [32]byte) (*pgKey, bool, error) {
 	if until := s.downUntil.Load(); until != 0 && time.Now().UnixNano() < until {
-		return nil, false, fmt.Errorf("%w: it failed less than %v ago", ErrUnavailable, retryAfterFailure)
+		return nil, false, fmt.Errorf("%w: it failed less than %v ago", keys.ErrUnavailable, retryAfterFailure)
 	}
 	ctx, cancel := s.queryCtx(ctx)
 	defer cancel()
@@ -197,7 +194,7 @@ func (s *PGStore) fetchKey(ctx context.Context, h [32]byte) (*pgKey, bool, error
 		return nil, false, nil
 	case err != nil:
 		s.unreachable(err)
-		return nil, false, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return nil, false, fmt.Errorf("%w: %w", keys.ErrUnavailable, err)
 	}
 	s.reachable()
 	return k, k.usable, nil
@@ -205,21 +202,21 @@ func (s *PGStore) fetchKey(ctx context.Context, h [32]byte) (*pgKey, bool, error
 
 // unreachable notes a failed query: misses fail fast for a moment, and the
 // first failure of an outage is logged.
-func (s *PGStore) unreachable(err error) {
+func (s *Store) unreachable(err error) {
 	s.downUntil.Store(time.Now().Add(retryAfterFailure).UnixNano())
 	s.markDown(err)
 }
 
 // markDown makes Ready fail until a query or a LISTEN succeeds again, and
 // logs the first failure of an outage.
-func (s *PGStore) markDown(err error) {
+func (s *Store) markDown(err error) {
 	if !s.down.Swap(true) {
 		s.log.Warn("keys: cannot query the key database; cached keys keep working, unknown keys get 503 until it is back",
 			"max_stale", s.cfg.MaxStale, "err", err)
 	}
 }
 
-func (s *PGStore) reachable() {
+func (s *Store) reachable() {
 	if s.down.Load() && s.down.Swap(false) {
 		s.downUntil.Store(0)
 		s.log.Info("keys: the key database answers again")
@@ -228,7 +225,7 @@ func (s *PGStore) reachable() {
 
 // touch queues a last-used write for k if none was queued in the last
 // LastUsedEvery. It takes a lock at most once per key per interval.
-func (s *PGStore) touch(k *pgKey) {
+func (s *Store) touch(k *pgKey) {
 	now := time.Now().UnixNano()
 	last := k.touched.Load()
 	if now-last < int64(s.cfg.LastUsedEvery) || !k.touched.CompareAndSwap(last, now) {
@@ -244,7 +241,7 @@ func (s *PGStore) touch(k *pgKey) {
 // writeLastUsed writes the queued last-used times in one statement every
 // quarter of LastUsedEvery, and once more when the store closes. A batch
 // that cannot be written is dropped: the time is a hint, not a record.
-func (s *PGStore) writeLastUsed() {
+func (s *Store) writeLastUsed() {
 	tick := time.NewTicker(max(s.cfg.LastUsedEvery/4, 10*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -258,7 +255,7 @@ func (s *PGStore) writeLastUsed() {
 	}
 }
 
-func (s *PGStore) flushLastUsed(ctx context.Context) {
+func (s *Store) flushLastUsed(ctx context.Context) {
 	s.touchMu.Lock()
 	if len(s.pending) == 0 {
 		s.touchMu.Unlock()
@@ -295,12 +292,12 @@ func (s *PGStore) flushLastUsed(ctx context.Context) {
 // those that changed in the meantime. Watch may be called once; onRevoked
 // is called by Watch itself and then by the watching goroutine, one call at
 // a time, and must not block for long.
-func (s *PGStore) Watch(ctx context.Context, onRevoked func(hash [32]byte)) error {
+func (s *Store) Watch(ctx context.Context, onRevoked func(hash [32]byte)) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return keys.ErrClosed
 	}
 	if !s.watching.CompareAndSwap(false, true) {
-		return errors.New("keys: Watch called twice")
+		return errors.New("pgstore: Watch called twice")
 	}
 	conn, err := s.listen(ctx)
 	if err != nil {
@@ -319,7 +316,7 @@ func (s *PGStore) Watch(ctx context.Context, onRevoked func(hash [32]byte)) erro
 }
 
 // listen opens a connection of its own, outside the pool, and LISTENs.
-func (s *PGStore) listen(ctx context.Context) (*pgx.Conn, error) {
+func (s *Store) listen(ctx context.Context) (*pgx.Conn, error) {
 	ctx, cancel := s.queryCtx(ctx)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
@@ -339,7 +336,7 @@ const heartbeat = 30 * time.Second
 
 // watch receives notifications on conn until Close, reconnecting when the
 // connection fails.
-func (s *PGStore) watch(conn *pgx.Conn, onRevoked func(hash [32]byte)) {
+func (s *Store) watch(conn *pgx.Conn, onRevoked func(hash [32]byte)) {
 	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
 	for {
@@ -390,7 +387,7 @@ func (s *PGStore) watch(conn *pgx.Conn, onRevoked func(hash [32]byte)) {
 }
 
 // receive handles notifications until the connection fails or Close.
-func (s *PGStore) receive(conn *pgx.Conn, onRevoked func(hash [32]byte)) error {
+func (s *Store) receive(conn *pgx.Conn, onRevoked func(hash [32]byte)) error {
 	for {
 		wctx, cancel := context.WithTimeout(s.ctx, heartbeat)
 		n, err := conn.WaitForNotification(wctx)
@@ -424,7 +421,7 @@ func (s *PGStore) receive(conn *pgx.Conn, onRevoked func(hash [32]byte)) error {
 
 // notified handles one notification: "<hex hash> changed|revoked", or
 // "* revoked" when the table was truncated.
-func (s *PGStore) notified(payload string, onRevoked func(hash [32]byte)) {
+func (s *Store) notified(payload string, onRevoked func(hash [32]byte)) {
 	hexHash, verdict, _ := strings.Cut(payload, " ")
 	var h [32]byte
 	if n, err := hex.Decode(h[:], []byte(hexHash)); err != nil || n != len(h) {
@@ -446,14 +443,14 @@ func (s *PGStore) notified(payload string, onRevoked func(hash [32]byte)) {
 		return
 	}
 	s.cache.Invalidate(h) // never served again, not even stale
-	s.log.Info("keys: key revoked or deactivated", "key_id", ID(h))
+	s.log.Info("keys: key revoked or deactivated", "key_id", keys.ID(h))
 	onRevoked(h)
 }
 
 // recheck asks the database which cached accepted keys are still usable
 // for their domain, and drops and reports the others. It reports false if
 // the database could not answer.
-func (s *PGStore) recheck(onRevoked func(hash [32]byte)) bool {
+func (s *Store) recheck(onRevoked func(hash [32]byte)) bool {
 	hashes, vals := s.cache.Positive()
 	if len(hashes) == 0 {
 		return true
@@ -484,7 +481,7 @@ func (s *PGStore) recheck(onRevoked func(hash [32]byte)) bool {
 	for i, h := range hashes {
 		if d, ok := good[h]; !ok || d != vals[i].domain {
 			s.cache.Invalidate(h)
-			s.log.Info("keys: key revoked or deactivated while not listening", "key_id", ID(h))
+			s.log.Info("keys: key revoked or deactivated while not listening", "key_id", keys.ID(h))
 			onRevoked(h)
 		}
 	}
@@ -493,22 +490,22 @@ func (s *PGStore) recheck(onRevoked func(hash [32]byte)) bool {
 
 // Add generates a key for domain, stores its hash and returns the key. This
 // is the only time the key is available: the store keeps only its hash.
-func (s *PGStore) Add(ctx context.Context, domain, username string) (string, error) {
-	if !ValidDomain(domain) {
-		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, ErrBadDomain)
+func (s *Store) Add(ctx context.Context, domain, username string) (string, error) {
+	if !keys.ValidDomain(domain) {
+		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, keys.ErrBadDomain)
 	}
-	if !validUsername(username) {
-		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, ErrBadUsername)
+	if !keys.ValidUsername(username) {
+		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, keys.ErrBadUsername)
 	}
 	if s.closed.Load() {
-		return "", ErrClosed
+		return "", keys.ErrClosed
 	}
 	for {
-		key, err := Generate()
+		key, err := keys.Generate()
 		if err != nil {
 			return "", err
 		}
-		h := Hash(key)
+		h := keys.Hash(key)
 		qctx, cancel := s.queryCtx(ctx)
 		_, err = s.pool.Exec(qctx, `insert into `+pgKeysTable+` (key_hash, domain, username) values ($1, $2, $3)`,
 			h[:], domain, username)
@@ -526,9 +523,9 @@ func (s *PGStore) Add(ctx context.Context, domain, username string) (string, err
 
 // List returns every stored key, revoked ones included, sorted by domain and
 // then by creation time.
-func (s *PGStore) List(ctx context.Context) ([]Record, error) {
+func (s *Store) List(ctx context.Context) ([]keys.Record, error) {
 	if s.closed.Load() {
-		return nil, ErrClosed
+		return nil, keys.ErrClosed
 	}
 	ctx, cancel := s.queryCtx(ctx)
 	defer cancel()
@@ -537,10 +534,10 @@ func (s *PGStore) List(ctx context.Context) ([]Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot list keys: %w", err)
 	}
-	var recs []Record
+	var recs []keys.Record
 	var (
 		hb                []byte
-		r                 Record
+		r                 keys.Record
 		revoked, lastUsed *time.Time
 	)
 	_, err = pgx.ForEachRow(rows, []any{&hb, &r.Domain, &r.Username, &r.Created, &r.Active, &revoked, &lastUsed}, func() error {
@@ -549,7 +546,7 @@ func (s *PGStore) List(ctx context.Context) ([]Record, error) {
 		}
 		rec := r
 		rec.Hash = [32]byte(hb)
-		rec.ID = idOf(rec.Hash)
+		rec.ID = keys.ID(rec.Hash)
 		rec.Created = rec.Created.UTC()
 		if revoked != nil {
 			rec.Revoked = revoked.UTC()
@@ -567,15 +564,15 @@ func (s *PGStore) List(ctx context.Context) ([]Record, error) {
 }
 
 // Revoke revokes a key for good. keyOrID is either the full key or its
-// Record.ID; ErrNotFound if nothing matches. Revoking a revoked key is not
+// keys.Record.ID; keys.ErrNotFound if nothing matches. Revoking a revoked key is not
 // an error and keeps the first revocation time.
-func (s *PGStore) Revoke(ctx context.Context, keyOrID string) error {
+func (s *Store) Revoke(ctx context.Context, keyOrID string) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return keys.ErrClosed
 	}
 	lo, hi, what, ok := hashRange(keyOrID)
 	if !ok {
-		return fmt.Errorf("cannot revoke %s: %w", what, ErrNotFound)
+		return fmt.Errorf("cannot revoke %s: %w", what, keys.ErrNotFound)
 	}
 	ctx, cancel := s.queryCtx(ctx)
 	defer cancel()
@@ -590,7 +587,7 @@ func (s *PGStore) Revoke(ctx context.Context, keyOrID string) error {
 		case err != nil:
 			return err
 		case len(found) == 0:
-			return ErrNotFound
+			return keys.ErrNotFound
 		case len(found) > 1:
 			return errors.New("ID matches more than one key, give the full key")
 		}
@@ -608,16 +605,16 @@ func (s *PGStore) Revoke(ctx context.Context, keyOrID string) error {
 // key, every hash starting with the ID's 6 bytes for an ID), a form of
 // keyOrID safe to put in an error message, and false if it is neither.
 func hashRange(keyOrID string) (lo, hi [32]byte, what string, ok bool) {
-	if WellFormed(keyOrID) {
-		h := Hash(keyOrID)
-		return h, h, "key " + Redact(keyOrID), true
+	if keys.WellFormed(keyOrID) {
+		h := keys.Hash(keyOrID)
+		return h, h, "key " + keys.Redact(keyOrID), true
 	}
 	id := strings.ToLower(keyOrID)
 	if len(id) != 12 {
-		return lo, hi, "key " + Redact(keyOrID), false
+		return lo, hi, "key " + keys.Redact(keyOrID), false
 	}
 	if _, err := hex.Decode(lo[:6], []byte(id)); err != nil {
-		return lo, hi, "key " + Redact(keyOrID), false
+		return lo, hi, "key " + keys.Redact(keyOrID), false
 	}
 	hi = lo
 	for i := 6; i < len(hi); i++ {
@@ -628,10 +625,10 @@ func hashRange(keyOrID string) (lo, hi [32]byte, what string, ok bool) {
 
 // SetActive activates or deactivates every key of domain and returns how
 // many keys the domain has (revoked ones included; they stay refused).
-// ErrNotFound if the domain has no keys.
-func (s *PGStore) SetActive(ctx context.Context, domain string, active bool) (int, error) {
+// keys.ErrNotFound if the domain has no keys.
+func (s *Store) SetActive(ctx context.Context, domain string, active bool) (int, error) {
 	if s.closed.Load() {
-		return 0, ErrClosed
+		return 0, keys.ErrClosed
 	}
 	ctx, cancel := s.queryCtx(ctx)
 	defer cancel()
@@ -641,7 +638,7 @@ func (s *PGStore) SetActive(ctx context.Context, domain string, active bool) (in
 			return err
 		}
 		if n == 0 {
-			return ErrNotFound
+			return keys.ErrNotFound
 		}
 		_, err := tx.Exec(ctx, `update `+pgKeysTable+` set active = $2 where domain = $1 and active <> $2`, domain, active)
 		return err
@@ -658,9 +655,9 @@ func (s *PGStore) SetActive(ctx context.Context, domain string, active bool) (in
 
 // Empty reports whether the store holds no keys at all, revoked ones
 // included.
-func (s *PGStore) Empty(ctx context.Context) (bool, error) {
+func (s *Store) Empty(ctx context.Context) (bool, error) {
 	if s.closed.Load() {
-		return false, ErrClosed
+		return false, keys.ErrClosed
 	}
 	ctx, cancel := s.queryCtx(ctx)
 	defer cancel()
@@ -672,29 +669,29 @@ func (s *PGStore) Empty(ctx context.Context) (bool, error) {
 }
 
 // CacheStats returns the running totals of Check's cache.
-func (s *PGStore) CacheStats() keycache.Stats { return s.cache.Stats() }
+func (s *Store) CacheStats() keycache.Stats { return s.cache.Stats() }
 
 // CacheCounts is how many lookups the cache answered (hits, stale answers
 // during an outage included) and how many went to the database (misses).
-func (s *PGStore) CacheCounts() (hits, misses int64) {
+func (s *Store) CacheCounts() (hits, misses int64) {
 	st := s.cache.Stats()
 	return st.Hits + st.Stale, st.Fetches
 }
 
-// Ready returns ErrUnavailable while the database cannot be reached: from
+// Ready returns keys.ErrUnavailable while the database cannot be reached: from
 // a failed query, or a failed attempt of Watch to listen again, until a
 // query or a LISTEN succeeds. Cached keys still work meanwhile, unknown
 // keys get 503.
-func (s *PGStore) Ready() error {
+func (s *Store) Ready() error {
 	if s.down.Load() {
-		return ErrUnavailable
+		return keys.ErrUnavailable
 	}
 	return nil
 }
 
 // Close stops watching, writes the queued last-used times and closes the
-// connections; later calls fail with ErrClosed. Closing twice is harmless.
-func (s *PGStore) Close() error {
+// connections; later calls fail with keys.ErrClosed. Closing twice is harmless.
+func (s *Store) Close() error {
 	s.once.Do(func() {
 		s.closed.Store(true)
 		s.stop()
@@ -706,12 +703,12 @@ func (s *PGStore) Close() error {
 
 // Compile-time checks that both stores serve the same calls.
 var (
-	_ io.Closer = (*PGStore)(nil)
+	_ io.Closer = (*Store)(nil)
 	_ interface {
 		Check(ctx context.Context, key, domain string) error
 		Add(ctx context.Context, domain, username string) (string, error)
-		List(ctx context.Context) ([]Record, error)
+		List(ctx context.Context) ([]keys.Record, error)
 		Revoke(ctx context.Context, keyOrID string) error
 		SetActive(ctx context.Context, domain string, active bool) (int, error)
-	} = (*PGStore)(nil)
+	} = (*Store)(nil)
 )

@@ -1,4 +1,4 @@
-package keys
+package pgstore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/wspubsub/wspubsub/keys"
 )
 
 // The names the schema gives to its objects. Every one starts with
@@ -119,7 +121,7 @@ create trigger wspubsub_token_keys_notify_truncate
 
 // ErrSchema means the database's schema is not the version this build
 // uses: `wspubsub keys migrate` has not been run, or a newer build ran it.
-var ErrSchema = errors.New("keys: the database schema is not at this build's version")
+var ErrSchema = errors.New("pgstore: the database schema is not at this build's version")
 
 // SchemaVersion is the schema version this build creates and uses.
 func SchemaVersion() int { return len(pgMigrations) }
@@ -129,9 +131,9 @@ func SchemaVersion() int { return len(pgMigrations) }
 // and after. Running it again changes nothing. Concurrent Migrates (two
 // servers started with --migrate) wait for each other. A database already
 // at a newer version is an error wrapping ErrSchema and is left alone.
-func (s *PGStore) Migrate(ctx context.Context) (from, to int, err error) {
+func (s *Store) Migrate(ctx context.Context) (from, to int, err error) {
 	if s.closed.Load() {
-		return 0, 0, ErrClosed
+		return 0, 0, keys.ErrClosed
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock($1)`, int64(pgMigrationLock)); err != nil {
@@ -166,9 +168,9 @@ func (s *PGStore) Migrate(ctx context.Context) (from, to int, err error) {
 
 // CheckSchema returns nil if the database's schema is at SchemaVersion, and
 // otherwise an error wrapping ErrSchema that says what to do.
-func (s *PGStore) CheckSchema(ctx context.Context) error {
+func (s *Store) CheckSchema(ctx context.Context) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return keys.ErrClosed
 	}
 	ctx, cancel := s.queryCtx(ctx)
 	defer cancel()

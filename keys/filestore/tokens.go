@@ -1,25 +1,27 @@
-package keys
+package filestore
 
 import (
 	"context"
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/wspubsub/wspubsub/keys"
 )
 
 // decodeTokenKeys checks the token keys of a key file and prepares them.
-func decodeTokenKeys(fks []fileTokenKey) ([]TokenKey, error) {
-	toks := make([]TokenKey, 0, len(fks))
+func decodeTokenKeys(fks []fileTokenKey) ([]keys.TokenKey, error) {
+	toks := make([]keys.TokenKey, 0, len(fks))
 	seen := make(map[string]bool, len(fks))
 	for i, fk := range fks {
-		k := TokenKey{KID: fk.KID, Domain: fk.Domain, Alg: fk.Alg, Secret: fk.Secret, PublicKey: fk.PublicKey, Created: fk.Created}
+		k := keys.TokenKey{KID: fk.KID, Domain: fk.Domain, Alg: fk.Alg, Secret: fk.Secret, PublicKey: fk.PublicKey, Created: fk.Created}
 		if fk.Revoked != nil {
 			if fk.Revoked.IsZero() {
 				return nil, fmt.Errorf("token key %d: revoked time is zero", i)
 			}
 			k.Revoked = *fk.Revoked
 		}
-		if err := k.prepare(); err != nil {
+		if err := k.Prepare(); err != nil {
 			return nil, fmt.Errorf("token key %d: %w", i, err)
 		}
 		if seen[k.KID] {
@@ -31,7 +33,7 @@ func decodeTokenKeys(fks []fileTokenKey) ([]TokenKey, error) {
 	return toks, nil
 }
 
-func encodeTokenKeys(toks []TokenKey) []fileTokenKey {
+func encodeTokenKeys(toks []keys.TokenKey) []fileTokenKey {
 	if len(toks) == 0 {
 		return nil
 	}
@@ -51,7 +53,7 @@ func encodeTokenKeys(toks []TokenKey) []fileTokenKey {
 // an open domain. It reads the loaded snapshot: no lock, no I/O, no
 // allocation. The file is looked at again by Watch (every second) and by
 // the store's own writes.
-func (s *FileStore) TokenKeys(domain string) []*TokenKey {
+func (s *Store) TokenKeys(domain string) []*keys.TokenKey {
 	return s.snap.Load().tokens.Domain(domain)
 }
 
@@ -59,43 +61,43 @@ func (s *FileStore) TokenKeys(domain string) []*TokenKey {
 // the kid of every token verification key that was usable and is no longer
 // (revoked or removed, in this process or by another one once Watch reads
 // the file). Set it before Watch; fn must not call the store.
-func (s *FileStore) OnTokenKeyRevoked(fn func(kid string)) { s.onTokenRevoked.Store(&fn) }
+func (s *Store) OnTokenKeyRevoked(fn func(kid string)) { s.onTokenRevoked.Store(&fn) }
 
 // AddTokenKey stores a new token verification key for domain, which makes
 // the domain private: with a new HMAC secret (HS256) when publicPEM is
 // empty, else with that PEM public key (EdDSA, ES256 or RS256, from its
 // type). It returns the key, secret included: show it once.
-func (s *FileStore) AddTokenKey(ctx context.Context, domain string, publicPEM []byte) (TokenKey, error) {
+func (s *Store) AddTokenKey(ctx context.Context, domain string, publicPEM []byte) (keys.TokenKey, error) {
 	if s.closed.Load() {
-		return TokenKey{}, ErrClosed
+		return keys.TokenKey{}, keys.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return TokenKey{}, err
+		return keys.TokenKey{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.refreshLocked(false); err != nil {
-		return TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
+		return keys.TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
 	}
 	cur := s.snap.Load()
-	k, err := newTokenKey(domain, publicPEM, func(kid string) bool {
-		return slices.ContainsFunc(cur.tokens.all, func(t TokenKey) bool { return t.KID == kid })
+	k, err := keys.NewTokenKey(domain, publicPEM, func(kid string) bool {
+		return slices.ContainsFunc(cur.tokens.All(), func(t keys.TokenKey) bool { return t.KID == kid })
 	})
 	if err != nil {
-		return TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
+		return keys.TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
 	}
-	toks := append(slices.Clone(cur.tokens.all), k)
+	toks := append(slices.Clone(cur.tokens.All()), k)
 	if err := s.writeLocked(slices.Clone(cur.recs), toks); err != nil {
-		return TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
+		return keys.TokenKey{}, fmt.Errorf("cannot add a token key for domain %q: %w", domain, err)
 	}
 	return k, nil
 }
 
 // ListTokenKeys returns every token verification key, revoked ones
 // included, sorted by domain, then creation time.
-func (s *FileStore) ListTokenKeys(ctx context.Context) ([]TokenKey, error) {
+func (s *Store) ListTokenKeys(ctx context.Context) ([]keys.TokenKey, error) {
 	if s.closed.Load() {
-		return nil, ErrClosed
+		return nil, keys.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -105,16 +107,16 @@ func (s *FileStore) ListTokenKeys(ctx context.Context) ([]TokenKey, error) {
 	if err := s.refreshLocked(false); err != nil {
 		return nil, fmt.Errorf("cannot list token keys: %w", err)
 	}
-	return s.snap.Load().tokens.list(), nil
+	return s.snap.Load().tokens.List(), nil
 }
 
 // RevokeTokenKey revokes the token verification key kid for good: the
 // tokens it signed are refused, and the subscribers they admitted closed
-// (see OnTokenKeyRevoked). ErrTokenKeyNotFound if no key has that kid;
+// (see OnTokenKeyRevoked). keys.ErrTokenKeyNotFound if no key has that kid;
 // revoking a revoked key keeps its first revocation time.
-func (s *FileStore) RevokeTokenKey(ctx context.Context, kid string) error {
+func (s *Store) RevokeTokenKey(ctx context.Context, kid string) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return keys.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -125,14 +127,14 @@ func (s *FileStore) RevokeTokenKey(ctx context.Context, kid string) error {
 		return fmt.Errorf("cannot revoke token key %s: %w", kid, err)
 	}
 	cur := s.snap.Load()
-	i := slices.IndexFunc(cur.tokens.all, func(t TokenKey) bool { return t.KID == kid })
+	i := slices.IndexFunc(cur.tokens.All(), func(t keys.TokenKey) bool { return t.KID == kid })
 	switch {
 	case i < 0:
-		return fmt.Errorf("cannot revoke token key %q: %w", kid, ErrTokenKeyNotFound)
-	case !cur.tokens.all[i].Revoked.IsZero():
+		return fmt.Errorf("cannot revoke token key %q: %w", kid, keys.ErrTokenKeyNotFound)
+	case !cur.tokens.All()[i].Revoked.IsZero():
 		return nil
 	}
-	toks := slices.Clone(cur.tokens.all)
+	toks := slices.Clone(cur.tokens.All())
 	toks[i].Revoked = time.Now().UTC().Round(0)
 	if err := s.writeLocked(slices.Clone(cur.recs), toks); err != nil {
 		return fmt.Errorf("cannot revoke token key %s: %w", kid, err)

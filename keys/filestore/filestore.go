@@ -1,4 +1,4 @@
-package keys
+package filestore
 
 import (
 	"bytes"
@@ -18,65 +18,30 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
+
+	"github.com/wspubsub/wspubsub/keys"
 )
 
-// Errors returned by stores. Callers compare with errors.Is.
-var (
-	// ErrRefused is the only reason Check gives for refusing a key, so that
-	// a caller cannot learn which of the conditions failed.
-	ErrRefused = errors.New("keys: key is unknown, inactive, revoked or not for this domain")
-	// ErrNotFound means no key matched the key, ID or domain given.
-	ErrNotFound = errors.New("keys: no such key")
-	// ErrBadDomain means a domain is not 1-64 bytes of valid UTF-8 without '/'.
-	ErrBadDomain = errors.New("keys: domain must be 1-64 bytes of valid UTF-8 without '/'")
-	// ErrBadUsername means a username is not at most 256 bytes of valid UTF-8.
-	ErrBadUsername = errors.New("keys: username must be at most 256 bytes of valid UTF-8")
-	// ErrCorrupt means the key file exists but cannot be understood.
-	ErrCorrupt = errors.New("keys: key file is corrupt")
-	// ErrClosed means the store was used after Close.
-	ErrClosed = errors.New("keys: store is closed")
-)
+// ErrCorrupt means the key file exists but cannot be understood.
+var ErrCorrupt = errors.New("filestore: key file is corrupt")
 
 // fileVersion is the only version of the file format this package writes
 // and reads.
 const fileVersion = 1
 
-// Record describes one stored key. It never holds the key itself.
-type Record struct {
-	ID       string    // first 12 hex digits of Hash, shown by `keys list` and accepted by Revoke
-	Hash     [32]byte  // SHA-256 of the key, see Hash
-	Domain   string    // the only domain the key may publish to
-	Username string    // who the key was issued to; may be empty
-	Created  time.Time // when the key was added
-	Active   bool      // false while the key's domain is deactivated
-	Revoked  time.Time // zero unless revoked; a revoked key is refused forever
-	LastUsed time.Time // when a publisher last used it, to the minute; zero if never
-}
-
-// ValidDomain reports whether d can be stored as a key's domain: 1-64 bytes
-// of valid UTF-8 without '/'.
-func ValidDomain(d string) bool {
-	return len(d) >= 1 && len(d) <= 64 && utf8.ValidString(d) && !strings.Contains(d, "/")
-}
-
-func validUsername(u string) bool {
-	return len(u) <= 256 && utf8.ValidString(u)
-}
-
 // snapshot is an immutable view of the keys; Check reads it without a lock.
 type snapshot struct {
-	recs   []Record
+	recs   []keys.Record
 	byHash map[[32]byte]int // index into recs
 	// used[i] is when Check last queued a last-used time for recs[i]
 	// (UnixNano); the only mutable part, carried over to the next snapshot.
 	used []atomic.Int64
 	// tokens are the token verification keys kept in the same file.
-	tokens *TokenSet
+	tokens *keys.TokenSet
 }
 
-func newSnapshot(recs []Record, toks []TokenKey) *snapshot {
-	s := &snapshot{recs: recs, byHash: make(map[[32]byte]int, len(recs)), used: make([]atomic.Int64, len(recs)), tokens: newTokenSet(toks)}
+func newSnapshot(recs []keys.Record, toks []keys.TokenKey) *snapshot {
+	s := &snapshot{recs: recs, byHash: make(map[[32]byte]int, len(recs)), used: make([]atomic.Int64, len(recs)), tokens: keys.NewTokenSet(toks)}
 	for i, r := range recs {
 		s.byHash[r.Hash] = i
 	}
@@ -97,9 +62,9 @@ func (a stamp) same(b stamp) bool {
 		a.info.ModTime().Equal(b.info.ModTime())
 }
 
-// FileStore keeps keys in a JSON file and serves Check from memory. Create
-// one with OpenFile. See the package comment for the concurrency contract.
-type FileStore struct {
+// Store keeps keys in a JSON file and serves Check from memory. Create
+// one with Open. See the package comment for the concurrency contract.
+type Store struct {
 	path          string
 	usedPath      string        // the last-used file beside it, see lastUsedPath
 	reloadEvery   time.Duration // how often Check may stat the file; tests shorten it
@@ -129,11 +94,11 @@ type FileStore struct {
 	loadErr error      // why the file at stamp could not be loaded, if it could not
 }
 
-// OpenFile opens the key file at path. A missing file is an empty store, and
+// Open opens the key file at path. A missing file is an empty store, and
 // nothing is created until the first write; a file that cannot be parsed is
 // an error wrapping ErrCorrupt.
-func OpenFile(path string) (*FileStore, error) {
-	s := &FileStore{
+func Open(path string) (*Store, error) {
+	s := &Store{
 		path:          path,
 		usedPath:      lastUsedPath(path),
 		reloadEvery:   time.Second,
@@ -156,21 +121,21 @@ func OpenFile(path string) (*FileStore, error) {
 }
 
 // Check returns nil if key is well formed, stored, active, not revoked and
-// issued for exactly domain, and ErrRefused otherwise (ErrClosed after
+// issued for exactly domain, and keys.ErrRefused otherwise (keys.ErrClosed after
 // Close). It does not allocate when the key is accepted. ctx is not used:
 // the lookup is in memory, but a refusal first looks whether the file
 // changed (see the package comment). An accepted key's last-used time is
 // queued for the writer at most once a minute, without waiting.
-func (s *FileStore) Check(ctx context.Context, key, domain string) error {
-	if !WellFormed(key) {
-		return ErrRefused
+func (s *Store) Check(ctx context.Context, key, domain string) error {
+	if !keys.WellFormed(key) {
+		return keys.ErrRefused
 	}
 	if s.closed.Load() {
-		return ErrClosed
+		return keys.ErrClosed
 	}
 	now := time.Now().UnixNano()
 	s.maybeReload(now)
-	h := Hash(key)
+	h := keys.Hash(key)
 	snap := s.snap.Load()
 	if i, ok := snap.accepts(&h, domain); ok {
 		s.touch(snap, i, now)
@@ -188,7 +153,7 @@ func (s *FileStore) Check(ctx context.Context, key, domain string) error {
 			return nil
 		}
 	}
-	return ErrRefused
+	return keys.ErrRefused
 }
 
 // accepts reports whether the key whose hash is h may publish in domain,
@@ -209,7 +174,7 @@ func (snap *snapshot) accepts(h *[32]byte, domain string) (int, bool) {
 // reports whether the keys in force are no longer those of snap. Unlike
 // maybeReload it waits for a writer of this process, which may be adding
 // the very key being checked.
-func (s *FileStore) refreshed(snap *snapshot) bool {
+func (s *Store) refreshed(snap *snapshot) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	hadErr := s.loadErr
@@ -222,7 +187,7 @@ func (s *FileStore) refreshed(snap *snapshot) bool {
 // maybeReload stats the file at most once per reloadEvery and reloads it if
 // another process replaced it. A file that cannot be loaded leaves the
 // previous keys in force and is logged once. now is time.Now's UnixNano.
-func (s *FileStore) maybeReload(now int64) {
+func (s *Store) maybeReload(now int64) {
 	last := s.lastStat.Load()
 	if now-last < int64(s.reloadEvery) || !s.statGuard.CompareAndSwap(false, true) {
 		return
@@ -244,9 +209,9 @@ func (s *FileStore) maybeReload(now int64) {
 // Reload re-reads the key file now, whether or not it seems to have
 // changed. If it cannot be read the previous keys stay in force and the
 // error says why.
-func (s *FileStore) Reload() error {
+func (s *Store) Reload() error {
 	if s.closed.Load() {
-		return ErrClosed
+		return keys.ErrClosed
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -256,7 +221,7 @@ func (s *FileStore) Reload() error {
 // refreshLocked reloads the file if force is set or the file changed since
 // it was last read. It returns the error of the current file version if that
 // cannot be loaded. s.mu must be held.
-func (s *FileStore) refreshLocked(force bool) error {
+func (s *Store) refreshLocked(force bool) error {
 	info, err := os.Stat(s.path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("cannot check key file %s: %w", s.path, err)
@@ -310,7 +275,7 @@ type fileRecord struct {
 
 // readFile reads and validates the key file. The stamp is taken from the
 // open file, so it describes exactly the bytes that were read.
-func (s *FileStore) readFile() ([]Record, []TokenKey, stamp, error) {
+func (s *Store) readFile() ([]keys.Record, []keys.TokenKey, stamp, error) {
 	f, err := os.Open(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, stamp{}, nil
@@ -335,7 +300,7 @@ func (s *FileStore) readFile() ([]Record, []TokenKey, stamp, error) {
 	return recs, toks, st, nil
 }
 
-func decode(data []byte) ([]Record, []TokenKey, error) {
+func decode(data []byte) ([]keys.Record, []keys.TokenKey, error) {
 	var fd fileData
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -352,10 +317,10 @@ func decode(data []byte) ([]Record, []TokenKey, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	recs := make([]Record, 0, len(fd.Keys))
+	recs := make([]keys.Record, 0, len(fd.Keys))
 	seen := make(map[[32]byte]bool, len(fd.Keys))
 	for i, fr := range fd.Keys {
-		var r Record
+		var r keys.Record
 		if len(fr.Hash) != 64 {
 			return nil, nil, fmt.Errorf("key %d: hash is not 64 hex digits", i)
 		}
@@ -366,13 +331,13 @@ func decode(data []byte) ([]Record, []TokenKey, error) {
 			return nil, nil, fmt.Errorf("key %d: duplicate hash", i)
 		}
 		seen[r.Hash] = true
-		if !ValidDomain(fr.Domain) {
-			return nil, nil, fmt.Errorf("key %d: %w", i, ErrBadDomain)
+		if !keys.ValidDomain(fr.Domain) {
+			return nil, nil, fmt.Errorf("key %d: %w", i, keys.ErrBadDomain)
 		}
-		if !validUsername(fr.Username) {
-			return nil, nil, fmt.Errorf("key %d: %w", i, ErrBadUsername)
+		if !keys.ValidUsername(fr.Username) {
+			return nil, nil, fmt.Errorf("key %d: %w", i, keys.ErrBadUsername)
 		}
-		r.ID = idOf(r.Hash)
+		r.ID = keys.ID(r.Hash)
 		r.Domain, r.Username, r.Created, r.Active = fr.Domain, fr.Username, fr.Created, fr.Active
 		if fr.Revoked != nil {
 			if fr.Revoked.IsZero() {
@@ -385,7 +350,7 @@ func decode(data []byte) ([]Record, []TokenKey, error) {
 	return recs, toks, nil
 }
 
-func encode(recs []Record, toks []TokenKey) ([]byte, error) {
+func encode(recs []keys.Record, toks []keys.TokenKey) ([]byte, error) {
 	fd := fileData{Version: fileVersion, Keys: make([]fileRecord, 0, len(recs)), TokenKeys: encodeTokenKeys(toks)}
 	for _, r := range recs {
 		fr := fileRecord{
@@ -408,21 +373,13 @@ func encode(recs []Record, toks []TokenKey) ([]byte, error) {
 	return append(data, '\n'), nil
 }
 
-func idOf(h [32]byte) string {
-	return hex.EncodeToString(h[:6])
-}
-
-// ID returns the Record.ID of the key whose hash is h: the first 12 hex
-// digits of the hash, safe to log and to show.
-func ID(h [32]byte) string { return idOf(h) }
-
 // update applies fn to a copy of the records and, if fn reports a change,
 // writes the file and publishes the new records. The file is re-read first
 // if another process changed it, and a file that cannot be loaded is never
 // overwritten.
-func (s *FileStore) update(ctx context.Context, fn func(recs []Record) ([]Record, bool, error)) error {
+func (s *Store) update(ctx context.Context, fn func(recs []keys.Record) ([]keys.Record, bool, error)) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return keys.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -437,12 +394,12 @@ func (s *FileStore) update(ctx context.Context, fn func(recs []Record) ([]Record
 	if err != nil || !changed {
 		return err
 	}
-	return s.writeLocked(recs, cur.tokens.all)
+	return s.writeLocked(recs, cur.tokens.All())
 }
 
 // writeLocked writes recs and toks to the file and publishes them. s.mu
 // is held.
-func (s *FileStore) writeLocked(recs []Record, toks []TokenKey) error {
+func (s *Store) writeLocked(recs []keys.Record, toks []keys.TokenKey) error {
 	data, err := encode(recs, toks)
 	if err != nil {
 		return fmt.Errorf("cannot encode keys: %w", err)
@@ -503,27 +460,27 @@ func writeFileAtomic(path string, data []byte) (info fs.FileInfo, err error) {
 // Add generates a key for domain, stores its hash, writes the file and
 // returns the key. This is the only time the key is available: the store
 // keeps only its hash.
-func (s *FileStore) Add(ctx context.Context, domain, username string) (string, error) {
-	if !ValidDomain(domain) {
-		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, ErrBadDomain)
+func (s *Store) Add(ctx context.Context, domain, username string) (string, error) {
+	if !keys.ValidDomain(domain) {
+		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, keys.ErrBadDomain)
 	}
-	if !validUsername(username) {
-		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, ErrBadUsername)
+	if !keys.ValidUsername(username) {
+		return "", fmt.Errorf("cannot add key for domain %q: %w", domain, keys.ErrBadUsername)
 	}
 	var key string
-	err := s.update(ctx, func(recs []Record) ([]Record, bool, error) {
+	err := s.update(ctx, func(recs []keys.Record) ([]keys.Record, bool, error) {
 		for {
-			k, err := Generate()
+			k, err := keys.Generate()
 			if err != nil {
 				return nil, false, err
 			}
-			h := Hash(k)
-			if slices.ContainsFunc(recs, func(r Record) bool { return r.Hash == h }) {
+			h := keys.Hash(k)
+			if slices.ContainsFunc(recs, func(r keys.Record) bool { return r.Hash == h }) {
 				continue // astronomically unlikely, but never store a duplicate
 			}
 			key = k
-			return append(recs, Record{
-				ID:       idOf(h),
+			return append(recs, keys.Record{
+				ID:       keys.ID(h),
 				Hash:     h,
 				Domain:   domain,
 				Username: username,
@@ -540,9 +497,9 @@ func (s *FileStore) Add(ctx context.Context, domain, username string) (string, e
 
 // List returns every stored key, revoked ones included, sorted by domain and
 // then by creation time.
-func (s *FileStore) List(ctx context.Context) ([]Record, error) {
+func (s *Store) List(ctx context.Context) ([]keys.Record, error) {
 	if s.closed.Load() {
-		return nil, ErrClosed
+		return nil, keys.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -565,7 +522,7 @@ func (s *FileStore) List(ctx context.Context) ([]Record, error) {
 	} else {
 		slog.Debug("keys: cannot read last-used times", "path", s.usedPath, "err", err)
 	}
-	slices.SortFunc(recs, func(a, b Record) int {
+	slices.SortFunc(recs, func(a, b keys.Record) int {
 		if c := strings.Compare(a.Domain, b.Domain); c != 0 {
 			return c
 		}
@@ -578,11 +535,11 @@ func (s *FileStore) List(ctx context.Context) ([]Record, error) {
 }
 
 // Revoke revokes a key for good. keyOrID is either the full key or its
-// Record.ID; ErrNotFound if nothing matches. Revoking a revoked key is not
+// keys.Record.ID; keys.ErrNotFound if nothing matches. Revoking a revoked key is not
 // an error and keeps the first revocation time.
-func (s *FileStore) Revoke(ctx context.Context, keyOrID string) error {
+func (s *Store) Revoke(ctx context.Context, keyOrID string) error {
 	match, what := matcher(keyOrID)
-	err := s.update(ctx, func(recs []Record) ([]Record, bool, error) {
+	err := s.update(ctx, func(recs []keys.Record) ([]keys.Record, bool, error) {
 		found := -1
 		for i := range recs {
 			if match(&recs[i]) {
@@ -593,7 +550,7 @@ func (s *FileStore) Revoke(ctx context.Context, keyOrID string) error {
 			}
 		}
 		if found < 0 {
-			return nil, false, ErrNotFound
+			return nil, false, keys.ErrNotFound
 		}
 		if !recs[found].Revoked.IsZero() {
 			return recs, false, nil
@@ -609,24 +566,24 @@ func (s *FileStore) Revoke(ctx context.Context, keyOrID string) error {
 
 // matcher returns a predicate selecting the record for keyOrID and a form
 // of keyOrID that is safe to put in an error message.
-func matcher(keyOrID string) (func(*Record) bool, string) {
-	if WellFormed(keyOrID) {
-		h := Hash(keyOrID)
-		return func(r *Record) bool { return subtle.ConstantTimeCompare(r.Hash[:], h[:]) == 1 }, "key " + Redact(keyOrID)
+func matcher(keyOrID string) (func(*keys.Record) bool, string) {
+	if keys.WellFormed(keyOrID) {
+		h := keys.Hash(keyOrID)
+		return func(r *keys.Record) bool { return subtle.ConstantTimeCompare(r.Hash[:], h[:]) == 1 }, "key " + keys.Redact(keyOrID)
 	}
-	id := strings.ToLower(keyOrID)
-	if len(id) != 12 || strings.IndexFunc(id, func(c rune) bool { return c > 0x7f || !isHex(byte(c)) }) >= 0 {
-		return func(*Record) bool { return false }, "key " + Redact(keyOrID)
+	id, ok := keys.ParseID(keyOrID)
+	if !ok {
+		return func(*keys.Record) bool { return false }, "key " + keys.Redact(keyOrID)
 	}
-	return func(r *Record) bool { return r.ID == id }, "key ID " + id
+	return func(r *keys.Record) bool { return r.ID == id }, "key ID " + id
 }
 
 // SetActive activates or deactivates every key of domain and returns how
 // many keys the domain has (revoked ones included; they stay refused).
-// ErrNotFound if the domain has no keys.
-func (s *FileStore) SetActive(ctx context.Context, domain string, active bool) (int, error) {
+// keys.ErrNotFound if the domain has no keys.
+func (s *Store) SetActive(ctx context.Context, domain string, active bool) (int, error) {
 	n := 0
-	err := s.update(ctx, func(recs []Record) ([]Record, bool, error) {
+	err := s.update(ctx, func(recs []keys.Record) ([]keys.Record, bool, error) {
 		changed := false
 		for i := range recs {
 			if recs[i].Domain != domain {
@@ -639,7 +596,7 @@ func (s *FileStore) SetActive(ctx context.Context, domain string, active bool) (
 			}
 		}
 		if n == 0 {
-			return nil, false, ErrNotFound
+			return nil, false, keys.ErrNotFound
 		}
 		return recs, changed, nil
 	})
@@ -656,7 +613,7 @@ func (s *FileStore) SetActive(ctx context.Context, domain string, active bool) (
 // Empty reports whether the store holds no keys at all, revoked ones
 // included. A server can use it to warn that every publisher will be
 // refused.
-func (s *FileStore) Empty() bool {
+func (s *Store) Empty() bool {
 	if !s.closed.Load() {
 		s.maybeReload(time.Now().UnixNano())
 	}
@@ -665,7 +622,7 @@ func (s *FileStore) Empty() bool {
 
 // publish makes next the snapshot Check reads, and tells Watch's callback
 // of every key that could publish before and cannot now. s.mu is held.
-func (s *FileStore) publish(next *snapshot) {
+func (s *Store) publish(next *snapshot) {
 	prev := s.snap.Swap(next)
 	if prev == nil {
 		return
@@ -678,32 +635,30 @@ func (s *FileStore) publish(next *snapshot) {
 		}
 	}
 	if fn := s.onTokenRevoked.Load(); fn != nil {
-		revokedSince(prev.tokens, next.tokens, *fn)
+		keys.RevokedSince(prev.tokens, next.tokens, *fn)
 	}
 	fn := s.onRevoked.Load()
 	if fn == nil {
 		return
 	}
 	for _, r := range prev.recs {
-		if !usable(&r) {
+		if !r.Usable() {
 			continue
 		}
-		if i, ok := next.byHash[r.Hash]; !ok || !usable(&next.recs[i]) {
+		if i, ok := next.byHash[r.Hash]; !ok || !next.recs[i].Usable() {
 			(*fn)(r.Hash)
 		}
 	}
 }
-
-func usable(r *Record) bool { return r.Active && r.Revoked.IsZero() }
 
 // Watch makes revocations and deactivations take effect at once, even those
 // made by another process (the keys CLI): it looks at the key file every
 // second and calls onRevoked with the hash of every key that could publish
 // and no longer can, under the store's lock, so onRevoked must not call the
 // store. Watch may be called once; it stops when ctx ends or at Close.
-func (s *FileStore) Watch(ctx context.Context, onRevoked func(hash [32]byte)) error {
+func (s *Store) Watch(ctx context.Context, onRevoked func(hash [32]byte)) error {
 	if !s.onRevoked.CompareAndSwap(nil, &onRevoked) {
-		return errors.New("keys: Watch called twice")
+		return errors.New("filestore: Watch called twice")
 	}
 	go func() {
 		t := time.NewTicker(s.reloadEvery)
@@ -725,11 +680,11 @@ func (s *FileStore) Watch(ctx context.Context, onRevoked func(hash [32]byte)) er
 	return nil
 }
 
-// Close marks the store closed; later calls fail with ErrClosed. It writes
+// Close marks the store closed; later calls fail with keys.ErrClosed. It writes
 // the last-used times still queued, and waits for that write. The store
 // holds no open files between calls, so Close always returns nil, and
 // closing twice is harmless.
-func (s *FileStore) Close() error {
+func (s *Store) Close() error {
 	s.closed.Store(true)
 	s.closeOnce.Do(func() {
 		close(s.done)

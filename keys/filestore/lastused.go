@@ -1,4 +1,4 @@
-package keys
+package filestore
 
 import (
 	"context"
@@ -49,7 +49,7 @@ type keyUse struct {
 // touch queues a use of snap.recs[i] if none was queued in the last
 // lastUsedEvery. It never waits: the queue is a buffered channel, and a use
 // that does not fit is dropped. It starts the writer on the first use.
-func (s *FileStore) touch(snap *snapshot, i int, now int64) {
+func (s *Store) touch(snap *snapshot, i int, now int64) {
 	u := &snap.used[i]
 	last := u.Load()
 	if now-last < int64(s.lastUsedEvery) || !u.CompareAndSwap(last, now) {
@@ -66,7 +66,7 @@ func (s *FileStore) touch(snap *snapshot, i int, now int64) {
 
 // writeLastUsed gathers queued uses for lastUsedBatch after the first one,
 // then writes them in one go; at Close it writes what is left and stops.
-func (s *FileStore) writeLastUsed() {
+func (s *Store) writeLastUsed() {
 	defer close(s.writerDone)
 	pending := make(map[[32]byte]int64)
 	var flush <-chan time.Time
@@ -105,7 +105,7 @@ func (s *FileStore) writeLastUsed() {
 // flushLastUsed merges pending into the last-used file. A write that fails
 // is logged (at warn the first time in a row) and dropped: the time is a
 // hint, not a record.
-func (s *FileStore) flushLastUsed(pending map[[32]byte]int64, failedBefore bool) error {
+func (s *Store) flushLastUsed(pending map[[32]byte]int64, failedBefore bool) error {
 	err := func() error {
 		used, err := readLastUsed(s.usedPath)
 		if err != nil {
