@@ -183,9 +183,19 @@ func TestTLSBacklogBound(t *testing.T) {
 	const max, size = 256 << 10, 10 << 10
 	r := newRecorder()
 	te := startTLS(t, loop.Config{MaxBacklog: max}, r)
-	te.dialTLS(t) // never reads
+	tc := te.dialTLS(t) // never reads
 	c := r.next(t)
-	waitUntil(t, "handshake seen", func() bool { q, _ := c.Counts(); return q > 0 })
+	// The client is done with the handshake before the hub is: wait for
+	// the hub to decrypt a byte.
+	if _, err := tc.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "handshake done", func() bool {
+		l := logOf(c)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.data.Len() > 0
+	})
 	sends := 0
 	for ; ; sends++ {
 		if sends > 10000 {
