@@ -677,3 +677,68 @@ func TestPlaintextNoPreface(t *testing.T) {
 	}
 	r.check(t)
 }
+
+// TestSurvivesOthersReset: a connection whose peer resets it while another
+// goroutine writes to it must not take a new connection down with it. The
+// writer's EPIPE closes the old connection off the loop, accept gives its fd
+// number to the next connection, and the loop then reaches the old one's
+// error event (nbio patch, see third_party/nbio/PATCHES.md).
+func TestSurvivesOthersReset(t *testing.T) {
+	const rounds = 1000
+	var mu sync.Mutex
+	open := map[*loop.Conn]bool{}
+	r := newRecorder()
+	r.onOpen = func(c *loop.Conn) { mu.Lock(); open[c] = true; mu.Unlock() }
+	e := start(t, loop.Config{Pollers: 1}, r)
+	go func() {
+		for c := range r.opened { // drained, not used: writes go by the set
+			go func() { <-logOf(c).closed; mu.Lock(); delete(open, c); mu.Unlock() }()
+		}
+	}()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // publishes to every connection, off the loop
+		defer close(done)
+		var conns []*loop.Conn
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			conns = conns[:0]
+			mu.Lock()
+			for c := range open {
+				conns = append(conns, c)
+			}
+			mu.Unlock()
+			for _, c := range conns {
+				c.Send([]byte{byte(i)})
+			}
+			if len(conns) == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	buf := make([]byte, 64)
+	for round := range rounds {
+		nc, err := net.DialTimeout("tcp", e.Addr(), waitFor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < 3; {
+			nc.SetReadDeadline(time.Now().Add(waitFor))
+			n, err := nc.Read(buf)
+			if err != nil {
+				nc.Close()
+				t.Fatalf("round %d: after %d bytes: %v", round, got, err)
+			}
+			got += n
+		}
+		nc.(*net.TCPConn).SetLinger(0) // close with an RST
+		nc.Close()
+	}
+	r.check(t)
+}
