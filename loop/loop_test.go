@@ -742,3 +742,30 @@ func TestSurvivesOthersReset(t *testing.T) {
 	}
 	r.check(t)
 }
+
+// TestCloseInOnOpen: a Handler that closes a connection in OnOpen gets its
+// OnClose once, and only after OnOpen has returned.
+func TestCloseInOnOpen(t *testing.T) {
+	r := newRecorder()
+	r.onOpen = func(c *loop.Conn) {
+		c.Close()
+		time.Sleep(20 * time.Millisecond) // OnClose's chance to come too early
+		l := logOf(c)
+		l.mu.Lock()
+		l.events = append(l.events, "end of OnOpen")
+		l.mu.Unlock()
+	}
+	e := start(t, loop.Config{}, r)
+	nc := dial(t, e)
+	c := r.next(t)
+	waitClosed(t, c)
+	readEOF(t, nc)
+	e.Stop()
+	l := logOf(c)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if got := fmt.Sprint(l.events); got != "[open end of OnOpen close]" {
+		t.Errorf("events %s, want [open end of OnOpen close]", got)
+	}
+	r.check(t)
+}
