@@ -7,13 +7,15 @@
 // come after OnOpen has returned, on the loop goroutine that owns it, one at a
 // time, and see everything OnOpen did. The data slice passed to OnData is the
 // loop's shared read buffer, valid only during the call. OnClose is called
-// once per connection, after OnOpen has returned, on the goroutine that
-// closes it (the loop's, a deadline timer's, or the one calling Close or
-// Stop); it is never called twice, nor followed by OnData. Conn's
-// methods may be called from any goroutine; Send never blocks on the network:
-// what the kernel does not take at once joins the connection's backlog and is
-// written when the socket turns writable. No goroutine is started per
-// connection.
+// once per connection, after OnOpen has returned, on nbio's closing
+// goroutine, which runs the OnClose calls of every connection one at a time;
+// no read starts after the close, but when another goroutine closed the
+// connection (Close, a deadline, a failed Send) OnClose may run while the
+// loop is still in the last OnData, so state both touch needs a lock. Conn's
+// methods may be called from any goroutine; Send never blocks on the
+// network: what the kernel does not take at once joins the connection's
+// backlog and is written when the socket turns writable. No goroutine is
+// started per connection.
 //
 // With Config.TLS set, every connection speaks TLS, still without a
 // goroutine of its own: the loop feeds what it reads to the connection's TLS
@@ -215,7 +217,8 @@ func Start(cfg Config, h Handler) (*Engine, error) {
 // afterOpen returns once OnOpen has returned, ordering what it did before
 // the caller (see Conn.opened). Only OnClose can wait here, and only when
 // the Handler closed the connection inside OnOpen: nbio adds a connection to
-// its loop, which reads it, after OnOpen.
+// its loop, which reads it, after OnOpen. The wait holds up the closing
+// goroutine for the rest of that OnOpen, which must not block anyway.
 func (c *Conn) afterOpen() {
 	for !c.opened.Load() {
 		runtime.Gosched()
