@@ -234,8 +234,15 @@ func (p *poller) readWrite(ev *syscall.Kevent_t) {
 		if ev.Filter == syscall.EVFILT_WRITE {
 			if c.onConnected == nil {
 				// wspubsub patch: forget a write filter no one asked
-				// for (see flushOrForget and PATCHES.md).
-				c.flushOrForget()
+				// for (see flushOrForget and PATCHES.md). Not on an
+				// EV_ERROR event: that reports a change that failed (a
+				// delete of a filter already gone, say), not readiness,
+				// and deleting again would fail again, every round.
+				if ev.Flags&syscall.EV_ERROR != 0 {
+					_ = c.flush()
+				} else {
+					c.flushOrForget()
+				}
 			} else {
 				c.resetRead()
 				c.onConnected(c, nil)
