@@ -65,7 +65,7 @@ fuzz:
 
 # Benchmarks next to the code (fan-out allocations, parser, topic table).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./ws/ ./topics/ ./keys/ ./server/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./ws/ ./topics/ ./keys/ ./loop/ ./server/
 
 # Seconds: tiny idle, fanout, paced, churn and reconnect runs against both
 # hubs; a compressed (permessage-deflate) fanout, a short soak and slow

@@ -117,7 +117,7 @@ func (r *recorder) check(t *testing.T) {
 }
 
 // next is the next connection the engine opened.
-func (r *recorder) next(t *testing.T) *loop.Conn {
+func (r *recorder) next(t testing.TB) *loop.Conn {
 	t.Helper()
 	select {
 	case c := <-r.opened:
@@ -141,7 +141,7 @@ func waitClosed(t *testing.T, c *loop.Conn) {
 }
 
 // start runs an engine on a free port of 127.0.0.1, stopped at cleanup.
-func start(t *testing.T, cfg loop.Config, h loop.Handler) *loop.Engine {
+func start(t testing.TB, cfg loop.Config, h loop.Handler) *loop.Engine {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
 	if cfg.Pollers == 0 {
@@ -155,7 +155,7 @@ func start(t *testing.T, cfg loop.Config, h loop.Handler) *loop.Engine {
 	return e
 }
 
-func dial(t *testing.T, e *loop.Engine) *net.TCPConn {
+func dial(t testing.TB, e *loop.Engine) *net.TCPConn {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", e.Addr(), waitFor)
 	if err != nil {

@@ -34,7 +34,7 @@ type testCert struct {
 
 // writeCert makes a certificate with the given serial and writes it and its
 // key to cert.pem and key.pem in dir.
-func writeCert(t *testing.T, dir string, serial int64) testCert {
+func writeCert(t testing.TB, dir string, serial int64) testCert {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -69,7 +69,7 @@ func writeCert(t *testing.T, dir string, serial int64) testCert {
 	return c
 }
 
-func writePEM(t *testing.T, file, typ string, der []byte) {
+func writePEM(t testing.TB, file, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ type tlsEngine struct {
 	roots *x509.CertPool
 }
 
-func startTLS(t *testing.T, cfg loop.Config, h loop.Handler) *tlsEngine {
+func startTLS(t testing.TB, cfg loop.Config, h loop.Handler) *tlsEngine {
 	t.Helper()
 	dir := t.TempDir()
 	cert := writeCert(t, dir, 1)
@@ -103,13 +103,13 @@ func startTLS(t *testing.T, cfg loop.Config, h loop.Handler) *tlsEngine {
 }
 
 // dialTLS completes a TLS handshake with te and returns the connection.
-func (te *tlsEngine) dialTLS(t *testing.T) *tls.Conn {
+func (te *tlsEngine) dialTLS(t testing.TB) *tls.Conn {
 	t.Helper()
 	nc := dial(t, te.Engine)
 	return te.handshake(t, nc)
 }
 
-func (te *tlsEngine) handshake(t *testing.T, nc net.Conn) *tls.Conn {
+func (te *tlsEngine) handshake(t testing.TB, nc net.Conn) *tls.Conn {
 	t.Helper()
 	tc := tls.Client(nc, &tls.Config{RootCAs: te.roots, ServerName: "127.0.0.1"})
 	tc.SetDeadline(time.Now().Add(waitFor))
