@@ -24,7 +24,7 @@ func benchSend(b *testing.B, size int, withTLS bool) {
 		if _, err := tc.Write([]byte("x")); err != nil {
 			b.Fatal(err)
 		}
-		for logOf(c).inData.Load() == 0 && !hasData(c) {
+		for !hasData(c) {
 			runtime.Gosched()
 		}
 		peer = tc
