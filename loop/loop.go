@@ -2,14 +2,20 @@
 // every socket of the hub, and gives each connection a write path whose
 // backlog is bounded and accounted to the byte.
 //
-// Concurrency: a Handler's OnOpen and OnData for one connection are called on
-// the loop goroutine that owns it, one at a time; the data slice passed to
-// OnData is the loop's shared read buffer, valid only during the call. OnClose
-// is called once per connection, on nbio's single closing goroutine. Conn's
-// methods may be called from any goroutine; Send never blocks on the network:
-// what the kernel does not take at once joins the connection's backlog and is
-// written when the socket turns writable. No goroutine is started per
-// connection.
+// Concurrency: a Handler's OnOpen for a connection is called on the
+// accepting goroutine, before the connection joins its loop; its OnData calls
+// come after OnOpen has returned, on the loop goroutine that owns it, one at a
+// time, and see everything OnOpen did. The data slice passed to OnData is the
+// loop's shared read buffer, valid only during the call. OnClose is called
+// once per connection, after OnOpen has returned, on nbio's closing
+// goroutine, which runs the OnClose calls of every connection one at a time;
+// no read starts after the close, but when another goroutine closed the
+// connection (Close, a deadline, a failed Send) OnClose may run while the
+// loop is still in the last OnData, so state both touch needs a lock. Conn's
+// methods may be called from any goroutine; Send never blocks on the
+// network: what the kernel does not take at once joins the connection's
+// backlog and is written when the socket turns writable. No goroutine is
+// started per connection.
 //
 // With Config.TLS set, every connection speaks TLS, still without a
 // goroutine of its own: the loop feeds what it reads to the connection's TLS
@@ -114,6 +120,13 @@ type Conn struct {
 	written atomic.Int64
 	tls     *tlsConn // nil: plaintext; guarded by mu
 
+	// opened is set once OnOpen has returned. The callbacks after it load
+	// it first: OnOpen runs on the accepting goroutine and nbio hands the
+	// connection to its loop through the kernel (epoll_ctl, kevent), which
+	// orders nothing for Go, so without this load the Handler's writes in
+	// OnOpen (Value, say) would race with its reads in OnData and OnClose.
+	opened atomic.Bool
+
 	// end is, after SendFinal, the count of written bytes at which the
 	// connection is closed; 0 otherwise. Read by the write callback, which
 	// runs under nbio's lock and so may not take mu.
@@ -163,16 +176,19 @@ func Start(cfg Config, h Handler) (*Engine, error) {
 		}
 		nc.SetSession(c)
 		h.OnOpen(c)
+		c.opened.Store(true)
 	})
 	if e.tls == nil {
 		e.nb.OnData(func(nc *nbio.Conn, data []byte) {
 			if c, ok := nc.Session().(*Conn); ok {
+				c.afterOpen()
 				h.OnData(c, data)
 			}
 		})
 	} else {
 		e.nb.OnData(func(nc *nbio.Conn, data []byte) {
 			if c, ok := nc.Session().(*Conn); ok {
+				c.afterOpen()
 				e.onTLSData(c, data)
 			}
 		})
@@ -188,6 +204,7 @@ func Start(cfg Config, h Handler) (*Engine, error) {
 	})
 	e.nb.OnClose(func(nc *nbio.Conn, err error) {
 		if c, ok := nc.Session().(*Conn); ok {
+			c.afterOpen()
 			h.OnClose(c, err)
 		}
 	})
@@ -195,6 +212,17 @@ func Start(cfg Config, h Handler) (*Engine, error) {
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
 	}
 	return e, nil
+}
+
+// afterOpen returns once OnOpen has returned, ordering what it did before
+// the caller (see Conn.opened). Only OnClose can wait here, and only when
+// the Handler closed the connection inside OnOpen: nbio adds a connection to
+// its loop, which reads it, after OnOpen. The wait holds up the closing
+// goroutine for the rest of that OnOpen, which must not block anyway.
+func (c *Conn) afterOpen() {
+	for !c.opened.Load() {
+		runtime.Gosched()
+	}
 }
 
 // Addr is the address the engine listens on (with the port chosen when

@@ -181,6 +181,14 @@ func (p *poller) readWrite(ev *syscall.Kevent_t) {
 	fd := int(ev.Ident)
 	c := p.getConn(fd)
 	if c != nil {
+		// wspubsub patch, a note: an event may be stale, for a connection
+		// another goroutine closed after kevent returned, whose fd number
+		// accept then gave to a new connection. Unlike the epoll poller,
+		// nothing here closes a connection on the event's flags (EV_EOF,
+		// EV_ERROR) alone: the read below closes it only when its own
+		// read(2) returns end of stream or an error, and a write event only
+		// flushes. A stale event reads or flushes the new connection, which
+		// reports its own state (see PATCHES.md).
 		if ev.Filter == syscall.EVFILT_READ {
 			if p.g.onRead == nil {
 				for {
@@ -225,7 +233,16 @@ func (p *poller) readWrite(ev *syscall.Kevent_t) {
 
 		if ev.Filter == syscall.EVFILT_WRITE {
 			if c.onConnected == nil {
-				_ = c.flush()
+				// wspubsub patch: forget a write filter no one asked
+				// for (see flushOrForget and PATCHES.md). Not on an
+				// EV_ERROR event: that reports a change that failed (a
+				// delete of a filter already gone, say), not readiness,
+				// and deleting again would fail again, every round.
+				if ev.Flags&syscall.EV_ERROR != 0 {
+					_ = c.flush()
+				} else {
+					c.flushOrForget()
+				}
 			} else {
 				c.resetRead()
 				c.onConnected(c, nil)
@@ -284,6 +301,13 @@ func (p *poller) acceptorLoop() {
 				if p.g.onAcceptError != nil {
 					p.g.onAcceptError(err)
 				}
+				// wspubsub patch: exit once the listener is closed; after
+				// any other error (EMFILE at the file limit, say) back off
+				// and accept again instead of spinning (see PATCHES.md).
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				time.Sleep(time.Second / 20)
 			}
 		}
 	}
@@ -390,4 +414,32 @@ func newPoller(g *Engine, isListener bool, index int) (*poller, error) {
 
 //go:norace
 func (c *Conn) ResetPollerEvent() {
+}
+
+// flushOrForget flushes c on a write event, and deletes the write filter
+// if c never asked for one (wspubsub patch, see PATCHES.md). Changes to the
+// kqueue are applied late, at the loop's next kevent call: an EV_ADD of
+// EVFILT_WRITE queued by modWrite for a connection closed since, whose fd
+// number accept has given to a new connection, registers the filter on the
+// new socket. The filter is level-triggered and flush returns at once on an
+// empty write list without deleting it, so the loop would wake for that
+// socket on every kevent call, burning a core, until the new connection
+// happened to fill its socket buffer. A connection asked (isWAdded, set
+// under c.mux by modWrite as it queues the EV_ADD) or it did not; if not,
+// the EV_DELETE queued here, under c.mux too, comes after any stale EV_ADD
+// and before any later modWrite's EV_ADD, so the order of changes stays
+// right. Lock order as in Write: c.mux, then the poller's mux.
+//
+//go:norace
+func (c *Conn) flushOrForget() {
+	c.mux.Lock()
+	if !c.closed && !c.isWAdded && len(c.writeList) == 0 {
+		// Under c.mux, as modWrite's EV_ADD is: a Write racing with
+		// this queues its EV_ADD after this EV_DELETE, not before.
+		_ = c.p.resetRead(c.fd)
+		c.mux.Unlock()
+		return
+	}
+	c.mux.Unlock()
+	_ = c.flush()
 }
