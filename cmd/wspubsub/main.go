@@ -260,6 +260,19 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.HTTP = mainMux
 
+	// An empty key file gets a first key before the hub serves, so that
+	// no other process's `keys add` races with writing it.
+	first, firstErr := "", error(nil)
+	if empty, err := store.empty(context.Background()); err != nil {
+		log.Error("cannot count the API keys", "err", err)
+	} else if empty && store.pg != nil {
+		// A first key is the key file's convenience for trying the hub out;
+		// a database's keys are its administrator's to add or import.
+		log.Warn("the key database holds no API keys: every publisher is refused until `wspubsub keys add` or `wspubsub keys import-legacy` adds some")
+	} else if empty {
+		first, firstErr = store.Add(context.Background(), "test", "first-start")
+	}
+
 	srv, err := server.Start(cfg)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -284,16 +297,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		defer ms.Close()
 		log.Info("metrics served", "addr", "http://"+ln.Addr().String()+"/metrics")
 	}
-	if empty, err := store.empty(context.Background()); err != nil {
-		log.Error("cannot count the API keys", "err", err)
-	} else if empty && store.pg != nil {
-		// A first key is the key file's convenience for trying the hub out;
-		// a database's keys are its administrator's to add or import.
-		log.Warn("the key database holds no API keys: every publisher is refused until `wspubsub keys add` or `wspubsub keys import-legacy` adds some")
-	} else if empty {
-		if err := firstKey(store, srv.Addr(), stdout); err != nil {
-			log.Error("cannot create the first API key", "err", err)
-		}
+	if firstErr != nil {
+		log.Error("cannot create the first API key", "err", firstErr)
+	} else if first != "" {
+		printFirstKey(first, srv.Addr(), stdout)
 	}
 
 	sig := make(chan os.Signal, 1)
@@ -383,13 +390,9 @@ func lazy(hub *atomic.Pointer[server.Server], h func(*server.Server) http.Handle
 	})
 }
 
-// firstKey creates a key for domain "test" in an empty store and prints it
+// printFirstKey shows the key created for domain "test" in an empty store,
 // once, with a publisher and a subscriber to try.
-func firstKey(store keyStore, addr string, out io.Writer) error {
-	key, err := store.Add(context.Background(), "test", "first-start")
-	if err != nil {
-		return err
-	}
+func printFirstKey(key, addr string, out io.Writer) {
 	fmt.Fprintf(out, `
 The key store was empty: created an API key for domain "test" (shown once, store it now):
 
@@ -400,7 +403,6 @@ Try it, publisher first (a subscriber to a topic no publisher started gets 404):
     subscriber (another terminal): %[2]s sub ws://%[3]s/ws/sub/test/hello
 
 `, key, selfCommand(), addr)
-	return nil
 }
 
 // selfCommand is how the user ran this binary, to show commands they can
