@@ -216,6 +216,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			Prefix: o.clusterName,
 			Bucket: o.clusterName + "_topics",
 			Logger: log,
+			// Publishers of one topic may be on any nodes (the topic's
+			// record counts them across the cluster).
+			PublishersPerTopic: cfg.PublishersPerTopic,
 		}
 		o.nats.apply(&ccfg)
 		node, err = cluster.Connect(ccfg)
