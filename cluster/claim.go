@@ -37,6 +37,11 @@ type record struct {
 	// --publishers-per-topic above 1 (see relay.go): each node writes its
 	// own entry, and an entry not refreshed by Until lapses.
 	Remote map[string]remoteClaim `json:"remote,omitempty"`
+	// OwnerUntil is when the owner's claim lapses unless it writes the
+	// record again, Unix milliseconds (0 in records of older versions):
+	// the other nodes' writes of their Remote entries keep the record,
+	// not the owner, alive. An owner that closes writes it as now.
+	OwnerUntil int64 `json:"owner_until,omitempty"`
 }
 
 // remoteClaim is one non-owner node's publishers of a topic.
@@ -59,9 +64,17 @@ func (r record) liveRemote(now int64) int {
 
 // encode is l's record: n.mu is held.
 func (n *Node) encode(l *lease) []byte {
-	r := record{Node: n.id, Pubs: l.pubs, Remote: l.remote}
-	if l.pubs == 0 && len(l.remote) == 0 {
+	now := time.Now()
+	r := record{Node: n.id, Pubs: l.pubs, Remote: l.remote, OwnerUntil: now.Add(n.cfg.ClaimTTL).UnixMilli()}
+	closing := n.closing.Load()
+	if l.pubs == 0 && (len(l.remote) == 0 || closing) {
 		r.GraceUntil = l.graceUntil.UnixMilli()
+	}
+	if closing {
+		// Final: nothing more is published here. Other nodes'
+		// publishers take the topic over at once, going on from its
+		// position, as in a grace period.
+		r.OwnerUntil = now.UnixMilli()
 	}
 	r.Epoch, r.Last = l.position()
 	b, _ := json.Marshal(r)
@@ -80,7 +93,13 @@ func decodeRecord(b []byte) (record, error) {
 // publisher (on its owner or, with several publishers per topic, on
 // another node) that a claim must not take over.
 func (r record) owned(created time.Time, ttl time.Duration) bool {
-	return (r.Pubs > 0 || r.liveRemote(time.Now().UnixMilli()) > 0) && time.Since(created) < ttl
+	now := time.Now().UnixMilli()
+	return (r.Pubs > 0 || r.liveRemote(now) > 0) && r.ownerAlive(created, ttl)
+}
+
+// ownerAlive reports whether the record's owner wrote it recently enough.
+func (r record) ownerAlive(created time.Time, ttl time.Duration) bool {
+	return time.Since(created) < ttl && (r.OwnerUntil == 0 || time.Now().UnixMilli() < r.OwnerUntil)
 }
 
 type leaseState uint8
@@ -356,7 +375,9 @@ func (n *Node) acquire(ctx context.Context, l *lease, oneShot bool) (rev uint64,
 			return rev, r.Node, nil
 		}
 		// In grace, lapsed, unreadable or ours: take it over.
-		if err == nil && (r.Pubs == 0 || r.Node == n.id) && history.ValidEpoch(r.Epoch) {
+		// (A record without publishers on its owner but with some on other
+		// nodes is not final: its owner may have published past it.)
+		if err == nil && (r.Pubs == 0 && (r.GraceUntil > 0 || len(r.Remote) == 0) || r.Node == n.id) && history.ValidEpoch(r.Epoch) {
 			l.setPosition(r.Epoch, r.Last)
 			if r.Node != n.id {
 				l.prev = r.Node
@@ -480,6 +501,7 @@ func (n *Node) Keep(k topics.Key) bool {
 
 // drop forgets a lease that has no publishers.
 func (n *Node) drop(l *lease) {
+	n.relays.Delete(l.sender)
 	n.mu.Lock()
 	l.state = leaseGone
 	if n.leases[l.key] == l {
@@ -491,6 +513,12 @@ func (n *Node) drop(l *lease) {
 // lose forgets a lease that another node took over, and has the hub close
 // the publishers it still had.
 func (n *Node) lose(l *lease) {
+	n.relays.Delete(l.sender)
+	if l.owner != "" && l.rl.failed.CompareAndSwap(false, true) {
+		// Runs relayed to an owner that is gone may never be published:
+		// counted lost (some may have been, their answers not here yet).
+		n.stats.dropped[dropRelay].Add(int64(l.rl.seq.Load() - l.rl.acked.Load()))
+	}
 	n.mu.Lock()
 	l.state = leaseGone
 	if n.leases[l.key] == l {
@@ -688,7 +716,7 @@ func (l *lease) publish(epoch string, first uint64, frames []byte, msgs, payload
 // encodeClaim is the record of a claim: one publisher, l's position.
 func (n *Node) encodeClaim(l *lease) []byte {
 	epoch, last := l.position()
-	b, _ := json.Marshal(record{Node: n.id, Pubs: 1, Epoch: epoch, Last: last})
+	b, _ := json.Marshal(record{Node: n.id, Pubs: 1, Epoch: epoch, Last: last, OwnerUntil: time.Now().Add(n.cfg.ClaimTTL).UnixMilli()})
 	return b
 }
 

@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -163,28 +164,66 @@ func TestOwnerPublisherLeavesOthersGoOn(t *testing.T) {
 	}
 }
 
-// TestRelayOwnerGone: the owner dies with a publisher on another node
-// still relaying to it: that publisher is closed with 1001 once its runs go
-// unacknowledged, the runs counted lost, and it can then claim the topic
-// itself.
+// TestRelayOwnerGone: the owner is cut off (as if it died) while a
+// publisher on another node relays to it: that publisher is closed with
+// 1001 once its runs go unacknowledged, the runs counted lost, and it can
+// then take the topic over there, once the owner's claim lapsed.
 func TestRelayOwnerGone(t *testing.T) {
 	tc := newCluster(t)
 	fast := func(s *server.Config, c *cluster.Config) { c.ClaimTTL = time.Second }
-	a := tc.node(t, "", multi(2), fast)
+	px := startProxy(t, strings.TrimPrefix(tc.nats.URL, "nats://"))
+	a := tc.node(t, px.url(), multi(2), fast)
 	b := tc.node(t, "", multi(2), fast)
-	pa := a.pub(t, "gone")
+	a.pub(t, "gone")
 	pb := b.pub(t, "gone")
 	sb := b.metaSub(t, "gone", "")
 	publish(t, pb, websocket.TextMessage, []byte("b-1"))
 	if it := next(t, sb); it.kind != "id" || it.offset != 1 || string(it.data) != "b-1" {
 		t.Fatalf("got %v %q, want offset 1 b-1", it, it.data)
 	}
-	_ = pa
-	a.cl.Close(t.Context()) // a's NATS connection goes: it is gone for b
+	px.setCut(true)
 	publish(t, pb, websocket.TextMessage, []byte("b-2"))
 	expectClosed(t, pb, 1001)
-	if got := metric(t, b, "wspubsub_cluster_dropped_batches_total", "reason", "relay"); got < 1 {
-		t.Fatalf("b counted %v lost relayed runs, want at least 1", got)
+	if got := metric(t, b, "wspubsub_cluster_dropped_batches_total", "reason", "relay"); got != 1 {
+		t.Fatalf("b counted %v lost relayed runs, want 1", got)
 	}
-	b.takeover(t, "gone")
+	pb2 := b.takeover(t, "gone")
+	publish(t, pb2, websocket.TextMessage, []byte("b-3"))
+	if it := next(t, sb); it.kind != "reset" {
+		t.Fatalf("after the takeover: %v, want a reset notice (the dead owner's last position is unknown)", it)
+	}
+	if it := next(t, sb); it.kind != "id" || it.offset != 1 || string(it.data) != "b-3" {
+		t.Fatalf("after the takeover: %v %q, want offset 1 b-3", it, it.data)
+	}
+}
+
+// TestOwnerDrainsOthersTakeOver: the owner shuts down while a publisher on
+// another node relays to it: that publisher is closed with 1001 and,
+// reconnecting there, takes the topic over at once, its positions going on
+// in the same epoch.
+func TestOwnerDrainsOthersTakeOver(t *testing.T) {
+	tc := newCluster(t)
+	a, b := tc.node(t, "", multi(2)), tc.node(t, "", multi(2))
+	pa := a.pub(t, "drain")
+	pb := b.pub(t, "drain")
+	sb := b.metaSub(t, "drain", "")
+	publishAll(t, 3, map[string]*websocket.Conn{"a": pa, "b": pb})
+	stream(t, sb, 1, 6)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.Shutdown(ctx)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	a.cl.Close(ctx2)
+	expectClosed(t, pb, 1001)
+	start := time.Now()
+	pb2 := b.takeover(t, "drain")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the takeover took %v: the owner's closing record did not free the topic", d)
+	}
+	publish(t, pb2, websocket.TextMessage, []byte("b-4"))
+	it := next(t, sb)
+	if it.kind != "id" || it.offset != 7 || string(it.data) != "b-4" {
+		t.Fatalf("after the takeover: %v %q, want offset 7 b-4 in the same epoch", it, it.data)
+	}
 }

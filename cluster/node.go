@@ -161,6 +161,7 @@ type Node struct {
 
 	relays  sync.Map // lease.sender → *lease: the leaseRemote leases, for their acknowledgements
 	ackSubj string   // where owners acknowledge this node's relayed runs
+	closing atomic.Bool
 
 	kick      chan struct{} // wakes the worker: dirty leases
 	reconnect chan struct{} // wakes the worker: set up the bucket and watch again
@@ -327,6 +328,12 @@ func (n *Node) Ready() error {
 // another node), then closes the NATS connection. Call it after the hub's
 // Shutdown. ctx bounds the wait.
 func (n *Node) Close(ctx context.Context) error {
+	if n.multi() {
+		// The records say the owner is gone, so that the publishers on
+		// other nodes take its topics over at once.
+		n.closing.Store(true)
+		n.markAllDirty()
+	}
 	n.closeOnce.Do(func() { close(n.quit) })
 	select {
 	case <-n.done:

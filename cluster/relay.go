@@ -182,9 +182,14 @@ func (n *Node) addPublisher(ctx context.Context, l *lease) (bool, error) {
 		if total := own + r.liveRemote(now); total >= n.cfg.PublishersPerTopic {
 			return false, fmt.Errorf("cluster: topic has %d publishers across the nodes: %w", total, topics.ErrHasPublisher)
 		}
+		if state == leaseRemote && !r.ownerAlive(e.Created(), n.cfg.ClaimTTL) {
+			n.lose(l) // the owner died or closed: claim afresh
+			return false, nil
+		}
 		if state == leaseOwned {
 			r.Pubs, r.GraceUntil = pubs+1, 0
 			r.Epoch, r.Last = l.position()
+			r.OwnerUntil = time.Now().Add(n.cfg.ClaimTTL).UnixMilli()
 		} else {
 			if r.Remote == nil {
 				r.Remote = make(map[string]remoteClaim, 1)
@@ -259,8 +264,8 @@ func (n *Node) syncMulti(l *lease) {
 		var b []byte
 		startGrace := false
 		if state == leaseRemote {
-			if e == nil || r.Node != l.owner {
-				n.lose(l) // the owner's record lapsed or moved: reconnect and claim afresh
+			if e == nil || r.Node != l.owner || !r.ownerAlive(e.Created(), n.cfg.ClaimTTL) {
+				n.lose(l) // the owner died, closed, or lost the record: reconnect and claim afresh
 				return
 			}
 			r.Remote = pruned(r.Remote, ms)
@@ -280,7 +285,7 @@ func (n *Node) syncMulti(l *lease) {
 			}
 			n.mu.Lock()
 			l.remote = pruned(r.Remote, ms)
-			if l.pubs == 0 && len(l.remote) == 0 {
+			if l.pubs == 0 && (len(l.remote) == 0 || n.closing.Load()) {
 				if l.graceUntil.IsZero() {
 					l.graceUntil, startGrace = now.Add(n.graceFor()), true
 				}
@@ -349,7 +354,7 @@ func (n *Node) checkMulti(k topics.Key, r record) {
 	now := time.Now().UnixMilli()
 	switch l.state {
 	case leaseRemote:
-		if _, ok := r.Remote[n.id]; r.Node != l.owner || !ok && l.pubs > 0 {
+		if _, ok := r.Remote[n.id]; r.Node != l.owner || !ok && l.pubs > 0 || r.OwnerUntil != 0 && r.OwnerUntil <= now {
 			n.markDirty(l)
 		}
 	case leaseOwned:
