@@ -160,6 +160,7 @@ type lease struct {
 // claim is one publisher's share of a lease.
 type claim struct {
 	l        *lease
+	oneShot  bool // an HTTP publish's, not written to the record (several publishers per topic)
 	released atomic.Bool
 	// Where the topic's positions go on from, for the claim that took it
 	// over (or started it); "" for a topic this node owned already.
@@ -180,7 +181,7 @@ func (c *claim) Continues() (epoch string, last uint64) { return c.epoch, c.last
 // Release implements server.ClusterTopic.
 func (c *claim) Release() {
 	if c.released.CompareAndSwap(false, true) {
-		c.l.n.release(c.l)
+		c.l.n.release(c.l, c.oneShot)
 	}
 }
 
@@ -269,7 +270,7 @@ func (n *Node) Claim(ctx context.Context, k topics.Key) (server.ClusterTopic, er
 			l.pubs++
 			n.mu.Unlock()
 			n.stats.claims[claimWon].Add(1)
-			return &claim{l: l}, nil
+			return &claim{l: l, oneShot: true}, nil
 		case n.multi() && (l.state == leaseRemote || l.state == leaseOwned):
 			// Several publishers per topic: every one is counted in the
 			// record, whichever node it is on.
@@ -431,7 +432,7 @@ func (n *Node) reclaim(ctx context.Context, l *lease) (bool, error) {
 
 // release records that one publisher of l left; the last one's leaving
 // starts the grace period, which the worker writes.
-func (n *Node) release(l *lease) {
+func (n *Node) release(l *lease, oneShot bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if l.state != leaseOwned && l.state != leaseRemote || l.pubs == 0 {
@@ -440,8 +441,11 @@ func (n *Node) release(l *lease) {
 	l.pubs--
 	if n.multi() {
 		// The worker writes the count; an owner with publishers left on
-		// other nodes starts no grace period (see syncMulti).
-		n.markDirty(l)
+		// other nodes starts no grace period (see syncMulti). A one-shot
+		// claim was never written: only a grace period to start is.
+		if !oneShot || l.pubs == 0 && liveRemote(l.remote) == 0 {
+			n.markDirty(l)
+		}
 		return
 	}
 	if l.pubs == 0 {

@@ -227,3 +227,27 @@ func TestOwnerDrainsOthersTakeOver(t *testing.T) {
 		t.Fatalf("after the takeover: %v %q, want offset 7 b-4 in the same epoch", it, it.data)
 	}
 }
+
+// TestHTTPPublishWithPublishersOnTwoNodes: an HTTP publish on a node that
+// relays to the owner is forwarded to the owner, not relayed, and is not
+// counted against the publishers per topic: with the topic full, it is
+// published, and answered with its position.
+func TestHTTPPublishWithPublishersOnTwoNodes(t *testing.T) {
+	tc := newCluster(t)
+	a, b := tc.node(t, "", multi(2)), tc.node(t, "", multi(2))
+	pa := a.pub(t, "mixed")
+	pb := b.pub(t, "mixed")
+	sb := b.metaSub(t, "mixed", "")
+	publishAll(t, 2, map[string]*websocket.Conn{"a": pa, "b": pb})
+	stream(t, sb, 1, 4)
+	epoch := b.mustPost(t, "mixed", "h-1", "", 5)
+	a.mustPost(t, "mixed", "h-2", epoch, 6)
+	for o := uint64(5); o <= 6; o++ {
+		if it := next(t, sb); it.kind != "id" || it.epoch != epoch || it.offset != o || string(it.data) != "h-"+strconv.Itoa(int(o-4)) {
+			t.Fatalf("got %v %q, want %s:%d h-%d", it, it.data, epoch, o, o-4)
+		}
+	}
+	if got := b.refused(t, "/ws/pub/"+tc.key+"/test/mixed"); got != http.StatusConflict {
+		t.Fatalf("a third WebSocket publisher: %d, want 409", got)
+	}
+}
