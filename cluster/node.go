@@ -271,7 +271,7 @@ func Connect(cfg Config) (*Node, error) {
 		rsub, err := nc.Subscribe(relaySubject(cfg.Prefix, n.id), n.answerRelay)
 		if err == nil {
 			rsub.SetPendingLimits(-1, cfg.PendingBytes)
-			_, err = nc.Subscribe(n.ackSubj, n.answerAck)
+			_, err = nc.Subscribe(n.ackSubj+".*", n.answerAck)
 		}
 		if err != nil {
 			nc.Close()

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -29,14 +31,18 @@ import (
 //	topic    uvarint length, bytes
 //	frames   the rest: the run of frames, as the relaying node encoded them
 //
-// with a reply subject, PREFIX.a.NODE of the relaying node, that the owner
-// acknowledges each run on, once published (or refused), without anyone
-// waiting for it:
+// with a reply subject, PREFIX.a.NODE.SENDER of the relaying node (SENDER
+// in hex), that the owner acknowledges each run on, once published (or
+// refused), without anyone waiting for it:
 //
 //	version  1 byte (1)
 //	status   1 byte: 0 published, 1 refused (this node does not own the topic)
 //	sender   8 bytes, big endian
 //	seq      8 bytes, big endian
+//
+// If the owner has no relay subscription (its connection closed), the
+// NATS server says so at once on the reply subject (no responders), and
+// the relaying node gives up as when acknowledgements stop.
 //
 // The owner publishes a relayed run as its own: it gets the next positions
 // and goes out on the topic's subject, so every node, the relaying one
@@ -66,7 +72,7 @@ func ackSubject(prefix, id string) string {
 
 // relayState is a leaseRemote's relaying.
 type relayState struct {
-	subject string
+	subject, ack string
 	// seq is the last run sent, acked the last acknowledged; waiting is
 	// when the wait for the oldest unacknowledged one (or the last
 	// progress) began, Unix nanoseconds, 0 when none is waited for.
@@ -77,6 +83,7 @@ type relayState struct {
 
 func (rs *relayState) init(n *Node, l *lease) {
 	rs.subject = relaySubject(n.cfg.Prefix, l.owner)
+	rs.ack = n.ackSubj + "." + strconv.FormatUint(l.sender, 16)
 	n.relays.Store(l.sender, l)
 }
 
@@ -401,7 +408,7 @@ func (c *claim) Relay(frames []byte, msgs, payload int) bool {
 	if rs.seq.Load() == rs.acked.Load() {
 		rs.waiting.Store(time.Now().UnixNano())
 	}
-	if err := n.nc.PublishRequest(rs.subject, n.ackSubj, b); err != nil {
+	if err := n.nc.PublishRequest(rs.subject, rs.ack, b); err != nil {
 		n.relayFailed(l, err, 1)
 		return true
 	}
@@ -484,6 +491,15 @@ func (n *Node) answerRelay(m *nats.Msg) {
 // answerAck takes the owner's acknowledgement of a relayed run.
 func (n *Node) answerAck(m *nats.Msg) {
 	b := m.Data
+	if len(b) == 0 && m.Header.Get("Status") == "503" {
+		// No responders: the owner's relay subscription is gone.
+		i := strings.LastIndexByte(m.Subject, '.')
+		sender, err := strconv.ParseUint(m.Subject[i+1:], 16, 64)
+		if v, ok := n.relays.Load(sender); ok && err == nil {
+			n.relayFailed(v.(*lease), errors.New("the owner is gone: no responders"), 0)
+		}
+		return
+	}
 	if len(b) != ackSize || b[0] != relayVersion {
 		n.stats.dropped[dropMalformed].Add(1)
 		return
