@@ -362,7 +362,7 @@ func (n *Node) acquire(ctx context.Context, l *lease, oneShot bool) (rev uint64,
 			return 0, "", fmt.Errorf("cannot read the topic's ownership record: %w", err)
 		}
 		r, err := decodeRecord(e.Value())
-		if err == nil && r.Node != n.id && r.owned(e.Created(), n.cfg.ClaimTTL) {
+		if err == nil && r.Node != n.id && r.owned(e.Created(), n.cfg.ClaimTTL) && !n.ownerGone(r.Node) {
 			if !n.multi() || oneShot {
 				return 0, "", fmt.Errorf("cluster: topic owned by node %s: %w", r.Node, topics.ErrHasPublisher)
 			}

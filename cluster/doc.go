@@ -74,12 +74,16 @@
 //     OwnerUntil now: other nodes' publishers, closed with 1001 by their
 //     lease's check, take the topic over at once, same epoch, next
 //     offset.
-//   - An owner that dies stops acknowledging and refreshing: OwnerUntil,
-//     which only the owner moves, passes (the other nodes' refreshes keep
-//     the record, not the owner, alive). Its relaying nodes close their
-//     publishers, which take the topic over in a new epoch: a record
-//     without publishers on its owner but with some elsewhere is not
-//     final, since the owner may have published past it.
+//   - An owner that dies stops acknowledging and refreshing (NATS may
+//     also answer a relayed run with no responders at once): its relaying
+//     nodes close their publishers and, for ClaimTTL, take its topics
+//     over when claimed rather than relay to it again; elsewhere its
+//     OwnerUntil, which only the owner moves, passes (the other nodes'
+//     refreshes keep the record, not the owner, alive). A takeover then
+//     starts a new epoch: a record without publishers on its owner but
+//     with some elsewhere is not final, since the owner may have
+//     published past it. An owner that was only cut off finds, when back,
+//     that the record moved, and closes its publishers (ClaimLost).
 //
 // Catching up. A node that misses offsets of a topic's stream (NATS away,
 // a bound reached) fetches them from the owner's history before it

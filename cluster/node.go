@@ -162,6 +162,9 @@ type Node struct {
 	relays  sync.Map // lease.sender → *lease: the leaseRemote leases, for their acknowledgements
 	ackSubj string   // where owners acknowledge this node's relayed runs
 	closing atomic.Bool
+	// goneOwners are the nodes whose relays went unanswered: owner ID →
+	// until when (Unix nanoseconds) claims here take their topics over.
+	goneOwners sync.Map
 
 	kick      chan struct{} // wakes the worker: dirty leases
 	reconnect chan struct{} // wakes the worker: set up the bucket and watch again

@@ -402,14 +402,14 @@ func (c *claim) Relay(frames []byte, msgs, payload int) bool {
 	b = append(b, frames...)
 	l.buf = b
 	if int64(len(b)) > n.nc.MaxPayload() {
-		n.relayFailed(l, fmt.Errorf("a read of %d bytes is more than NATS carries in one message (%d)", len(b), n.nc.MaxPayload()), 1)
+		n.relayFailed(l, fmt.Errorf("a read of %d bytes is more than NATS carries in one message (%d)", len(b), n.nc.MaxPayload()), 1, false)
 		return true
 	}
 	if rs.seq.Load() == rs.acked.Load() {
 		rs.waiting.Store(time.Now().UnixNano())
 	}
 	if err := n.nc.PublishRequest(rs.subject, rs.ack, b); err != nil {
-		n.relayFailed(l, err, 1)
+		n.relayFailed(l, err, 1, false)
 		return true
 	}
 	rs.seq.Store(seq)
@@ -423,11 +423,19 @@ func (c *claim) Relay(frames []byte, msgs, payload int) bool {
 // relayFailed gives up relaying l's runs: the unacknowledged ones and
 // extra are counted lost, and the hub closes this node's publishers of
 // the topic (off the caller's goroutine: it may be a publisher's loop).
-func (n *Node) relayFailed(l *lease, err error, extra int64) {
+//
+// gone says the owner itself is gone (no answer, or NATS says it has no
+// relay subscription), not that one run could not go.
+func (n *Node) relayFailed(l *lease, err error, extra int64, gone bool) {
 	rs := &l.rl
 	if !rs.failed.CompareAndSwap(false, true) {
 		n.stats.dropped[dropRelay].Add(extra)
 		return
+	}
+	if gone {
+		// Claims here take its topics over rather than relay to it again
+		// until its records lapse.
+		n.goneOwners.Store(l.owner, time.Now().Add(n.cfg.ClaimTTL).UnixNano())
 	}
 	lost := int64(rs.seq.Load()-rs.acked.Load()) + extra
 	n.stats.dropped[dropRelay].Add(lost)
@@ -438,6 +446,17 @@ func (n *Node) relayFailed(l *lease, err error, extra int64) {
 	}
 }
 
+// ownerGone reports whether this node found owner gone (its relays went
+// unanswered) less than ClaimTTL ago.
+func (n *Node) ownerGone(owner string) bool {
+	v, ok := n.goneOwners.Load(owner)
+	if ok && time.Now().UnixNano() >= v.(int64) {
+		n.goneOwners.Delete(owner)
+		return false
+	}
+	return ok
+}
+
 // checkRelays gives up on the leases whose owner did not acknowledge in
 // time; the worker calls it.
 func (n *Node) checkRelays() {
@@ -446,7 +465,7 @@ func (n *Node) checkRelays() {
 		l := v.(*lease)
 		rs := &l.rl
 		if w := rs.waiting.Load(); w != 0 && w < limit && rs.seq.Load() > rs.acked.Load() && !rs.failed.Load() {
-			n.relayFailed(l, errors.New("no acknowledgement from the owner"), 0)
+			n.relayFailed(l, errors.New("no acknowledgement from the owner"), 0, n.nc.IsConnected())
 		}
 		return true
 	})
@@ -496,7 +515,7 @@ func (n *Node) answerAck(m *nats.Msg) {
 		i := strings.LastIndexByte(m.Subject, '.')
 		sender, err := strconv.ParseUint(m.Subject[i+1:], 16, 64)
 		if v, ok := n.relays.Load(sender); ok && err == nil {
-			n.relayFailed(v.(*lease), errors.New("the owner is gone: no responders"), 0)
+			n.relayFailed(v.(*lease), errors.New("the owner is gone: no responders"), 0, true)
 		}
 		return
 	}
@@ -512,7 +531,7 @@ func (n *Node) answerAck(m *nats.Msg) {
 	rs := &l.rl
 	seq := binary.BigEndian.Uint64(b[10:])
 	if b[1] != relayPublished {
-		n.relayFailed(l, errors.New("the node no longer owns the topic"), 0)
+		n.relayFailed(l, errors.New("the node no longer owns the topic"), 0, false)
 		return
 	}
 	if seq > rs.acked.Load() {
