@@ -162,6 +162,7 @@ type Node struct {
 	relays  sync.Map // lease.sender → *lease: the leaseRemote leases, for their acknowledgements
 	ackSubj string   // where owners acknowledge this node's relayed runs
 	closing atomic.Bool
+	relayMu sync.RWMutex // read-held while a relayed run is published; Close takes it to set closing
 	// goneOwners are the nodes whose relays went unanswered: owner ID →
 	// until when (Unix nanoseconds) claims here take their topics over.
 	goneOwners sync.Map
@@ -334,7 +335,9 @@ func (n *Node) Close(ctx context.Context) error {
 	if n.multi() {
 		// The records say the owner is gone, so that the publishers on
 		// other nodes take its topics over at once.
+		n.relayMu.Lock()
 		n.closing.Store(true)
+		n.relayMu.Unlock()
 		n.markAllDirty()
 	}
 	n.closeOnce.Do(func() { close(n.quit) })

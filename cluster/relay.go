@@ -492,7 +492,11 @@ func (n *Node) answerRelay(m *nats.Msg) {
 	l := n.leases[k]
 	owned := l != nil && l.state == leaseOwned
 	n.mu.Unlock()
-	if h := n.theHub(); owned && h != nil {
+	// A closing node publishes nothing after its final records: Close
+	// waits for a run being published, and later ones are refused.
+	n.relayMu.RLock()
+	defer n.relayMu.RUnlock()
+	if h := n.theHub(); owned && h != nil && !n.closing.Load() {
 		if err := h.PublishRelayed(k, r.b, int(msgs), int(payload), &claim{l: l}); err == nil {
 			status = relayPublished
 			n.stats.relaysServed.Add(int64(msgs))
