@@ -143,7 +143,12 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	counter(descKVErrors, st.kvErrors.Load())
 	gauge(descSubscriptions, int64(n.interests.len()))
 	n.mu.Lock()
-	owned := len(n.leases)
+	owned := 0
+	for _, l := range n.leases {
+		if l.state != leaseRemote { // a topic another node owns, relayed to
+			owned++
+		}
+	}
 	n.mu.Unlock()
 	gauge(descOwned, int64(owned))
 	gauge(descKnown, int64(n.view.len()))
