@@ -251,3 +251,40 @@ func TestHTTPPublishWithPublishersOnTwoNodes(t *testing.T) {
 		t.Fatalf("a third WebSocket publisher: %d, want 409", got)
 	}
 }
+
+// TestRelayingNodeCutOff: a node relaying to the owner is cut off from
+// NATS: its publisher is closed with 1001 once the owner's
+// acknowledgements stop, the run counted lost, and that run, flushed from
+// the NATS client's buffer when the link is back, is refused by the owner
+// rather than published after its publisher was told it failed. A
+// publisher reconnecting there relays again.
+func TestRelayingNodeCutOff(t *testing.T) {
+	tc := newCluster(t)
+	px := startProxy(t, strings.TrimPrefix(tc.nats.URL, "nats://"))
+	a := tc.node(t, "", multi(2))
+	b := tc.node(t, px.url(), multi(2))
+	a.pub(t, "cutrelay")
+	pb := b.pub(t, "cutrelay")
+	sa := a.metaSub(t, "cutrelay", "")
+	publish(t, pb, websocket.TextMessage, []byte("b-1"))
+	first := next(t, sa)
+	if first.kind != "id" || first.offset != 1 || string(first.data) != "b-1" {
+		t.Fatalf("got %v %q, want offset 1 b-1", first, first.data)
+	}
+	px.setCut(true)
+	waitFor(t, "b to notice", func() bool { return b.Ready() != nil })
+	publish(t, pb, websocket.TextMessage, []byte("b-2"))
+	expectClosed(t, pb, 1001)
+	// b-1's acknowledgement may have been cut off on its way too: a run
+	// not known to be published is counted lost.
+	if got := metric(t, b, "wspubsub_cluster_dropped_batches_total", "reason", "relay"); got < 1 || got > 2 {
+		t.Fatalf("b counted %v lost relayed runs, want 1 (or 2)", got)
+	}
+	px.setCut(false)
+	waitFor(t, "b to be ready", func() bool { return b.Ready() == nil })
+	pb2 := b.takeover(t, "cutrelay")
+	publish(t, pb2, websocket.TextMessage, []byte("c-1"))
+	if it := next(t, sa); it.kind != "id" || it.epoch != first.epoch || it.offset != 2 || string(it.data) != "c-1" {
+		t.Fatalf("after the cut: %v %q, want %s:2 c-1 (b-2 was counted lost)", it, it.data, first.epoch)
+	}
+}

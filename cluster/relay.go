@@ -25,6 +25,7 @@ import (
 //	version  1 byte (1)
 //	sender   8 bytes, big endian: the relaying lease, random
 //	seq      8 bytes, big endian: 1, 2, 3… per sender
+//	sent     8 bytes, big endian: when it was relayed, Unix nanoseconds
 //	msgs     uvarint: messages in the run
 //	payload  uvarint: their payload bytes
 //	domain   uvarint length, bytes
@@ -44,6 +45,10 @@ import (
 // NATS server says so at once on the reply subject (no responders), and
 // the relaying node gives up as when acknowledgements stop.
 //
+// The owner refuses a run relayed longer than relayTimeout ago (it waited
+// in the NATS client's reconnect buffer): its sender has given up on it,
+// counted it lost and closed its publisher, which may send it again.
+//
 // The owner publishes a relayed run as its own: it gets the next positions
 // and goes out on the topic's subject, so every node, the relaying one
 // included, gets it from the owner in the one order the owner gave. A
@@ -58,8 +63,8 @@ const (
 	relayPublished = 0
 	relayRefused   = 1
 
-	relayHeader = 1 + 8 + 8 + 2*binary.MaxVarintLen64
-	ackSize     = 1 + 1 + 8 + 8
+	relayFixed = 1 + 8 + 8 + 8
+	ackSize    = 1 + 1 + 8 + 8
 )
 
 func relaySubject(prefix, id string) string {
@@ -396,6 +401,7 @@ func (c *claim) Relay(frames []byte, msgs, payload int) bool {
 	b := append(l.buf[:0], relayVersion)
 	b = binary.BigEndian.AppendUint64(b, l.sender)
 	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(time.Now().UnixNano()))
 	b = binary.AppendUvarint(b, uint64(msgs))
 	b = binary.AppendUvarint(b, uint64(payload))
 	b = appendTopicKey(b, l.key)
@@ -475,12 +481,13 @@ func (n *Node) checkRelays() {
 // this node's relay subscription (in the order sent), and acknowledges it.
 func (n *Node) answerRelay(m *nats.Msg) {
 	b := m.Data
-	if len(b) < 17 || b[0] != relayVersion || m.Reply == "" {
+	if len(b) < relayFixed || b[0] != relayVersion || m.Reply == "" {
 		n.stats.dropped[dropMalformed].Add(1)
 		return
 	}
 	sender, seq := binary.BigEndian.Uint64(b[1:]), binary.BigEndian.Uint64(b[9:])
-	r := reader{b: b[17:]}
+	sent := int64(binary.BigEndian.Uint64(b[17:]))
+	r := reader{b: b[relayFixed:]}
 	msgs, payload := r.uvarint(), r.uvarint()
 	k := r.topicKey()
 	if r.bad || msgs == 0 || msgs > 1<<31 || payload > uint64(len(r.b)) || k.Domain == "" || k.Topic == "" {
@@ -496,7 +503,8 @@ func (n *Node) answerRelay(m *nats.Msg) {
 	// waits for a run being published, and later ones are refused.
 	n.relayMu.RLock()
 	defer n.relayMu.RUnlock()
-	if h := n.theHub(); owned && h != nil && !n.closing.Load() {
+	fresh := time.Now().UnixNano()-sent <= int64(n.relayTimeout())
+	if h := n.theHub(); owned && fresh && h != nil && !n.closing.Load() {
 		if err := h.PublishRelayed(k, r.b, int(msgs), int(payload), &claim{l: l}); err == nil {
 			status = relayPublished
 			n.stats.relaysServed.Add(int64(msgs))
