@@ -67,6 +67,44 @@ const (
 	ackSize    = 1 + 1 + 8 + 8
 )
 
+// relayRun is a decoded relayed run.
+type relayRun struct {
+	sender, seq   uint64
+	sent          int64
+	msgs, payload int
+	key           topics.Key
+	frames        []byte
+}
+
+func appendRelay(b []byte, r relayRun) []byte {
+	b = append(b, relayVersion)
+	b = binary.BigEndian.AppendUint64(b, r.sender)
+	b = binary.BigEndian.AppendUint64(b, r.seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.sent))
+	b = binary.AppendUvarint(b, uint64(r.msgs))
+	b = binary.AppendUvarint(b, uint64(r.payload))
+	b = appendTopicKey(b, r.key)
+	return append(b, r.frames...)
+}
+
+// parseRelay decodes a relayed run; its frames are part of b.
+func parseRelay(b []byte) (relayRun, error) {
+	var q relayRun
+	if len(b) < relayFixed || b[0] != relayVersion {
+		return q, errMalformed
+	}
+	q.sender, q.seq = binary.BigEndian.Uint64(b[1:]), binary.BigEndian.Uint64(b[9:])
+	q.sent = int64(binary.BigEndian.Uint64(b[17:]))
+	r := reader{b: b[relayFixed:]}
+	msgs, payload := r.uvarint(), r.uvarint()
+	q.key = r.topicKey()
+	if r.bad || msgs == 0 || msgs > 1<<31 || payload > uint64(len(r.b)) || len(r.b) < 2 || q.key.Domain == "" || q.key.Topic == "" {
+		return relayRun{}, errMalformed
+	}
+	q.msgs, q.payload, q.frames = int(msgs), int(payload), r.b
+	return q, nil
+}
+
 func relaySubject(prefix, id string) string {
 	return prefix + ".r." + b64.EncodeToString([]byte(id))
 }
@@ -398,14 +436,8 @@ func (c *claim) Relay(frames []byte, msgs, payload int) bool {
 	l.pub.Lock()
 	defer l.pub.Unlock()
 	seq := rs.seq.Load() + 1
-	b := append(l.buf[:0], relayVersion)
-	b = binary.BigEndian.AppendUint64(b, l.sender)
-	b = binary.BigEndian.AppendUint64(b, seq)
-	b = binary.BigEndian.AppendUint64(b, uint64(time.Now().UnixNano()))
-	b = binary.AppendUvarint(b, uint64(msgs))
-	b = binary.AppendUvarint(b, uint64(payload))
-	b = appendTopicKey(b, l.key)
-	b = append(b, frames...)
+	b := appendRelay(l.buf[:0], relayRun{sender: l.sender, seq: seq, sent: time.Now().UnixNano(),
+		msgs: msgs, payload: payload, key: l.key, frames: frames})
 	l.buf = b
 	if int64(len(b)) > n.nc.MaxPayload() {
 		n.relayFailed(l, fmt.Errorf("a read of %d bytes is more than NATS carries in one message (%d)", len(b), n.nc.MaxPayload()), 1, false)
@@ -480,20 +512,12 @@ func (n *Node) checkRelays() {
 // answerRelay publishes a run another node relayed, on the goroutine of
 // this node's relay subscription (in the order sent), and acknowledges it.
 func (n *Node) answerRelay(m *nats.Msg) {
-	b := m.Data
-	if len(b) < relayFixed || b[0] != relayVersion || m.Reply == "" {
+	q, err := parseRelay(m.Data)
+	if err != nil || m.Reply == "" {
 		n.stats.dropped[dropMalformed].Add(1)
 		return
 	}
-	sender, seq := binary.BigEndian.Uint64(b[1:]), binary.BigEndian.Uint64(b[9:])
-	sent := int64(binary.BigEndian.Uint64(b[17:]))
-	r := reader{b: b[relayFixed:]}
-	msgs, payload := r.uvarint(), r.uvarint()
-	k := r.topicKey()
-	if r.bad || msgs == 0 || msgs > 1<<31 || payload > uint64(len(r.b)) || k.Domain == "" || k.Topic == "" {
-		n.stats.dropped[dropMalformed].Add(1)
-		return
-	}
+	k, sender, seq, sent := q.key, q.sender, q.seq, q.sent
 	status := byte(relayRefused)
 	n.mu.Lock()
 	l := n.leases[k]
@@ -505,9 +529,9 @@ func (n *Node) answerRelay(m *nats.Msg) {
 	defer n.relayMu.RUnlock()
 	fresh := time.Now().UnixNano()-sent <= int64(n.relayTimeout())
 	if h := n.theHub(); owned && fresh && h != nil && !n.closing.Load() {
-		if err := h.PublishRelayed(k, r.b, int(msgs), int(payload), &claim{l: l}); err == nil {
+		if err := h.PublishRelayed(k, q.frames, q.msgs, q.payload, &claim{l: l}); err == nil {
 			status = relayPublished
-			n.stats.relaysServed.Add(int64(msgs))
+			n.stats.relaysServed.Add(int64(q.msgs))
 		} else {
 			n.log.Warn("cannot publish messages relayed by another node", "domain", k.Domain, "topic", k.Topic, "err", err)
 		}
