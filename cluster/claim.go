@@ -33,13 +33,48 @@ type record struct {
 	// nothing is published without a publisher.
 	Epoch string `json:"epoch,omitempty"`
 	Last  uint64 `json:"last,omitempty"`
+	// Remote counts the topic's publishers on other nodes, by node, with
+	// --publishers-per-topic above 1 (see relay.go): each node writes its
+	// own entry, and an entry not refreshed by Until lapses.
+	Remote map[string]remoteClaim `json:"remote,omitempty"`
+	// OwnerUntil is when the owner's claim lapses unless it writes the
+	// record again, Unix milliseconds (0 in records of older versions):
+	// the other nodes' writes of their Remote entries keep the record,
+	// not the owner, alive. An owner that closes writes it as now.
+	OwnerUntil int64 `json:"owner_until,omitempty"`
+}
+
+// remoteClaim is one non-owner node's publishers of a topic.
+type remoteClaim struct {
+	Pubs  int   `json:"pubs"`
+	Until int64 `json:"until"` // Unix milliseconds
+}
+
+// liveRemote is how many publishers other nodes have, counting only the
+// entries that have not lapsed at now (Unix milliseconds).
+func (r record) liveRemote(now int64) int {
+	sum := 0
+	for _, e := range r.Remote {
+		if e.Until > now && e.Pubs > 0 {
+			sum += e.Pubs
+		}
+	}
+	return sum
 }
 
 // encode is l's record: n.mu is held.
 func (n *Node) encode(l *lease) []byte {
-	r := record{Node: n.id, Pubs: l.pubs}
-	if l.pubs == 0 {
+	now := time.Now()
+	r := record{Node: n.id, Pubs: l.pubs, Remote: l.remote, OwnerUntil: now.Add(n.cfg.ClaimTTL).UnixMilli()}
+	closing := n.closing.Load()
+	if l.pubs == 0 && (len(l.remote) == 0 || closing) {
 		r.GraceUntil = l.graceUntil.UnixMilli()
+	}
+	if closing {
+		// Final: nothing more is published here. Other nodes'
+		// publishers take the topic over at once, going on from its
+		// position, as in a grace period.
+		r.OwnerUntil = now.UnixMilli()
 	}
 	r.Epoch, r.Last = l.position()
 	b, _ := json.Marshal(r)
@@ -55,9 +90,16 @@ func decodeRecord(b []byte) (record, error) {
 }
 
 // owned reports whether the record, written at created, holds a live
-// publisher that a claim must not take over.
+// publisher (on its owner or, with several publishers per topic, on
+// another node) that a claim must not take over.
 func (r record) owned(created time.Time, ttl time.Duration) bool {
-	return r.Pubs > 0 && time.Since(created) < ttl
+	now := time.Now().UnixMilli()
+	return (r.Pubs > 0 || r.liveRemote(now) > 0) && r.ownerAlive(created, ttl)
+}
+
+// ownerAlive reports whether the record's owner wrote it recently enough.
+func (r record) ownerAlive(created time.Time, ttl time.Duration) bool {
+	return time.Since(created) < ttl && (r.OwnerUntil == 0 || time.Now().UnixMilli() < r.OwnerUntil)
 }
 
 type leaseState uint8
@@ -66,6 +108,7 @@ const (
 	leaseClaiming leaseState = iota // the first claim's round trips are in progress
 	leaseOwned                      // this node owns the topic (live, or in grace)
 	leaseGone                       // released, expired or lost
+	leaseRemote                     // another node owns the topic; this node's publishers relay to it
 )
 
 // lease is this node's ownership of one topic.
@@ -83,6 +126,14 @@ type lease struct {
 	rev        uint64 // the record's revision as this node last wrote it
 	dirty      bool
 	claimed    chan struct{} // closed when the first claim ends
+	// remote is the owner's copy of the record's Remote entries, as last
+	// read (several publishers per topic only).
+	remote map[string]remoteClaim
+
+	// owner is the owning node of a leaseRemote, set before the lease is
+	// remote, read-only then; rl is its relay state (relay.go).
+	owner string
+	rl    relayState
 
 	lost atomic.Bool
 
@@ -109,6 +160,7 @@ type lease struct {
 // claim is one publisher's share of a lease.
 type claim struct {
 	l        *lease
+	oneShot  bool // an HTTP publish's, not written to the record (several publishers per topic)
 	released atomic.Bool
 	// Where the topic's positions go on from, for the claim that took it
 	// over (or started it); "" for a topic this node owned already.
@@ -129,7 +181,7 @@ func (c *claim) Continues() (epoch string, last uint64) { return c.epoch, c.last
 // Release implements server.ClusterTopic.
 func (c *claim) Release() {
 	if c.released.CompareAndSwap(false, true) {
-		c.l.n.release(c.l)
+		c.l.n.release(c.l, c.oneShot)
 	}
 }
 
@@ -151,6 +203,7 @@ func (n *Node) newLease(k topics.Key) *lease {
 // ClaimWait before the claim is refused.
 func (n *Node) Claim(ctx context.Context, k topics.Key) (server.ClusterTopic, error) {
 	deadline := time.Now().Add(n.cfg.ClaimWait)
+	oneShot := server.IsOneShot(ctx)
 	for attempt := 0; ; attempt++ {
 		if attempt == 16 {
 			n.stats.claims[claimError].Add(1)
@@ -163,7 +216,7 @@ func (n *Node) Claim(ctx context.Context, k topics.Key) (server.ClusterTopic, er
 			l = n.newLease(k)
 			n.leases[k] = l
 			n.mu.Unlock()
-			rev, err := n.acquire(ctx, l)
+			rev, owner, err := n.acquire(ctx, l, oneShot)
 			n.mu.Lock()
 			if err != nil {
 				l.state = leaseGone
@@ -183,6 +236,15 @@ func (n *Node) Claim(ctx context.Context, k topics.Key) (server.ClusterTopic, er
 				}
 				return nil, err
 			}
+			if owner != "" {
+				// Another node owns it: this node's publishers relay to it.
+				l.state, l.pubs, l.owner = leaseRemote, 1, owner
+				l.rl.init(n, l)
+				close(l.claimed)
+				n.mu.Unlock()
+				n.stats.claims[claimWon].Add(1)
+				return &claim{l: l}, nil
+			}
 			l.state, l.pubs, l.rev = leaseOwned, 1, rev
 			close(l.claimed)
 			n.mu.Unlock()
@@ -198,6 +260,39 @@ func (n *Node) Claim(ctx context.Context, k topics.Key) (server.ClusterTopic, er
 				n.stats.claims[claimError].Add(1)
 				return nil, ctx.Err()
 			}
+		case n.multi() && oneShot && l.state == leaseRemote:
+			// An HTTP publish goes to the owner (Forward), not through a relay.
+			n.mu.Unlock()
+			n.stats.claims[claimConflict].Add(1)
+			return nil, fmt.Errorf("cluster: topic owned by node %s: %w", l.owner, topics.ErrHasPublisher)
+		case n.multi() && oneShot && l.state == leaseOwned && l.graceUntil.IsZero():
+			// Not counted against the limit, nor written: released at once.
+			l.pubs++
+			n.mu.Unlock()
+			n.stats.claims[claimWon].Add(1)
+			return &claim{l: l, oneShot: true}, nil
+		case n.multi() && (l.state == leaseRemote || l.state == leaseOwned):
+			// Several publishers per topic: every one is counted in the
+			// record, whichever node it is on.
+			n.mu.Unlock()
+			ok, err := n.addPublisher(ctx, l)
+			if errors.Is(err, topics.ErrHasPublisher) && time.Now().Before(deadline) && sleep(ctx, 50*time.Millisecond) {
+				attempt--
+				continue
+			}
+			if err != nil {
+				if errors.Is(err, topics.ErrHasPublisher) {
+					n.stats.claims[claimConflict].Add(1)
+				} else {
+					n.stats.claims[claimError].Add(1)
+				}
+				return nil, err
+			}
+			if ok {
+				n.stats.claims[claimWon].Add(1)
+				return &claim{l: l}, nil
+			}
+			// Lost meanwhile: claim afresh.
 		case l.pubs > 0:
 			l.pubs++
 			n.mu.Unlock()
@@ -235,13 +330,18 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // period goes on from its record's; any other starts a new epoch, since it
 // starts from nothing or its owner died without saying where it stopped
 // (going on from an older record could assign a position twice).
-func (n *Node) acquire(ctx context.Context, l *lease) (uint64, error) {
+//
+// With several publishers per topic, a topic another node owns live is
+// joined instead, if its publishers across the cluster are fewer than the
+// limit: this node's entry in the record's Remote counts one, and owner
+// names the node to relay to.
+func (n *Node) acquire(ctx context.Context, l *lease, oneShot bool) (rev uint64, owner string, err error) {
 	if !n.nc.IsConnected() {
-		return 0, ErrNotConnected
+		return 0, "", ErrNotConnected
 	}
 	kv := n.bucket()
 	if kv == nil {
-		return 0, ErrNotReady
+		return 0, "", ErrNotReady
 	}
 	fresh := history.NewEpoch()
 	for range 4 {
@@ -252,21 +352,33 @@ func (n *Node) acquire(ctx context.Context, l *lease) (uint64, error) {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			rev, err := kv.Create(ctx, l.kvKey, n.encodeClaim(l))
 			if err == nil {
-				return rev, nil
+				return rev, "", nil
 			}
 			if errors.Is(err, jetstream.ErrKeyExists) {
 				continue // claimed at the same moment: look again
 			}
-			return 0, fmt.Errorf("cannot create the topic's ownership record: %w", err)
+			return 0, "", fmt.Errorf("cannot create the topic's ownership record: %w", err)
 		case err != nil:
-			return 0, fmt.Errorf("cannot read the topic's ownership record: %w", err)
+			return 0, "", fmt.Errorf("cannot read the topic's ownership record: %w", err)
 		}
 		r, err := decodeRecord(e.Value())
-		if err == nil && r.Node != n.id && r.owned(e.Created(), n.cfg.ClaimTTL) {
-			return 0, fmt.Errorf("cluster: topic owned by node %s: %w", r.Node, topics.ErrHasPublisher)
+		if err == nil && r.Node != n.id && r.owned(e.Created(), n.cfg.ClaimTTL) && !n.ownerGone(r.Node) {
+			if !n.multi() || oneShot {
+				return 0, "", fmt.Errorf("cluster: topic owned by node %s: %w", r.Node, topics.ErrHasPublisher)
+			}
+			rev, err := n.joinRemote(ctx, kv, l, e.Revision(), r)
+			if isConflict(err) {
+				continue
+			}
+			if err != nil {
+				return 0, "", err
+			}
+			return rev, r.Node, nil
 		}
 		// In grace, lapsed, unreadable or ours: take it over.
-		if err == nil && (r.Pubs == 0 || r.Node == n.id) && history.ValidEpoch(r.Epoch) {
+		// (A record without publishers on its owner but with some on other
+		// nodes is not final: its owner may have published past it.)
+		if err == nil && (r.Pubs == 0 && (r.GraceUntil > 0 || len(r.Remote) == 0) || r.Node == n.id) && history.ValidEpoch(r.Epoch) {
 			l.setPosition(r.Epoch, r.Last)
 			if r.Node != n.id {
 				l.prev = r.Node
@@ -274,13 +386,13 @@ func (n *Node) acquire(ctx context.Context, l *lease) (uint64, error) {
 		}
 		rev, err := kv.Update(ctx, l.kvKey, n.encodeClaim(l), e.Revision())
 		if err == nil {
-			return rev, nil
+			return rev, "", nil
 		}
 		if !isConflict(err) {
-			return 0, fmt.Errorf("cannot take the topic's ownership record over: %w", err)
+			return 0, "", fmt.Errorf("cannot take the topic's ownership record over: %w", err)
 		}
 	}
-	return 0, errContention
+	return 0, "", errContention
 }
 
 // reclaim takes back a topic this node owns in its grace period; false
@@ -320,13 +432,22 @@ func (n *Node) reclaim(ctx context.Context, l *lease) (bool, error) {
 
 // release records that one publisher of l left; the last one's leaving
 // starts the grace period, which the worker writes.
-func (n *Node) release(l *lease) {
+func (n *Node) release(l *lease, oneShot bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if l.state != leaseOwned || l.pubs == 0 {
+	if l.state != leaseOwned && l.state != leaseRemote || l.pubs == 0 {
 		return
 	}
 	l.pubs--
+	if n.multi() {
+		// The worker writes the count; an owner with publishers left on
+		// other nodes starts no grace period (see syncMulti). A one-shot
+		// claim was never written: only a grace period to start is.
+		if !oneShot || l.pubs == 0 && liveRemote(l.remote) == 0 {
+			n.markDirty(l)
+		}
+		return
+	}
 	if l.pubs == 0 {
 		l.graceUntil = time.Now().Add(n.graceFor())
 		n.markDirty(l)
@@ -351,9 +472,9 @@ func (n *Node) Keep(k topics.Key) bool {
 	case l.state != leaseOwned:
 		n.mu.Unlock()
 		return n.view.heldElsewhere(n, k)
-	case l.pubs > 0:
+	case l.pubs > 0 || len(l.remote) > 0 && liveRemote(l.remote) > 0:
 		n.mu.Unlock()
-		return true // a publisher came back here meanwhile
+		return true // a publisher came back here meanwhile, or other nodes have some
 	}
 	rev := l.rev
 	n.mu.Unlock()
@@ -384,6 +505,7 @@ func (n *Node) Keep(k topics.Key) bool {
 
 // drop forgets a lease that has no publishers.
 func (n *Node) drop(l *lease) {
+	n.relays.Delete(l.sender)
 	n.mu.Lock()
 	l.state = leaseGone
 	if n.leases[l.key] == l {
@@ -395,6 +517,12 @@ func (n *Node) drop(l *lease) {
 // lose forgets a lease that another node took over, and has the hub close
 // the publishers it still had.
 func (n *Node) lose(l *lease) {
+	n.relays.Delete(l.sender)
+	if l.owner != "" && l.rl.failed.CompareAndSwap(false, true) {
+		// Runs relayed to an owner that is gone may never be published:
+		// counted lost (some may have been, their answers not here yet).
+		n.stats.dropped[dropRelay].Add(int64(l.rl.seq.Load() - l.rl.acked.Load()))
+	}
 	n.mu.Lock()
 	l.state = leaseGone
 	if n.leases[l.key] == l {
@@ -426,7 +554,7 @@ func (n *Node) markAllDirty() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, l := range n.leases {
-		if l.state == leaseOwned {
+		if l.state == leaseOwned || l.state == leaseRemote {
 			n.markDirty(l)
 		}
 	}
@@ -465,6 +593,10 @@ var errLost = errors.New("cluster: topic owned by another node now")
 // sync writes l's record: a refresh, a grace period starting, or a record
 // that lapsed while NATS was away.
 func (n *Node) sync(l *lease) {
+	if n.multi() {
+		n.syncMulti(l)
+		return
+	}
 	l.io.Lock()
 	defer l.io.Unlock()
 	n.mu.Lock()
@@ -526,7 +658,7 @@ func (n *Node) rewrite(ctx context.Context, kv jetstream.KeyValue, l *lease, rec
 func (n *Node) verify(k topics.Key) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if l := n.leases[k]; l != nil && l.state == leaseOwned {
+	if l := n.leases[k]; l != nil && (l.state == leaseOwned || l.state == leaseRemote) {
 		n.markDirty(l)
 	}
 }
@@ -588,7 +720,7 @@ func (l *lease) publish(epoch string, first uint64, frames []byte, msgs, payload
 // encodeClaim is the record of a claim: one publisher, l's position.
 func (n *Node) encodeClaim(l *lease) []byte {
 	epoch, last := l.position()
-	b, _ := json.Marshal(record{Node: n.id, Pubs: 1, Epoch: epoch, Last: last})
+	b, _ := json.Marshal(record{Node: n.id, Pubs: 1, Epoch: epoch, Last: last, OwnerUntil: time.Now().Add(n.cfg.ClaimTTL).UnixMilli()})
 	return b
 }
 

@@ -35,6 +35,61 @@
 // the node it took the topic over from) with a NATS request on that node's
 // subject, PREFIX.h.NODE, and gets a page of its history (see fetch.go).
 //
+// Publishers on several nodes. With Config.PublishersPerTopic N above 1
+// (the same on every node), a topic's publishers may be on any nodes; the
+// rules (see relay.go for the wire):
+//
+//   - Counting. The record counts the owner's publishers (Pubs) and, in
+//     Remote, each other node's, in an entry that node writes and
+//     refreshes every ClaimTTL/3 (it lapses at its Until otherwise). Every
+//     claim is a read, a check of the total against N and a
+//     compare-and-set, on the owner as elsewhere, so at most N exist at
+//     once across the cluster; the N+1-th is refused with
+//     topics.ErrHasPublisher (409). A claim for one HTTP publish
+//     (server.OneShot) is not counted, and is made on the owner only.
+//   - Positions. One node, the owner, assigns them. A publisher elsewhere
+//     relays each read to the owner, in order, on the node's one NATS
+//     connection, without waiting; the owner publishes it as its own
+//     (positions, history, its subscribers, the topic's subject), so every
+//     node, the relaying one included, gets it from the owner: each
+//     publisher's messages in its order, exactly once, in the owner's one
+//     order. The relaying node writes nothing to its own subscribers.
+//   - No silent loss. The owner acknowledges every relayed run. Runs not
+//     acknowledged within relayTimeout, refused (the node no longer owns
+//     the topic), too large for NATS, or refused by the NATS client's
+//     bounded buffer are counted (dropped, reason relay) and the hub
+//     closes that node's publishers of the topic with 1001; they
+//     reconnect and claim again.
+//   - The owner's last publisher leaving while other nodes have some
+//     starts no grace period: the owner keeps the topic (Keep answers
+//     true) and goes on publishing their runs. Ownership does not move
+//     while the owner lives, so no run is ever published by two owners,
+//     and none is in flight to a node that stopped publishing.
+//   - The grace period starts when the last publisher anywhere left: the
+//     owner learns it from its record (its watch) and writes "in grace
+//     until T"; a publisher on any node takes the topic over as with one
+//     publisher, going on from the record's position, which is final then.
+//   - An owner that closes (Close, after the hub's Shutdown: nothing more
+//     is published there) writes its records final, in grace with
+//     OwnerUntil now: other nodes' publishers, closed with 1001 by their
+//     lease's check, take the topic over at once, same epoch, next
+//     offset.
+//   - An owner that dies stops acknowledging and refreshing (NATS may
+//     also answer a relayed run with no responders at once): its relaying
+//     nodes close their publishers and, for ClaimTTL, take its topics
+//     over when claimed rather than relay to it again; elsewhere its
+//     OwnerUntil, which only the owner moves, passes (the other nodes'
+//     refreshes keep the record, not the owner, alive). A takeover then
+//     starts a new epoch: a record without publishers on its owner but
+//     with some elsewhere is not final, since the owner may have
+//     published past it. An owner that was only cut off finds, when back,
+//     that the record moved, and closes its publishers (ClaimLost).
+//
+// Catching up. A node that misses offsets of a topic's stream (NATS away,
+// a bound reached) fetches them from the owner's history before it
+// delivers anything newer, on the topic's subscription goroutine; see
+// catchup.go. Only what the owner no longer keeps becomes a gap notice.
+//
 // HTTP publish. A node that takes an HTTP publish of a topic another node
 // owns forwards the message to the owner with a request on its subject,
 // PREFIX.p.NODE; the owner publishes it as its own and answers with the
@@ -50,18 +105,22 @@
 // once. No password, token or seed is ever logged or put in an error.
 //
 // Concurrency. All exported methods are safe for concurrent use. Started,
-// Join, Leave and a claim's Publish, Continues and Release never wait for
+// Join, Leave and a claim's Publish, Relay, Continues and Release never wait for
 // the network (Publish hands bytes to the NATS client's bounded buffer; the
 // NATS client may make it wait for the socket, at most FlusherTimeout);
 // they are called on the hub's event loops. Claim, Confirm, Keep, History
 // and Forward make network round trips and are called off the loops. The
 // callbacks into the hub (server.ClusterHub) come from goroutines of this
-// package and of the NATS client, never under a lock of this package:
-// Deliver for one topic from that topic's subscription goroutine, one call
-// at a time, in the order the publishing node sent; History from the
+// package and of the NATS client, never under a lock of this package but
+// an interest's mu: Deliver for one topic from that topic's subscription
+// goroutine (or a catch-up from the owner's record), under the interest's
+// mu, one call at a time, in the order the owner published; History from the
 // goroutine of the node's history subscription, one request at a time;
 // PublishForwarded from goroutines of this package, at most maxForwards at
-// once; TopicEnded and ClaimLost from the node's own goroutines. Lock order,
-// outermost first: a lease's io mutex, then Node.mu; the view's and the
-// interests' mutexes and a lease's posMu are leaves.
+// once; PublishRelayed from the goroutine of the node's relay
+// subscription, in the order runs came; TopicEnded, ClaimLost and
+// OwnerUnreachable from the node's own goroutines. Lock order, outermost
+// first: an interest's mu (held across a catch-up's History round trips
+// and Deliver calls), then a lease's io mutex, then Node.mu; the view's
+// and the interests' mutexes and a lease's posMu are leaves.
 package cluster

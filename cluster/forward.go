@@ -154,7 +154,7 @@ func (n *Node) Forward(ctx context.Context, k topics.Key, frame []byte, payload 
 func (n *Node) ownerOf(k topics.Key) (other string, here bool) {
 	n.mu.Lock()
 	l := n.leases[k]
-	owned := l != nil && l.state != leaseGone
+	owned := l != nil && l.state != leaseGone && l.state != leaseRemote
 	n.mu.Unlock()
 	if owned {
 		return "", true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,6 +33,14 @@ type interest struct {
 	refs      int
 	confirmed bool // a flush after the subscription came back
 	dropped   int  // NATS's drops already counted
+
+	// mu is held while runs are delivered, by the subscription's
+	// goroutine or a catch-up (catchup.go); it guards epoch and last, the
+	// position of the newest message delivered from NATS or fetched.
+	mu       sync.Mutex
+	epoch    string
+	last     uint64
+	catching atomic.Bool // a catch-up from the owner's record is pending
 
 	// Owned by the subscription's goroutine.
 	sender, seq uint64
@@ -194,9 +203,19 @@ func (n *Node) receive(in *interest, m *nats.Msg) {
 	st.lag.Observe(float64(max(lag, 0)) / 1e9)
 	st.receivedBatches.Add(1)
 	st.receivedMessages.Add(int64(h.msgs))
-	if hub := n.theHub(); hub != nil {
-		hub.Deliver(in.key, h.epoch, h.first, data, h.msgs, h.payload)
+	hub := n.theHub()
+	if hub == nil {
+		return
 	}
+	in.mu.Lock()
+	if in.epoch == h.epoch && in.last > 0 && h.first > in.last+1 {
+		n.catchUp(in, h.epoch, h.first) // offsets this node never got
+	}
+	hub.Deliver(in.key, h.epoch, h.first, data, h.msgs, h.payload)
+	if last := h.first + uint64(h.msgs) - 1; h.msgs > 0 && (h.epoch != in.epoch || last > in.last) {
+		in.epoch, in.last = h.epoch, last
+	}
+	in.mu.Unlock()
 }
 
 func (in *interest) endRun() {

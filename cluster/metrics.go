@@ -19,10 +19,11 @@ const (
 	dropPublishError = iota // the NATS client refused it: NATS away and the reconnect buffer full, or closed
 	dropSlowConsumer        // this node's subscription fell too far behind and NATS dropped it
 	dropMalformed           // not a message of this protocol
+	dropRelay               // a publisher's run for the topic's owner on another node, never acknowledged (its publishers are closed)
 	numDrops
 )
 
-var dropLabels = [numDrops]string{"publish_error", "slow_consumer", "malformed"}
+var dropLabels = [numDrops]string{"publish_error", "slow_consumer", "malformed", "relay"}
 
 const (
 	fetchOK = iota
@@ -46,6 +47,9 @@ type stats struct {
 	historyEntries, historyServed                    atomic.Int64
 	forwards                                         [numFetchResults]atomic.Int64
 	forwardsServed                                   atomic.Int64
+	relayed, relaysServed                            atomic.Int64
+	catchUps                                         [numFetchResults]atomic.Int64
+	catchUpEntries                                   atomic.Int64
 	lastPublishLog                                   atomic.Int64
 	lag                                              prometheus.Histogram
 }
@@ -86,6 +90,10 @@ var (
 	descServed        = desc("history_requests_served_total", "Requests for a topic's history this node answered.")
 	descForwards      = desc("forwarded_publishes_total", "HTTP publishes forwarded to the topic's owner, by result: ok, error.", "result")
 	descForwardsTaken = desc("forwarded_publishes_served_total", "HTTP publishes other nodes forwarded to this node, as the topic's owner.")
+	descRelayed       = desc("relayed_messages_total", "Messages of publishers here relayed to the topic's owner on another node.")
+	descRelaysTaken   = desc("relayed_messages_served_total", "Messages other nodes' publishers relayed to this node, as the topic's owner, and published.")
+	descCatchUps      = desc("catchup_fetches_total", "Fetches of offsets a topic's stream skipped here (NATS away, a drop), from the owner's history, by result: ok, error.", "result")
+	descCaughtUp      = desc("catchup_messages_total", "Messages fetched from the owner's history to fill skipped offsets, delivered in order.")
 )
 
 // Describe implements prometheus.Collector.
@@ -93,7 +101,7 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnected, descReady, descReconnects, descDisconnects, descSentBatches,
 		descSentMsgs, descSentBytes, descRecvBatches, descRecvMsgs, descRecvBytes, descLost, descDropped, descClaims,
 		descClaimsLost, descKVErrors, descSubscriptions, descOwned, descKnown, descFetches, descFetched, descServed,
-		descForwards, descForwardsTaken} {
+		descForwards, descForwardsTaken, descRelayed, descRelaysTaken, descCatchUps, descCaughtUp} {
 		ch <- d
 	}
 	n.stats.lag.Describe(ch)
@@ -135,7 +143,12 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	counter(descKVErrors, st.kvErrors.Load())
 	gauge(descSubscriptions, int64(n.interests.len()))
 	n.mu.Lock()
-	owned := len(n.leases)
+	owned := 0
+	for _, l := range n.leases {
+		if l.state != leaseRemote { // a topic another node owns, relayed to
+			owned++
+		}
+	}
 	n.mu.Unlock()
 	gauge(descOwned, int64(owned))
 	gauge(descKnown, int64(n.view.len()))
@@ -148,6 +161,12 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 		counter(descForwards, st.forwards[i].Load(), fetchLabels[i])
 	}
 	counter(descForwardsTaken, st.forwardsServed.Load())
+	counter(descRelayed, st.relayed.Load())
+	counter(descRelaysTaken, st.relaysServed.Load())
+	for i := range numFetchResults {
+		counter(descCatchUps, st.catchUps[i].Load(), fetchLabels[i])
+	}
+	counter(descCaughtUp, st.catchUpEntries.Load())
 	st.lag.Collect(ch)
 }
 

@@ -72,6 +72,12 @@ type Config struct {
 	// and not yet written to its local subscribers; past it, NATS drops
 	// (counted). Default 32 MiB.
 	PendingBytes int
+	// PublishersPerTopic is how many publishers a topic may have across
+	// the cluster (the hub's --publishers-per-topic). Above 1, they may
+	// be on any nodes: the topic's record counts them, and the publishers
+	// on nodes other than the owner relay to it (see relay.go). Default 1:
+	// a topic's publishers must share a node.
+	PublishersPerTopic int
 	// ConnectWait is how long Connect waits for NATS and the ownership view
 	// before returning a node that is not ready yet (it keeps trying).
 	// Default 5s.
@@ -153,6 +159,14 @@ type Node struct {
 
 	forwarding chan struct{} // semaphore of forwarded HTTP publishes being published
 
+	relays  sync.Map // lease.sender → *lease: the leaseRemote leases, for their acknowledgements
+	ackSubj string   // where owners acknowledge this node's relayed runs
+	closing atomic.Bool
+	relayMu sync.RWMutex // read-held while a relayed run is published; Close takes it to set closing
+	// goneOwners are the nodes whose relays went unanswered: owner ID →
+	// until when (Unix nanoseconds) claims here take their topics over.
+	goneOwners sync.Map
+
 	kick      chan struct{} // wakes the worker: dirty leases
 	reconnect chan struct{} // wakes the worker: set up the bucket and watch again
 	quit      chan struct{}
@@ -211,6 +225,7 @@ func Connect(cfg Config) (*Node, error) {
 
 		forwarding: make(chan struct{}, maxForwards),
 	}
+	n.ackSubj = ackSubject(cfg.Prefix, n.id)
 	n.view.init()
 	n.interests.init()
 	n.stats.init()
@@ -255,6 +270,17 @@ func Connect(cfg Config) (*Node, error) {
 	if _, err := nc.Subscribe(forwardSubject(cfg.Prefix, n.id), n.answerForward); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("cannot subscribe to forwarded publishes: %w", err)
+	}
+	if cfg.PublishersPerTopic > 1 {
+		rsub, err := nc.Subscribe(relaySubject(cfg.Prefix, n.id), n.answerRelay)
+		if err == nil {
+			rsub.SetPendingLimits(-1, cfg.PendingBytes)
+			_, err = nc.Subscribe(n.ackSubj+".*", n.answerAck)
+		}
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("cannot subscribe to relayed publishes: %w", err)
+		}
 	}
 	go n.work()
 	if nc.IsConnected() {
@@ -307,6 +333,14 @@ func (n *Node) Ready() error {
 // Shutdown. ctx bounds the wait: when it ends first, the connection is
 // closed all the same and Close says what may not have been written.
 func (n *Node) Close(ctx context.Context) error {
+	if n.multi() {
+		// The records say the owner is gone, so that the publishers on
+		// other nodes take its topics over at once.
+		n.relayMu.Lock()
+		n.closing.Store(true)
+		n.relayMu.Unlock()
+		n.markAllDirty()
+	}
 	n.closeOnce.Do(func() { close(n.quit) })
 	var err error
 	select {
@@ -395,6 +429,7 @@ func (n *Node) work() {
 			n.markAllDirty()
 		case <-tick.C:
 			n.view.sweep(n)
+			n.checkRelays()
 			if !n.nc.IsConnected() {
 				n.noteFailure(n.nc, n.nc.LastError())
 			}

@@ -113,11 +113,17 @@ func (v *view) apply(n *Node, e jetstream.KeyValueEntry, gen uint64) {
 			v.mu.Unlock()
 			return
 		}
-		v.m[k] = &viewEntry{node: r.Node, pubs: r.Pubs, graceUntil: time.UnixMilli(r.GraceUntil), seen: time.Now(), gen: gen}
+		// Publishers on other nodes (several per topic) keep it live too.
+		pubs := r.Pubs + r.liveRemote(time.Now().UnixMilli())
+		v.m[k] = &viewEntry{node: r.Node, pubs: pubs, graceUntil: time.UnixMilli(r.GraceUntil), seen: time.Now(), gen: gen}
 		v.mu.Unlock()
-		if r.Node != n.id {
+		switch {
+		case n.multi():
+			n.checkMulti(k, r)
+		case r.Node != n.id:
 			n.verify(k) // if this node thinks it owns k, it checks
 		}
+		n.caughtUp(k, r)
 	default: // deleted or purged: the owner's grace ran out
 		v.mu.Lock()
 		if gen != v.gen {

@@ -108,7 +108,27 @@ type ClusterTopic interface {
 	// Release gives up the claim of one publisher that left; the last one's
 	// leaving starts the grace period across the cluster. It never blocks.
 	Release()
+	// Relay hands a publisher's read (msgs messages, payload bytes) to the
+	// topic's owner when that is another node (several publishers per
+	// topic): the owner gives them their positions and publishes them,
+	// this node included, so the hub does neither here. false means this
+	// node owns the topic and publishes as usual. It is called on the
+	// publisher's event loop and never waits for the network; a run that
+	// cannot go is counted, and the hub is told to close its publishers
+	// (ClusterHub.OwnerUnreachable).
+	Relay(frames []byte, msgs, payload int) (relayed bool)
 }
+
+type oneShotKey struct{}
+
+// OneShot marks ctx as that of a Claim made for one HTTP publish, released
+// at once: it is not counted against the publishers per topic, and on a
+// node that does not own the topic it fails with topics.ErrHasPublisher
+// (the publish is forwarded to the owner instead).
+func OneShot(ctx context.Context) context.Context { return context.WithValue(ctx, oneShotKey{}, true) }
+
+// IsOneShot reports whether ctx is marked by OneShot.
+func IsOneShot(ctx context.Context) bool { return ctx.Value(oneShotKey{}) != nil }
 
 // ClusterHub is what a Cluster calls in the hub.
 type ClusterHub interface {
@@ -139,6 +159,15 @@ type ClusterHub interface {
 	// is published as an HTTP publish taken here is, and returns its
 	// position. It may block for network round trips until ctx ends.
 	PublishForwarded(ctx context.Context, k topics.Key, frame []byte, payload int) (epoch string, offset uint64, err error)
+	// PublishRelayed publishes a run of frames (msgs messages, payload
+	// bytes) that a publisher of k on another node relayed here, this
+	// node owning k, through claim: as a publisher here would, in the
+	// order runs come. It blocks only on the topic's locks.
+	PublishRelayed(k topics.Key, frames []byte, msgs, payload int, claim ClusterTopic) error
+	// OwnerUnreachable says that this node's publishers of k could not
+	// relay to k's owner on another node: they are closed with 1001, to
+	// reconnect and claim again.
+	OwnerUnreachable(k topics.Key)
 }
 
 // clusterHub is the Server as the cluster sees it.
@@ -228,7 +257,7 @@ func (h *clusterHub) PublishForwarded(ctx context.Context, k topics.Key, frame [
 // and releases the claim at once, so that the grace period runs from this
 // message across the cluster.
 func (s *Server) publishHere(ctx context.Context, k topics.Key, frame []byte, payload int) (epoch string, offset uint64, err error) {
-	claim, err := s.cluster.Claim(ctx, k)
+	claim, err := s.cluster.Claim(OneShot(ctx), k)
 	if err != nil {
 		return "", 0, err
 	}
@@ -242,6 +271,34 @@ func (s *Server) publishHere(ctx context.Context, k topics.Key, frame []byte, pa
 	return epoch, offset, nil
 }
 
+// PublishRelayed implements ClusterHub.
+func (h *clusterHub) PublishRelayed(k topics.Key, frames []byte, msgs, payload int, claim ClusterTopic) error {
+	s := (*Server)(h)
+	t, err := s.topics.Touch(k)
+	if err != nil {
+		return err
+	}
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
+	b := batch{frames: frames, starts: sc.starts[:0], payload: payload}
+	err = b.split()
+	if err == nil && len(b.starts) != msgs {
+		err = errBadForward
+	}
+	if err == nil {
+		s.publish(sc, t, &b, claim)
+	} else {
+		s.stats.dropped.add(dropMalformed, int64(msgs))
+	}
+	sc.starts = b.starts[:0]
+	return err
+}
+
+// OwnerUnreachable implements ClusterHub.
+func (h *clusterHub) OwnerUnreachable(k topics.Key) {
+	(*Server)(h).closePublishers(k, "cannot reach the hub node that owns the topic: reconnect")
+}
+
 // TopicEnded implements ClusterHub.
 func (h *clusterHub) TopicEnded(k topics.Key) {
 	s := (*Server)(h)
@@ -252,12 +309,16 @@ func (h *clusterHub) TopicEnded(k topics.Key) {
 
 // ClaimLost implements ClusterHub.
 func (h *clusterHub) ClaimLost(k topics.Key) {
-	s := (*Server)(h)
+	(*Server)(h).closePublishers(k, "topic taken over by a publisher on another hub node")
+}
+
+// closePublishers closes this node's publishers of k with 1001.
+func (s *Server) closePublishers(k topics.Key, reason string) {
 	for _, c := range s.keyUsers.all() {
 		c.mu.Lock()
 		if c.wasPublisher && c.topic != nil && c.topic.Key() == k {
-			s.log.Warn("publisher closed: its topic was taken over on another node", "domain", k.Domain, "topic", k.Topic)
-			c.closeLocked(ws.CloseGoingAway, "topic taken over by a publisher on another hub node")
+			s.log.Warn("publisher closed", "domain", k.Domain, "topic", k.Topic, "reason", reason)
+			c.closeLocked(ws.CloseGoingAway, reason)
 		}
 		c.mu.Unlock()
 	}

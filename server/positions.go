@@ -203,6 +203,11 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // of the fan-out, keeps every subscriber's messages in offset order.
 func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim ClusterTopic) (epoch string, first uint64) {
 	n := len(b.starts)
+	if claim != nil && b.epoch == "" && claim.Relay(b.frames, n, b.payload) {
+		// Another node owns the topic: it gives the positions and
+		// publishes, to the subscribers here too.
+		return "", 0
+	}
 	t.Publishing.Lock()
 	defer t.Publishing.Unlock()
 	log := t.Log

@@ -68,6 +68,8 @@ type Config struct {
 	// SubscribeWaits lets subscribers join a topic before its publisher.
 	SubscribeWaits bool
 	// PublishersPerTopic is how many publishers a topic may have. Default 1.
+	// On a cluster node, give the cluster the same limit: it holds across
+	// the nodes (package cluster, Config.PublishersPerTopic).
 	PublishersPerTopic int
 	// HandshakeTimeout bounds the time from connecting to the 101. Default 10s.
 	HandshakeTimeout time.Duration

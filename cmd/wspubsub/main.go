@@ -119,7 +119,7 @@ func serveFlags(fs *flag.FlagSet, o *serveOptions) {
 	fs.DurationVar(&cfg.HistoryTTL, "history-ttl", 5*time.Minute, "how long a message is kept in history (0: no age bound)")
 	fs.Int64Var(&cfg.HistoryMemory, "history-memory", 256<<20, "bytes the history of all topics may hold; past it the oldest entries of any topic go first (0: no bound)")
 	fs.BoolVar(&cfg.SubscribeWaits, "subscribe-waits", false, "let subscribers join a topic before its publisher starts it")
-	fs.IntVar(&cfg.PublishersPerTopic, "publishers-per-topic", 1, "how many publishers a topic may have at once")
+	fs.IntVar(&cfg.PublishersPerTopic, "publishers-per-topic", 1, "how many publishers a topic may have at once, on any of the cluster's nodes")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 10*time.Second, "time from connecting to the end of the handshake")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", 8<<10, "largest upgrade request head, in bytes (larger: 431)")
 	fs.DurationVar(&cfg.CloseTimeout, "close-timeout", 5*time.Second, "how long a closing connection may take to answer the close frame")
@@ -221,6 +221,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			Prefix: o.clusterName,
 			Bucket: o.clusterName + "_topics",
 			Logger: log,
+			// Publishers of one topic may be on any nodes (the topic's
+			// record counts them across the cluster).
+			PublishersPerTopic: cfg.PublishersPerTopic,
 		}
 		o.nats.apply(&ccfg)
 		node, err = cluster.Connect(ccfg)
