@@ -349,7 +349,7 @@ func (n *Node) noteFailure(nc *nats.Conn, err error) {
 	}
 	msg := fl.msg
 	if fl.fatal && !connected {
-		n.log.Error(msg+"; the node is not ready and serves local topics only until this is fixed", "url", RedactURL(n.cfg.URL))
+		n.log.Error(msg+"; the node is not ready: it keeps the topics it already serves, and refuses new publishers (503) until this is fixed", "url", RedactURL(n.cfg.URL))
 	} else if fl.fatal {
 		n.log.Error(msg, "url", RedactURL(n.cfg.URL))
 	} else {
