@@ -200,8 +200,13 @@ func (s *Server) fanoutOf(fs *fanoutState, sc *scratch, t *topics.Topic[*client]
 	if detached {
 		fs.async.pause()
 	}
+	// A detached fan-out leaves one core to the event loops.
+	lanes := s.pool.lanes
+	if detached {
+		lanes = max(1, lanes-1)
+	}
 	helpers := 0
-	for range min(s.pool.lanes, int(task.slices)) {
+	for range min(lanes, int(task.slices)) {
 		task.active.Add(1)
 		if !s.pool.offer(task) {
 			task.active.Add(-1)

@@ -1,11 +1,15 @@
 package scenario
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"os"
+	"os/exec"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -188,9 +192,15 @@ func Neighbor(ctx context.Context, t *target.Target, o NeighborOptions) (*Neighb
 			return nil
 		}
 	}
-	if err := subscribe("big", o.BigSubs, false); err != nil {
+	// The big topic's subscribers live in a process of their own: woken
+	// by the thousand at each of its messages, here they would queue the
+	// small topics' readers behind them in this process's scheduler, and
+	// that wait is the client's, not the hub's.
+	sink, err := startSink(ctx, base+subPath("big"), o.BigSubs, &bigGot)
+	if err != nil {
 		return res, err
 	}
+	defer sink.stop()
 	for i := range o.SmallTopics {
 		if err := subscribe("small"+strconv.Itoa(i), o.SmallSubs, true); err != nil {
 			return res, err
@@ -289,4 +299,142 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+type sinkProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{}
+}
+
+// startSink starts `wspubsub-bench neighbor-sink` (this binary) holding n
+// subscribers of wsURL; got follows the deliveries it reports.
+func startSink(ctx context.Context, wsURL string, n int, got *atomic.Int64) (*sinkProc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, self, "neighbor-sink", wsURL, strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	sp := &sinkProc{cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	ready := make(chan error, 1)
+	go func() {
+		defer close(sp.done)
+		sc := bufio.NewScanner(stdout)
+		first := true
+		for sc.Scan() {
+			line := sc.Text()
+			if first {
+				first = false
+				if line != "ready" {
+					ready <- errors.New("neighbor-sink: " + line)
+					return
+				}
+				ready <- nil
+				continue
+			}
+			if v, err := strconv.ParseInt(line, 10, 64); err == nil {
+				got.Store(v)
+			}
+		}
+		ready <- errors.New("neighbor-sink exited before its subscribers were ready")
+	}()
+	if err := <-ready; err != nil {
+		sp.stop()
+		return nil, err
+	}
+	return sp, nil
+}
+
+func (sp *sinkProc) stop() {
+	sp.stdin.Close()
+	<-sp.done
+	sp.cmd.Wait()
+}
+
+// NeighborSink is `wspubsub-bench neighbor-sink URL N`, the neighbor
+// scenario's helper: it holds N subscribers of URL, prints "ready" once
+// all are in, then their deliveries so far every 50 ms, until its stdin
+// closes.
+func NeighborSink(args []string) error {
+	if len(args) != 2 {
+		return errors.New("usage: neighbor-sink URL N")
+	}
+	n, err := strconv.Atoi(args[1])
+	if err != nil {
+		return err
+	}
+	d := websocket.Dialer{HandshakeTimeout: 20 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	var got atomic.Int64
+	sem := make(chan struct{}, 64)
+	var mu sync.Mutex
+	var conns []*websocket.Conn
+	var firstErr error
+	var wg sync.WaitGroup
+	for range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c, _, err := d.Dial(args[0], nil)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				firstErr = cmpErr(firstErr, err)
+				return
+			}
+			conns = append(conns, c)
+			go func() {
+				for {
+					if _, _, err := c.NextReader(); err != nil {
+						return
+					}
+					got.Add(1)
+				}
+			}()
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		fmt.Println("cannot subscribe:", firstErr)
+		return firstErr
+	}
+	fmt.Println("ready")
+	stop := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		close(stop)
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			fmt.Println(got.Load())
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil
+		case <-tick.C:
+			fmt.Println(got.Load())
+		}
+	}
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
 }
