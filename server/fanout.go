@@ -100,6 +100,7 @@ func newFanoutPool(lanes int) *fanoutPool {
 	p := &fanoutPool{lanes: min(max(lanes, 1), maxLanes), tasks: make(chan *fanoutTask, 256), quit: make(chan struct{})}
 	for range p.lanes {
 		go func() {
+			lowerPriority()
 			for {
 				select {
 				case t := <-p.tasks:
