@@ -307,14 +307,15 @@ type sinkProc struct {
 	done  chan struct{}
 }
 
-// startSink starts `wspubsub-bench neighbor-sink` (this binary) holding n
+// startSink starts this binary as the neighbor sink (RunHelper) holding n
 // subscribers of wsURL; got follows the deliveries it reports.
 func startSink(ctx context.Context, wsURL string, n int, got *atomic.Int64) (*sinkProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, self, "neighbor-sink", wsURL, strconv.Itoa(n))
+	cmd := exec.CommandContext(ctx, self, wsURL, strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), target.RoleEnv+"=neighbor-sink")
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -363,10 +364,10 @@ func (sp *sinkProc) stop() {
 	sp.cmd.Wait()
 }
 
-// NeighborSink is `wspubsub-bench neighbor-sink URL N`, the neighbor
-// scenario's helper: it holds N subscribers of URL, prints "ready" once
-// all are in, then their deliveries so far every 50 ms, until its stdin
-// closes.
+// NeighborSink is the neighbor scenario's helper process (the bench binary
+// with args URL N, started by RunHelper): it holds N subscribers of URL,
+// prints "ready" once all are in, then their deliveries so far every 50 ms,
+// until its stdin closes.
 func NeighborSink(args []string) error {
 	if len(args) != 2 {
 		return errors.New("usage: neighbor-sink URL N")

@@ -84,12 +84,6 @@ func run(args []string) int {
 		return runHTTPPub(args)
 	case "neighbor":
 		return runNeighbor(args)
-	case "neighbor-sink": // the neighbor scenario's helper process
-		if err := scenario.NeighborSink(args); err != nil {
-			fmt.Fprintln(os.Stderr, "wspubsub-bench neighbor-sink:", err)
-			return 1
-		}
-		return 0
 	case "idle", "fanout", "churn", "reconnect", "soak", "slowconsumer", "smoke":
 	case "-h", "--help", "help":
 		fmt.Println(usage)
