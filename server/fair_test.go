@@ -2,10 +2,15 @@ package server_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wspubsub/wspubsub/server"
+	"github.com/wspubsub/wspubsub/ws"
 )
 
 // TestLargeFanoutKeepsOrder: a topic large enough for its fan-outs to be
@@ -71,5 +76,54 @@ func TestLargeFanoutKeepsOrder(t *testing.T) {
 		if _, p, err := r.readFrame(); err == nil {
 			t.Fatalf("one more frame %q", bytes.Clone(p))
 		}
+	}
+}
+
+// TestLargeFanoutPublisherLeaves: a publisher that sends a burst to a large
+// topic and its close frame in the same write, while its fan-outs are being
+// written by the pool, gets its close answered; every subscriber gets the
+// whole burst in order and then the topic's close (no grace period).
+func TestLargeFanoutPublisherLeaves(t *testing.T) {
+	const subs, msgs = 1100, 30
+	h := startHub(t, func(c *server.Config) { c.GracePeriod = -1 })
+	pub := h.rawPub(t, "test", "leaving")
+	readers := make([]*rawClient, subs)
+	for i := range readers {
+		readers[i] = h.rawSub(t, "test", "leaving")
+	}
+	var w []byte
+	for i := 1; i <= msgs; i++ {
+		w = append(w, masked(finBit|opText, []byte(strconv.Itoa(i)))...)
+		if i%3 == 0 { // several reads' worth, so that fan-outs are in flight
+			pub.send(t, w)
+			w = nil
+		}
+	}
+	pub.send(t, masked(finBit|opClose, closePayload(1000, "bye")))
+	pub.expectClose(t, 1000)
+	var wg sync.WaitGroup
+	errs := make(chan string, subs)
+	for _, r := range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.SetReadDeadline(time.Now().Add(60 * time.Second))
+			for want := 1; want <= msgs; want++ {
+				_, p, err := r.readFrame()
+				if err != nil || string(p) != strconv.Itoa(want) {
+					errs <- fmt.Sprintf("got %q %v, want %d", p, err, want)
+					return
+				}
+			}
+			b0, p, err := r.readFrame()
+			if err != nil || b0 != finBit|opClose || len(p) < 2 || binary.BigEndian.Uint16(p) != ws.CloseTopicClosed {
+				errs <- fmt.Sprintf("after the burst: %#x %q %v, want close %d", b0, p, err, ws.CloseTopicClosed)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
 	}
 }
