@@ -698,7 +698,7 @@ func (l *lease) publish(epoch string, first uint64, frames []byte, msgs, payload
 		h.seq = l.seq
 		l.buf = appendHeader(l.buf[:0], h)
 		l.buf = append(l.buf, part...)
-		if !n.out.push(l.subject, "", l.buf, nil) {
+		if !n.out.push(l.subject, "", l.buf, nil, !h.more, msgs) {
 			n.stats.dropped[dropPublishError].Add(1)
 			n.publishFailed(errOutboxFull)
 			return false

@@ -27,12 +27,14 @@ type outMsg struct {
 	subject, reply string
 	data           *[]byte
 	l              *lease // relay only
+	last           bool   // publish: the last part of its batch
+	msgs           int    // publish: the messages of its batch
 }
 
 func newOutbox() *outbox { return &outbox{wake: make(chan struct{}, 1)} }
 
 // push queues a copy of data; false when the queue is full.
-func (o *outbox) push(subject, reply string, data []byte, l *lease) bool {
+func (o *outbox) push(subject, reply string, data []byte, l *lease, last bool, msgs int) bool {
 	o.mu.Lock()
 	if o.bytes+len(data) > outboxBytes && o.bytes > 0 {
 		o.mu.Unlock()
@@ -46,7 +48,7 @@ func (o *outbox) push(subject, reply string, data []byte, l *lease) bool {
 	}
 	*bp = append((*bp)[:0], data...)
 	o.mu.Lock()
-	o.q = append(o.q, outMsg{subject: subject, reply: reply, data: bp, l: l})
+	o.q = append(o.q, outMsg{subject: subject, reply: reply, data: bp, l: l, last: last, msgs: msgs})
 	o.mu.Unlock()
 	select {
 	case o.wake <- struct{}{}:
@@ -97,7 +99,13 @@ func (n *Node) send() {
 			}
 			if m.reply == "" {
 				if err := n.nc.Publish(m.subject, *m.data); err != nil {
-					n.stats.dropped[dropPublishError].Add(1)
+					// Counted as sent when queued: as a drop instead.
+					n.stats.sentBytes.Add(-int64(len(*m.data)))
+					if m.last {
+						n.stats.sentBatches.Add(-1)
+						n.stats.sentMessages.Add(-int64(m.msgs))
+						n.stats.dropped[dropPublishError].Add(1)
+					}
 					n.publishFailed(err)
 				}
 			} else if err := n.nc.PublishRequest(m.subject, m.reply, *m.data); err != nil {

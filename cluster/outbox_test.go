@@ -12,7 +12,7 @@ func TestOutboxOrderAndBound(t *testing.T) {
 	o := newOutbox()
 	msg := make([]byte, 1<<20)
 	n := 0
-	for o.push("s", "", msg, nil) {
+	for o.push("s", "", msg, nil, true, 1) {
 		n++
 		msg[0]++ // the queue holds copies
 		if n > outboxBytes>>20 {
@@ -33,7 +33,7 @@ func TestOutboxOrderAndBound(t *testing.T) {
 		t.Fatal("a message more than went in")
 	}
 	small := []byte("after")
-	if !o.push("s", "r", small, nil) {
+	if !o.push("s", "r", small, nil, true, 1) {
 		t.Fatal("refused once empty again")
 	}
 	m, ok := o.pop()
@@ -42,7 +42,7 @@ func TestOutboxOrderAndBound(t *testing.T) {
 	}
 	o.done(m)
 	// A message larger than the bound goes when the queue is empty.
-	if !o.push("s", "", make([]byte, outboxBytes+1), nil) {
+	if !o.push("s", "", make([]byte, outboxBytes+1), nil, true, 1) {
 		t.Fatal("a large message refused by an empty queue")
 	}
 }

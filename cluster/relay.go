@@ -446,7 +446,7 @@ func (c *claim) Relay(frames []byte, msgs, payload int) bool {
 	if rs.seq.Load() == rs.acked.Load() {
 		rs.waiting.Store(time.Now().UnixNano())
 	}
-	if !n.out.push(rs.subject, rs.ack, b, l) {
+	if !n.out.push(rs.subject, rs.ack, b, l, true, msgs) {
 		n.relayFailed(l, errOutboxFull, 1, false)
 		return true
 	}
