@@ -73,6 +73,7 @@ bench:
 # consumer against ours.
 bench-smoke: build
 	./wspubsub-bench smoke --hub-bin ./wspubsub
+	./wspubsub-bench neighbor --hub-bin ./wspubsub --compare --small-topics 10 --big-subs 1100 --phase 1s
 
 # Minutes: the target scenarios of BENCHMARKS.md, each against ours and the
 # reference in one run.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -697,9 +698,9 @@ func (l *lease) publish(epoch string, first uint64, frames []byte, msgs, payload
 		h.seq = l.seq
 		l.buf = appendHeader(l.buf[:0], h)
 		l.buf = append(l.buf, part...)
-		if err := n.nc.Publish(l.subject, l.buf); err != nil {
+		if !n.out.push(l.subject, "", l.buf, nil, !h.more, msgs) {
 			n.stats.dropped[dropPublishError].Add(1)
-			n.publishFailed(err)
+			n.publishFailed(errOutboxFull)
 			return false
 		}
 		n.stats.sentBytes.Add(int64(len(l.buf)))
@@ -737,6 +738,9 @@ func (l *lease) setPosition(epoch string, last uint64) {
 }
 
 // publishFailed logs a failed publish, at most once a second.
+// errOutboxFull: the node's outbox (see outbox) holds its bound already.
+var errOutboxFull = errors.New("the queue for NATS is full (" + strconv.Itoa(outboxBytes>>20) + " MiB): NATS takes less than this node publishes")
+
 func (n *Node) publishFailed(err error) {
 	now := time.Now().UnixNano()
 	last := n.stats.lastPublishLog.Load()

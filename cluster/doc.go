@@ -106,9 +106,11 @@
 //
 // Concurrency. All exported methods are safe for concurrent use. Started,
 // Join, Leave and a claim's Publish, Relay, Continues and Release never wait for
-// the network (Publish hands bytes to the NATS client's bounded buffer; the
-// NATS client may make it wait for the socket, at most FlusherTimeout);
-// they are called on the hub's event loops. Claim, Confirm, Keep, History
+// the network (Publish and Relay copy their message into the node's
+// outbox, bounded at 8 MiB, which one goroutine hands to the NATS client
+// in order; the NATS client may make that goroutine, never a loop, wait
+// for its socket, at most FlusherTimeout; a message the outbox has no room
+// for is counted lost); they are called on the hub's event loops. Claim, Confirm, Keep, History
 // and Forward make network round trips and are called off the loops. The
 // callbacks into the hub (server.ClusterHub) come from goroutines of this
 // package and of the NATS client, never under a lock of this package but

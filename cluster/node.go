@@ -167,6 +167,7 @@ type Node struct {
 	// until when (Unix nanoseconds) claims here take their topics over.
 	goneOwners sync.Map
 
+	out       *outbox       // messages for NATS from the hub's loops
 	kick      chan struct{} // wakes the worker: dirty leases
 	reconnect chan struct{} // wakes the worker: set up the bucket and watch again
 	quit      chan struct{}
@@ -218,6 +219,7 @@ func Connect(cfg Config) (*Node, error) {
 		secrets:   secrets(cfg.URL),
 		nkeyPub:   auth.nkeyPub,
 		leases:    make(map[topics.Key]*lease),
+		out:       newOutbox(),
 		kick:      make(chan struct{}, 1),
 		reconnect: make(chan struct{}, 1),
 		quit:      make(chan struct{}),
@@ -283,6 +285,7 @@ func Connect(cfg Config) (*Node, error) {
 		}
 	}
 	go n.work()
+	go n.send()
 	if nc.IsConnected() {
 		n.wake(n.reconnect)
 	}

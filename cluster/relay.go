@@ -446,8 +446,8 @@ func (c *claim) Relay(frames []byte, msgs, payload int) bool {
 	if rs.seq.Load() == rs.acked.Load() {
 		rs.waiting.Store(time.Now().UnixNano())
 	}
-	if err := n.nc.PublishRequest(rs.subject, rs.ack, b); err != nil {
-		n.relayFailed(l, err, 1, false)
+	if !n.out.push(rs.subject, rs.ack, b, l, true, msgs) {
+		n.relayFailed(l, errOutboxFull, 1, false)
 		return true
 	}
 	rs.seq.Store(seq)

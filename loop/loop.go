@@ -406,3 +406,15 @@ func (c *Conn) Close() { c.nc.Close() }
 // SetDeadline drops the connection at t unless it is reset first; the zero
 // time clears it.
 func (c *Conn) SetDeadline(t time.Time) { c.nc.SetReadDeadline(t) }
+
+// PauseRead stops reading the connection, without holding up its loop or
+// its writes, until ResumeRead: bytes the peer sends meanwhile wait in the
+// kernel (and, once its buffer is full, with the peer). It is for OnData,
+// on the loop goroutine: no OnData call starts after it returns true and
+// before ResumeRead, except under TLS, where the records of a read already
+// taken are still handed over. It reports false where the poller cannot
+// pause (kqueue, the std poller): reads go on then.
+func (c *Conn) PauseRead() bool { return c.nc.PauseRead() }
+
+// ResumeRead undoes PauseRead; it may be called from any goroutine.
+func (c *Conn) ResumeRead() { c.nc.ResumeRead() }

@@ -776,3 +776,64 @@ func TestCloseInOnOpen(t *testing.T) {
 	}
 	r.check(t)
 }
+
+// TestPauseRead: a paused connection is not read, while its loop goes on
+// reading its other connections and its own writes go out; on resume, what
+// came meanwhile is read.
+func TestPauseRead(t *testing.T) {
+	r := newRecorder()
+	paused := make(chan bool, 1)
+	r.onData = func(c *loop.Conn, data []byte) {
+		if string(data) == "pause" {
+			paused <- c.PauseRead()
+		}
+	}
+	e := start(t, loop.Config{Pollers: 1}, r) // one loop: both connections on it
+	nc := dial(t, e)
+	c := r.next(t)
+	other := dial(t, e)
+	oc := r.next(t)
+	if _, err := nc.Write([]byte("pause")); err != nil {
+		t.Fatal(err)
+	}
+	if !<-paused {
+		t.Fatal("PauseRead reported false on Linux")
+	}
+	// On loopback the kernel has these bytes before the other
+	// connection's: had the loop read c, it would have read them first.
+	if _, err := nc.Write([]byte("later")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Write([]byte("other")); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the other connection read", func() bool {
+		l := logOf(oc)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.data.String() == "other"
+	})
+	l := logOf(c)
+	l.mu.Lock()
+	got := l.data.String()
+	l.mu.Unlock()
+	if got != "pause" {
+		t.Fatalf("paused connection read %q", got)
+	}
+	if err := c.Send([]byte("out")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	nc.SetReadDeadline(time.Now().Add(waitFor))
+	if _, err := io.ReadFull(nc, buf); err != nil || string(buf) != "out" {
+		t.Fatalf("write while paused: %q %v", buf, err)
+	}
+	c.ResumeRead()
+	waitUntil(t, "the paused bytes read after resume", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.data.String() == "pauselater"
+	})
+	c.ResumeRead() // a second resume is harmless
+	r.check(t)
+}

@@ -552,16 +552,37 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return
 
 // publish parses a read of a publisher's socket, encodes its messages once
 // into one run of frames, and hands that run to every subscriber.
+//
+// A fan-out too large for the event loop goes on after publish returns,
+// written by the pool (see fanoutState.async): the connection's reads are
+// paused until it is done, so the loop serves its other connections
+// meanwhile and this publisher's next read comes after it. The read's
+// buffer is held until then.
 func (c *client) publish(data []byte) {
-	bp := batchPool.Get().(*[]byte)
-	out := &c.sc.out
+	sc := c.sc
+	if sc.fan.async == nil {
+		conn := c.conn
+		sc.fan.async = &asyncHooks{pause: func() { conn.PauseRead() }, resume: conn.ResumeRead}
+	}
+	// Returns at once unless reads could not be paused (not on Linux) or
+	// a TLS read held more records than the one that started the fan-out.
+	sc.fan.done.Wait()
+	bp := sc.held
+	if bp == nil || cap(*bp) > 4<<20 {
+		bp = batchPool.Get().(*[]byte)
+	}
+	sc.held = nil
+	out := &sc.out
 	out.frames, out.starts, out.payload = (*bp)[:0], out.starts[:0], 0
 	err := c.rd.Feed(data, c)
 	if len(out.starts) > 0 {
-		c.srv.publish(c.sc, c.topic, out, c.claim)
+		c.srv.publish(sc, c.topic, out, c.claim)
 	}
-	if cap(out.frames) <= 4<<20 {
-		*bp = out.frames[:0]
+	*bp = out.frames[:0]
+	switch {
+	case sc.handedOff:
+		sc.held = bp // its bytes are still being written
+	case cap(out.frames) <= 4<<20:
 		batchPool.Put(bp)
 	}
 	out.frames = nil

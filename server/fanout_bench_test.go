@@ -158,3 +158,32 @@ func BenchmarkPublish_1kSubs_Burst50_HistoryOn(b *testing.B) {
 func BenchmarkPublish_1kSubs_Burst50_Meta(b *testing.B) {
 	benchmarkPublish(b, 1000, 50, 128, 100, metaProtocol)
 }
+
+// BenchmarkPublishRead_2kSubs_Detached is BenchmarkPublishRead on a topic
+// large enough for the fan-out to be handed to the pool (asyncMin) and left
+// to it: the publisher's next read waits for the last one, as the paused
+// reads make it. 0 allocations per delivery still.
+func BenchmarkPublishRead_2kSubs_Detached(b *testing.B) {
+	const n = 2 * asyncMin
+	s, t := benchHub(b, n)
+	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}, sc: new(scratch)}
+	paused := 0
+	c.sc.fan.async = &asyncHooks{pause: func() { paused++ }, resume: func() {}}
+	var read []byte
+	for range 50 {
+		read = append(read, 0x82, 0x80|126, 0, 128, 1, 2, 3, 4)
+		read = append(read, make([]byte, 128)...)
+	}
+	buf := make([]byte, len(read))
+	t.Subscribers()
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf, read)
+		c.publish(buf)
+	}
+	c.sc.fan.done.Wait()
+	if paused != b.N {
+		b.Fatalf("%d of %d fan-outs detached", paused, b.N)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n*50), "ns/delivery")
+}

@@ -187,6 +187,12 @@ type scratch struct {
 	zplain []byte // the deflate variants
 	zmeta  []byte
 	starts []int
+
+	// For a publisher's own scratch: whether its last publish handed its
+	// fan-out over (see fanoutState.async), and the read buffer its frames
+	// are in, kept until that fan-out is done.
+	handedOff bool
+	held      *[]byte
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -200,16 +206,19 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // one step under the log's mutex, the step a joining subscriber takes to
 // read its replay: a message is either in its replay or in its live stream,
 // never both, never neither. The topic's Publishing mutex, held to the end
-// of the fan-out, keeps every subscriber's messages in offset order.
+// of the fan-out, keeps every subscriber's messages in offset order. With
+// sc.fan.async set, a large fan-out may still be going on when publish
+// returns (see fanoutState.async): sc.fan.done.Wait() before sc is used
+// again; b's frames must stay as they are until then.
 func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim ClusterTopic) (epoch string, first uint64) {
 	n := len(b.starts)
+	sc.handedOff = false
 	if claim != nil && b.epoch == "" && claim.Relay(b.frames, n, b.payload) {
 		// Another node owns the topic: it gives the positions and
 		// publishes, to the subscribers here too.
 		return "", 0
 	}
 	t.Publishing.Lock()
-	defer t.Publishing.Unlock()
 	log := t.Log
 	now := time.Now().UnixNano()
 	var reset bool
@@ -223,6 +232,7 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 		if skip > 0 { // came twice: keep the stream free of duplicates
 			if skip == n {
 				log.Unlock()
+				t.Publishing.Unlock()
 				return b.epoch, b.first
 			}
 			base := b.starts[skip]
@@ -271,14 +281,22 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 	if withZMeta {
 		v[kindMetaDeflate], sc.zmeta, z[kindMetaDeflate] = s.compressed(sc.zmeta, sc.meta)
 	}
-	s.fanout(&sc.fan, subs, v, n, b.payload, sent)
-	*v = variants{} // keep no frames alive
+	sc.handedOff = s.fanoutOf(&sc.fan, sc, t, subs, v, n, b.payload, sent)
+	if !sc.handedOff {
+		sc.release()
+		t.Publishing.Unlock()
+	}
+	return epoch, first
+}
+
+// release lets go of a publish's variants once its fan-out is written.
+func (sc *scratch) release() {
+	sc.v = variants{} // keep no frames alive
 	for _, buf := range []*[]byte{&sc.meta, &sc.sse, &sc.zplain, &sc.zmeta} {
 		if cap(*buf) > 4<<20 {
 			*buf = nil
 		}
 	}
-	return epoch, first
 }
 
 // publishFrame publishes one message, given as its plain frame, on t (with

@@ -12,7 +12,10 @@
 // flight, which takes client.mu only to answer (httppub.go). Each message
 // a publisher sends is encoded once, and the frames from one read of its
 // socket are written to each subscriber in one Send, on the publisher's
-// loop goroutine. Lock order, outermost first:
+// loop goroutine; for a topic of asyncMin subscribers or more, by the
+// fan-out pool's workers while the publisher's reads are paused, and the
+// worker that writes the last slice releases the topic's Publishing mutex
+// the publisher took (fanout.go). Lock order, outermost first:
 // client.mu, a topic's Publishing mutex, loop.Conn's lock, the topic's
 // history.Log mutex, the topics table's shard lock, the history Budget's
 // lock; a goroutine holding a subscriber's client.mu never takes a

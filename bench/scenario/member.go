@@ -284,6 +284,8 @@ func RunHelper() (bool, error) {
 			args = args[1:]
 		}
 		return true, refhub.Main(args)
+	case "neighbor-sink":
+		return true, NeighborSink(os.Args[1:])
 	}
 	return false, nil
 }

@@ -12,6 +12,8 @@
 //	                                 files, memory, connections and topics must come back (reads /metrics)
 //	wspubsub-bench slowconsumer [flags]  one subscriber stops reading among 1,000 fast ones: it is cut off
 //	                                 at --max-backlog, the others lose nothing and keep their latency
+//	wspubsub-bench neighbor [flags]  100 small topics alone, then beside one of 10,000 subscribers;
+//	                                 their p50/p99 in both phases and the ratio (--compare: and the reference)
 //	wspubsub-bench httppub [flags]   HTTP publishes a second on 1 and on 50 keep-alive connections (ours)
 //	wspubsub-bench smoke   --hub-bin BIN   tiny idle, fanout, churn, reconnect (ours and the reference),
 //	                                 compressed fanout, soak and slowconsumer (ours) (CI)
@@ -62,7 +64,7 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-const usage = `usage: wspubsub-bench idle|fanout|churn|reconnect|soak|slowconsumer|httppub|smoke|refhub [flags]
+const usage = `usage: wspubsub-bench idle|fanout|churn|reconnect|soak|slowconsumer|neighbor|httppub|smoke|refhub [flags]
        wspubsub-bench SCENARIO -h   for the flags`
 
 func run(args []string) int {
@@ -80,6 +82,8 @@ func run(args []string) int {
 		return 0
 	case "httppub":
 		return runHTTPPub(args)
+	case "neighbor":
+		return runNeighbor(args)
 	case "idle", "fanout", "churn", "reconnect", "soak", "slowconsumer", "smoke":
 	case "-h", "--help", "help":
 		fmt.Println(usage)

@@ -19,7 +19,7 @@ func TestHubBinFlagHelp(t *testing.T) {
 	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	for _, cmd := range []string{"fanout", "httppub"} {
+	for _, cmd := range []string{"fanout", "httppub", "neighbor"} {
 		out, _ := exec.Command(bin, cmd, "-h").CombinedOutput()
 		var line string
 		for l := range strings.Lines(string(out)) {

@@ -596,3 +596,10 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 	}
 	return nil, ErrUnsupported
 }
+
+// PauseRead is not carried to the std poller: it reports false and reads
+// go on. wspubsub patch, see conn_unix.go.
+func (c *Conn) PauseRead() bool { return false }
+
+// ResumeRead undoes PauseRead. wspubsub patch, see conn_unix.go.
+func (c *Conn) ResumeRead() {}

@@ -125,6 +125,9 @@ type Conn struct {
 
 	// whether the writing event has been set in the poller.
 	isWAdded bool
+	// wspubsub patch: non-zero while reads are paused (PauseRead); set
+	// under mux, loaded atomically by the poller before each read.
+	rPaused int32
 	// the first closing error.
 	closeErr error
 
@@ -681,6 +684,10 @@ func (c *Conn) SetLinger(onoff int32, linger int32) error {
 func (c *Conn) modWrite() {
 	if !c.closed && !c.isWAdded {
 		c.isWAdded = true
+		if atomic.LoadInt32(&c.rPaused) != 0 { // wspubsub patch
+			_ = c.p.setEvents(c.fd, false, true)
+			return
+		}
 		_ = c.p.modWrite(c.fd)
 	}
 }
@@ -692,9 +699,55 @@ func (c *Conn) resetRead() {
 	if !c.closed && c.isWAdded {
 		c.isWAdded = false
 		p := c.p
+		if atomic.LoadInt32(&c.rPaused) != 0 { // wspubsub patch
+			_ = p.setEvents(c.fd, false, false)
+			return
+		}
 		_ = p.resetRead(c.fd)
 	}
 }
+
+// PauseRead stops reading the connection until ResumeRead: the poller
+// reports no read event for it, and a read loop already running for it
+// stops before its next read. Writes go on. It reports false where the
+// poller cannot pause (then reads go on as before).
+//
+// wspubsub patch: upstream has no way to hold a connection's input back
+// without holding up its whole event loop.
+//
+//go:norace
+func (c *Conn) PauseRead() bool {
+	c.mux.Lock()
+	defer c.mux.Unlock()
+	if c.closed || atomic.LoadInt32(&c.rPaused) != 0 {
+		return !c.closed
+	}
+	if c.p.setEvents(c.fd, false, c.isWAdded) != nil {
+		return false
+	}
+	atomic.StoreInt32(&c.rPaused, 1)
+	return true
+}
+
+// ResumeRead undoes PauseRead; bytes that came meanwhile are read then.
+//
+// wspubsub patch, see PauseRead.
+//
+//go:norace
+func (c *Conn) ResumeRead() {
+	c.mux.Lock()
+	defer c.mux.Unlock()
+	if atomic.LoadInt32(&c.rPaused) == 0 {
+		return
+	}
+	atomic.StoreInt32(&c.rPaused, 0)
+	if !c.closed {
+		_ = c.p.setEvents(c.fd, true, c.isWAdded)
+	}
+}
+
+// readPaused reports whether PauseRead holds the connection's reads.
+func (c *Conn) readPaused() bool { return atomic.LoadInt32(&c.rPaused) != 0 }
 
 //go:norace
 func (c *Conn) write(b []byte) (int, error) {

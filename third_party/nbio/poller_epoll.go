@@ -283,6 +283,9 @@ func (p *poller) readWriteLoop() {
 								c.AsyncRead()
 							} else {
 								for i := 0; i < g.MaxConnReadTimesPerEventLoop; i++ {
+									if c.readPaused() { // wspubsub patch: see PauseRead
+										break
+									}
 									pbuf := g.borrow(c)
 									bufLen := len(*pbuf)
 									rc, n, err := c.ReadAndGetConn(pbuf)
@@ -445,6 +448,28 @@ func (p *poller) setReadWrite(op int, fd int) error {
 			},
 		)
 	}
+}
+
+// setEvents sets the events fd is watched for: reads (read), writes
+// (write), and errors always; level-triggered, nbio's default mode, in
+// which PauseRead is used. Without read, no EPOLLRDHUP either: level-
+// triggered, a peer's half-close would report it again and again.
+//
+// wspubsub patch, see Conn.PauseRead.
+//
+//go:norace
+func (p *poller) setEvents(fd int, read, write bool) error {
+	if p.g.EpollMod == EPOLLET {
+		return errors.New("nbio: reads cannot be paused in edge-triggered mode")
+	}
+	events := uint32(syscall.EPOLLERR | syscall.EPOLLHUP)
+	if read {
+		events |= syscall.EPOLLRDHUP | syscall.EPOLLPRI | syscall.EPOLLIN
+	}
+	if write {
+		events |= syscall.EPOLLOUT
+	}
+	return syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, fd, &syscall.EpollEvent{Fd: int32(fd), Events: events})
 }
 
 // func (p *poller) deleteEvent(fd int) error {

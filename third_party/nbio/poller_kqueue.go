@@ -443,3 +443,11 @@ func (c *Conn) flushOrForget() {
 	c.mux.Unlock()
 	_ = c.flush()
 }
+
+// setEvents is not carried to kqueue: PauseRead reports false there and
+// reads go on.
+//
+// wspubsub patch, see Conn.PauseRead.
+func (p *poller) setEvents(fd int, read, write bool) error {
+	return errors.New("nbio: reads cannot be paused on kqueue")
+}
