@@ -351,6 +351,15 @@ func (n *Node) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("cluster: closed before the topics' ownership records were written (other nodes see them when they expire): %w", context.Cause(ctx))
 	}
+	// What the hub's last publishes queued goes to NATS before the
+	// connection closes (nc.Close flushes the client's own buffer).
+	select {
+	case <-n.out.sent:
+	case <-ctx.Done():
+		if err == nil {
+			err = fmt.Errorf("cluster: closed before the queued messages were sent to NATS: %w", context.Cause(ctx))
+		}
+	}
 	n.nc.Close()
 	return err
 }

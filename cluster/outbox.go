@@ -18,7 +18,8 @@ type outbox struct {
 	head  int
 	bytes int
 	wake  chan struct{}
-	bufs  sync.Pool // *[]byte
+	sent  chan struct{} // closed when send has returned
+	bufs  sync.Pool     // *[]byte
 }
 
 // outMsg is one message for NATS: a publish to other nodes (reply "") or
@@ -31,7 +32,7 @@ type outMsg struct {
 	msgs           int    // publish: the messages of its batch
 }
 
-func newOutbox() *outbox { return &outbox{wake: make(chan struct{}, 1)} }
+func newOutbox() *outbox { return &outbox{wake: make(chan struct{}, 1), sent: make(chan struct{})} }
 
 // push queues a copy of data; false when the queue is full.
 func (o *outbox) push(subject, reply string, data []byte, l *lease, last bool, msgs int) bool {
@@ -85,6 +86,7 @@ func (o *outbox) done(m outMsg) {
 // client in order until the node closes, and sends what is left then.
 func (n *Node) send() {
 	o := n.out
+	defer close(o.sent)
 	for {
 		quit := false
 		select {
