@@ -53,6 +53,7 @@ type Target struct {
 	PIDs []int
 
 	children []*Target // the nodes a cluster target started
+	killed   bool      // Kill ended it on purpose: Exited does not count it
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -484,10 +485,33 @@ func (t *Target) stopProcess() error {
 	return fmt.Errorf("hub %d did not stop within 10 s of SIGTERM; killed", t.PID)
 }
 
-// Exited reports whether a hub the bench started has exited.
+// Kill ends node i (0-based) of a cluster the bench started with SIGKILL,
+// as a crash would, and waits until it is gone. Exited does not count it.
+func (t *Target) Kill(i int) error {
+	if i < 0 || i >= len(t.children) {
+		return fmt.Errorf("cannot kill node %d: the cluster has %d nodes the bench started", i+1, len(t.children))
+	}
+	c := t.children[i]
+	if c.cmd == nil || c.Exited() {
+		return fmt.Errorf("cannot kill node %d: it is not running", i+1)
+	}
+	c.killed = true
+	if err := c.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("cannot kill node %d (pid %d): %w", i+1, c.PID, err)
+	}
+	select {
+	case <-c.exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("node %d (pid %d) still runs 10 s after SIGKILL", i+1, c.PID)
+	}
+}
+
+// Exited reports whether a hub the bench started has exited, other than
+// by Kill.
 func (t *Target) Exited() bool {
 	for _, c := range t.children {
-		if c.Exited() {
+		if !c.killed && c.Exited() {
 			return true
 		}
 	}

@@ -221,6 +221,8 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.IntVar(&o.Cuts, "cuts", 2, "reconnect: how many times each subscriber is cut, spread over the run")
 	fs.StringVar(&o.CutMode, "cut", "client", "reconnect: client (the client drops its TCP connection) or hub (it stops answering pings until the hub closes it, 4003)")
 	fs.DurationVar(&o.ReconnectDelay, "reconnect-delay", 200*time.Millisecond, "reconnect: wait before reconnecting, jittered between half and one and a half of it")
+	fs.IntVar(&o.KillNode, "kill-node", 0, "reconnect with --nodes: kill node `N` (2 or more; node 1 holds the publishers) with SIGKILL mid-run; its subscribers resume on the other nodes with since (--cuts 0: the kill is the only cut)")
+	fs.DurationVar(&o.KillAt, "kill-at", 0, "reconnect --kill-node: when, after the first message (default: half the run)")
 	fs.BoolVar(&o.AllowGaps, "allow-gaps", false, "reconnect: pass although the hub reported messages lost (gap notices), as with a --history-size shorter than the outages")
 	// Soak and slow consumer.
 	fs.StringVar(&o.MetricsURL, "metrics-url", "", "soak, slowconsumer: the hub's metrics (default http://HUB/metrics; give it for a --url hub with --metrics-listen)")
@@ -297,6 +299,9 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	}
 	if f.nodes < 1 || (f.nodes > 1 && f.hubBin == "") {
 		return nil, errors.New("--nodes takes a count of at least 1, and --hub-bin")
+	}
+	if o.KillNode > 0 && (f.nodes < 2 || o.KillNode > f.nodes) {
+		return nil, fmt.Errorf("cannot kill node %d: --kill-node takes a node the bench starts with --hub-bin and --nodes (2 to --nodes)", o.KillNode)
 	}
 	if f.nodes > 1 && f.compare {
 		return nil, errors.New("--nodes cannot --compare: the reference hub has no cluster")
