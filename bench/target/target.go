@@ -577,3 +577,28 @@ func freePort() (int, error) {
 func randomKey() string {
 	return "ref" + rand.Text()
 }
+
+// StartNATS runs a throwaway NATS server with JetStream, bin (a
+// nats-server binary), on a free 127.0.0.1 port with its storage in a
+// temporary directory, and returns its URL and a function that stops it
+// and removes the directory. For runs on a machine without a NATS server
+// (the smoke in CI).
+func StartNATS(ctx context.Context, bin string) (url string, stop func() error, err error) {
+	dir, err := os.MkdirTemp("", "wspubsub-bench-nats-")
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot make a directory for NATS: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	t := &Target{Name: "nats", dir: dir}
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "store")}
+	if err := t.spawn(ctx, bin, args, nil, listen, HubOptions{}); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("cannot start NATS %s: %w", bin, err)
+	}
+	return "nats://" + listen, t.Stop, nil
+}

@@ -147,6 +147,7 @@ type flags struct {
 	serverPIDs []int
 	nodes      int
 	natsURL    string
+	natsBin    string
 	compare    bool
 	sources    string
 	json       bool
@@ -176,6 +177,7 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.Var(&pids, "server-pid", "process id of the --url hub, to measure its CPU and memory; for several --url, one per URL in their order (repeated or comma-separated)")
 	fs.IntVar(&f.nodes, "nodes", 1, "with --hub-bin: start this many hub nodes clustered over --nats-url, sharing one key file")
 	fs.StringVar(&f.natsURL, "nats-url", "nats://127.0.0.1:4222", "the NATS server the nodes of --nodes cluster over")
+	fs.StringVar(&f.natsBin, "nats-bin", "", "with --nodes: start a throwaway NATS server (JetStream on, a free 127.0.0.1 port), this nats-server `BIN`, instead of using --nats-url")
 	fs.BoolVar(&f.compare, "compare", false, "run against --hub-bin and then against the reference hub, and print ours/reference ratios")
 	var hubArgs multi
 	fs.Var(&hubArgs, "hub-arg", "extra argument for our hub's serve command (repeatable)")
@@ -400,7 +402,16 @@ func against(ctx context.Context, f *flags, o scenario.Options, which string) (*
 	switch which {
 	case "ours":
 		if f.nodes > 1 {
-			t, err = target.StartCluster(ctx, f.hubBin, f.nodes, f.natsURL, hub)
+			natsURL := f.natsURL
+			if f.natsBin != "" {
+				u, stop, nerr := target.StartNATS(ctx, f.natsBin)
+				if nerr != nil {
+					return nil, nerr
+				}
+				defer stop()
+				natsURL = u
+			}
+			t, err = target.StartCluster(ctx, f.hubBin, f.nodes, natsURL, hub)
 		} else {
 			t, err = target.StartOurs(ctx, f.hubBin, hub)
 		}
