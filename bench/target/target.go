@@ -46,7 +46,8 @@ type Target struct {
 	// its CPU and memory cannot be told from the client's.
 	InProcess bool
 	// Nodes are the hubs of a cluster target, Server first: subscribers are
-	// spread over them, publishers go to Server. Nil for a single hub.
+	// spread over them, and the publishers (see the scenario package).
+	// Nil for a single hub.
 	Nodes []netip.AddrPort
 	// PIDs are the processes of every node of a cluster target, measured
 	// together; nil for a single hub (PID).

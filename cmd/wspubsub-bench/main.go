@@ -20,9 +20,11 @@
 // The hub is started by the bench (--hub-bin, or the reference hub when no
 // target is given) or is already running (--url ws://127.0.0.1:PORT --key K
 // [--server-pid PID]). Several --url (or --hub-bin with --nodes N and
-// --nats-url) make the target a cluster of hub nodes: subscribers are spread
-// over them, publishers go to the first, and the server figures sum every
-// node's process. --compare runs the same scenario against ours and
+// --nats-url, or --nats-bin for a throwaway NATS) make the target a cluster
+// of hub nodes: subscribers and publishers are spread over them, the server
+// figures sum every node's process, and each node's NATS traffic comes from
+// its /metrics. reconnect --kill-node N kills node N with SIGKILL mid-run:
+// its subscribers resume on the other nodes with since. --compare runs the same scenario against ours and
 // the reference in turn and prints the ratios. Traffic only ever goes to
 // 127.0.0.0/8; every run is bounded by --timeout.
 package main
@@ -171,7 +173,7 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	// Target.
 	fs.StringVar(&f.hubBin, "hub-bin", "", "our hub's binary `BIN`: the bench runs \"BIN keys add\" and \"BIN serve\" on a free 127.0.0.1 port")
 	var urls, pids multi
-	fs.Var(&urls, "url", "a hub that is already running, ws://127.0.0.1:PORT (needs --key); repeat it or give a comma-separated list for the nodes of a cluster: subscribers are spread over them, publishers go to the first")
+	fs.Var(&urls, "url", "a hub that is already running, ws://127.0.0.1:PORT (needs --key); repeat it or give a comma-separated list for the nodes of a cluster: subscribers and publishers are spread over them")
 	fs.StringVar(&f.key, "key", "", "publisher key for --url")
 	fs.StringVar(&f.domain, "domain", "bench", "domain of the topics")
 	fs.Var(&pids, "server-pid", "process id of the --url hub, to measure its CPU and memory; for several --url, one per URL in their order (repeated or comma-separated)")
