@@ -148,7 +148,7 @@ func Table(w io.Writer, r *result.Result) {
 	if c := r.Cluster; c != nil {
 		row("NATS", "%.0f B received per published message over the nodes: %.2f copies of %.0f B; at most %.2f messages per node per published (%s)",
 			c.BytesPerMessage, c.Copies, c.BytesPerCopy, c.CopiesMax, c.Source)
-		row("  per node", "received bytes %v, messages %v (-1: not read at the end)", c.ReceivedBytes, c.ReceivedMessages)
+		row("  per node", "received bytes %v, messages %v; subscribers at the end %v (-1: not read at the end)", c.ReceivedBytes, c.ReceivedMessages, c.Subscribers)
 		if c.Killed > 0 {
 			k := fmt.Sprintf("node %d killed with SIGKILL %.1f s after the first message", c.Killed, c.KilledAt)
 			if c.KillErr != "" {

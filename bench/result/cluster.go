@@ -16,6 +16,10 @@ type Cluster struct {
 	ReceivedBytes    []int64 `json:"received_bytes"`
 	ReceivedMessages []int64 `json:"received_messages"`
 	SentBytes        []int64 `json:"sent_bytes"`
+	// Subscribers is each node's wspubsub_connections{role="subscriber"}
+	// at the end (after a kill: where its subscribers went); -1 for a
+	// node not read.
+	Subscribers []int64 `json:"subscribers"`
 	// Published is the messages the publishers sent in the phase.
 	Published int64 `json:"published"`
 	// BytesPerMessage is the bytes the nodes received from NATS, summed,

@@ -124,6 +124,11 @@ func clusterStats(before, after []scrape.Metrics, published int64, kill killResu
 		c.ReceivedBytes = append(c.ReceivedBytes, delta(i, metricNATSRecvBytes))
 		c.ReceivedMessages = append(c.ReceivedMessages, delta(i, metricNATSRecvMsgs))
 		c.SentBytes = append(c.SentBytes, delta(i, metricNATSSentBytes))
+		subs := int64(-1)
+		if i < len(after) && after[i] != nil {
+			subs = int64(after[i].Value("wspubsub_connections", "role", "subscriber"))
+		}
+		c.Subscribers = append(c.Subscribers, subs)
 	}
 	c.Fill()
 	return c

@@ -144,6 +144,10 @@ func TestReconnectKillNode(t *testing.T) {
 	if c == nil || c.Killed != 2 || c.KillErr != "" || c.ReceivedBytes[1] != -1 {
 		t.Fatalf("cluster: %+v", c)
 	}
+	// Node 2's 20 went to nodes 1 and 3, which had 20 each.
+	if s := c.Subscribers; s[1] != -1 || s[0] < 20 || s[2] < 20 || s[0]+s[2] != 60 {
+		t.Errorf("subscribers per node at the end: %v", s)
+	}
 	// Publishers on nodes 1 and 3: each message reaches the one other
 	// live node, once.
 	if c.CopiesMax > 1 || c.Copies < 0.9 || c.Copies > 1 || c.BytesPerCopy < float64(o.Size) {
