@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/wspubsub/wspubsub/bench/procfs"
 	"github.com/wspubsub/wspubsub/bench/result"
 	"github.com/wspubsub/wspubsub/bench/scrape"
 )
@@ -47,9 +48,10 @@ func (o *Options) killDefaults() error {
 
 // killResult is what killLater did.
 type killResult struct {
-	node int
-	at   time.Duration // after the first message
-	err  error
+	node       int
+	at         time.Duration // after the first message
+	cpu, sched time.Duration // the node's CPU time just before the kill
+	err        error
 }
 
 // killLater kills node KillNode at KillAt after start, on a goroutine of
@@ -70,8 +72,14 @@ func (ru *runner) killLater(ctx context.Context, start int64) <-chan killResult 
 			return
 		case <-time.After(time.Until(due)):
 		}
-		err := ru.t.Kill(o.KillNode - 1)
-		out <- killResult{node: o.KillNode, at: time.Since(time.Unix(0, start)), err: err}
+		var k killResult
+		if pids := ru.t.Processes(); ru.r.ServerMeasured && o.KillNode <= len(pids) {
+			k.sched, _ = procfs.SchedCPU(pids[o.KillNode-1])
+			k.cpu, _ = procfs.CPU(pids[o.KillNode-1])
+		}
+		k.err = ru.t.Kill(o.KillNode - 1)
+		k.node, k.at = o.KillNode, time.Since(time.Unix(0, start))
+		out <- k
 	}()
 	return out
 }

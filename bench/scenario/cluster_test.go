@@ -153,6 +153,11 @@ func TestReconnectKillNode(t *testing.T) {
 	if c.CopiesMax > 1 || c.Copies < 0.9 || c.Copies > 1 || c.BytesPerCopy < float64(o.Size) {
 		t.Errorf("NATS copies: %+v", c)
 	}
+	// The killed node's memory is out of both before and after, so the
+	// two live nodes' growth is what is left.
+	if r.ServerRSSBefore <= 0 || r.ServerRSSAfter <= r.ServerRSSBefore/2 || r.ServerCPUSeconds <= 0 {
+		t.Errorf("server RSS %d → %d, CPU %.2f s", r.ServerRSSBefore, r.ServerRSSAfter, r.ServerCPUSeconds)
+	}
 	if tg.Exited() {
 		t.Error("a node the run did not kill exited")
 	}

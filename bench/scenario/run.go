@@ -385,11 +385,12 @@ type runner struct {
 	pg      *Group
 	members []member
 
-	phase    string
-	expected int64
-	stopProg chan struct{}
-	progDone chan struct{}
-	mu       sync.Mutex
+	phase     string
+	expected  int64
+	killedRSS int64 // the RSS before the run of the node the run kills
+	stopProg  chan struct{}
+	progDone  chan struct{}
+	mu        sync.Mutex
 }
 
 // total sums the progress of every process.
@@ -451,6 +452,10 @@ func (ru *runner) run(ctx context.Context) error {
 	}
 	if r.ServerMeasured {
 		r.ServerRSSBefore, _ = serverRSS(t)
+		if o.KillNode > 0 && o.KillNode <= len(t.Processes()) {
+			// Left out of the "after" figures once killed.
+			ru.killedRSS, _ = procfs.RSS(t.Processes()[o.KillNode-1])
+		}
 	}
 
 	ru.setPhase("connect")
@@ -691,6 +696,13 @@ func (ru *runner) flow(ctx context.Context) error {
 	}
 	cpu1, sched1, _ := ru.serverCPU()
 	self1 := procfs.SelfCPU()
+	if kill.node > 0 && kill.err == nil {
+		// The killed node cannot be read now: its CPU up to the kill,
+		// read just before it, stands in; its memory is left out of
+		// before and after.
+		cpu1, sched1 = cpu1+kill.cpu, sched1+kill.sched
+		r.ServerRSSBefore -= ru.killedRSS
+	}
 	if r.ServerMeasured {
 		r.ServerRSSAfter, _ = serverRSS(t)
 		r.ServerPeakRSS, _ = serverPeakRSS(t)
