@@ -74,7 +74,7 @@ type Options struct {
 	// the run.
 	AllowGaps bool
 	// KillNode, when positive, is the node of a cluster the bench started
-	// (1-based; not the first, which holds the publishers) that reconnect
+	// (1-based, 2 or more; no publisher is placed on it) that reconnect
 	// kills with SIGKILL KillAt after the first message (default: half
 	// the run). Its subscribers reconnect to the other nodes with since.
 	// Cuts may then be 0: the kill is the only cut.
@@ -639,12 +639,12 @@ func (ru *runner) flow(ctx context.Context) error {
 		pubDur = time.Duration(interval * int64(o.Count))
 	}
 	ru.expected = int64(r.Subscribers) * int64(o.Count)
-	start := time.Now().Add(50 * time.Millisecond).UnixNano()
-	if err := ru.mark(ctx, start, seriesWidth(pubDur, interval)); err != nil {
-		return err
-	}
 	natsBefore, err := ru.scrapeNodes(ctx)
 	if err != nil {
+		return err
+	}
+	start := time.Now().Add(50 * time.Millisecond).UnixNano()
+	if err := ru.mark(ctx, start, seriesWidth(pubDur, interval)); err != nil {
 		return err
 	}
 	self0 := procfs.SelfCPU()
