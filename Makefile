@@ -70,10 +70,16 @@ bench:
 
 # Seconds: tiny idle, fanout, paced, churn and reconnect runs against both
 # hubs; a compressed (permessage-deflate) fanout, a short soak and slow
-# consumer against ours.
+# consumer against ours; small topics beside a large one (neighbor) against
+# both; then a cluster of 3 nodes over a throwaway NATS (nats-server built
+# from the module graph) with 3,000 subscribers, node 2 killed with SIGKILL
+# mid-run, its subscribers resumed on the others with since.
 bench-smoke: build
 	./wspubsub-bench smoke --hub-bin ./wspubsub
 	./wspubsub-bench neighbor --hub-bin ./wspubsub --compare --small-topics 10 --big-subs 1100 --phase 1s
+	$(GO) build -o $(BINDIR)/nats-server github.com/nats-io/nats-server/v2
+	./wspubsub-bench reconnect --hub-bin ./wspubsub --nodes 3 --nats-bin ./nats-server \
+	  --topics 150 --subs 20 --count 20 --rate 4 --cuts 0 --kill-node 2 --procs 2
 
 # Minutes: the target scenarios of BENCHMARKS.md, each against ours and the
 # reference in one run.

@@ -40,6 +40,9 @@ func Describe(r *result.Result) string {
 		}
 		if r.Scenario == "reconnect" {
 			what += fmt.Sprintf(", each subscriber cut %d× (--cut %s)", p.Cuts, p.CutMode)
+			if p.KillNode > 0 {
+				what += fmt.Sprintf(", node %d killed at %s", p.KillNode, p.KillAt)
+			}
 		}
 	}
 	if p.Compress {
@@ -141,8 +144,8 @@ func Table(w io.Writer, r *result.Result) {
 		row("positions", "%s", subs)
 		row("cuts", "%d planned, %d made, %d skipped; the hub closed %d %s, %d unplanned, %d muted not closed in time",
 			c.Planned, c.Cuts, c.Skipped, c.HubClosed, codes(c.CloseCodes), c.Unplanned, c.HubMissed)
-		row("reconnects", "%d (%d with since, %d plain), %d dials failed %s",
-			c.Reconnects, c.Resumed, c.Plain, c.DialFailed, paren(result.FormatCounts(c.DialErrors)))
+		row("reconnects", "%d (%d with since, %d plain, %d to another node), %d dials failed %s",
+			c.Reconnects, c.Resumed, c.Plain, c.Moved, c.DialFailed, paren(result.FormatCounts(c.DialErrors)))
 		row("loss", "lost silently %d, reported lost %d (%d gap notices), %d resets; %d published before their connection opened (replayed); %d gap-covered that came anyway, %d bad positions",
 			r.Lost, c.ReportedLost, c.GapNotices, c.Resets, c.Replayed, c.GapDelivered, c.BadPositions)
 		l := c.Recover
@@ -151,6 +154,18 @@ func Table(w io.Writer, r *result.Result) {
 		l = c.Reopen
 		row("  of which reopen", "p50 %s  p90 %s  p99 %s  max %s (cut to the reconnect's 101: delay, connect, handshake)",
 			dur(l.P50), dur(l.P90), dur(l.P99), dur(l.Max))
+	}
+	if c := r.Cluster; c != nil {
+		row("NATS", "%.0f B received per published message over the nodes: %.2f copies of %.0f B; at most %.2f messages per node per published (%s)",
+			c.BytesPerMessage, c.Copies, c.BytesPerCopy, c.CopiesMax, c.Source)
+		row("  per node", "received bytes %v, messages %v; subscribers at the end %v (-1: not read at the end)", c.ReceivedBytes, c.ReceivedMessages, c.Subscribers)
+		if c.Killed > 0 {
+			k := fmt.Sprintf("node %d killed with SIGKILL %.1f s after the first message", c.Killed, c.KilledAt)
+			if c.KillErr != "" {
+				k = fmt.Sprintf("node %d not killed: %s", c.Killed, c.KillErr)
+			}
+			row("kill", "%s", k)
+		}
 	}
 	if c := r.Churn; c != nil {
 		row("churn", "%d opened, %d failed, %d cut by server; %d deliveries, %d gaps, %d duplicates, %d out of order %s",

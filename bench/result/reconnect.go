@@ -43,7 +43,11 @@ type Reconnect struct {
 	// Reconnects are upgrades after a cut: Resumed with since, Plain
 	// without. DialFailed counts reconnect attempts that failed (each is
 	// retried), grouped by reason in DialErrors.
-	Reconnects int64          `json:"reconnects"`
+	Reconnects int64 `json:"reconnects"`
+	// Moved counts reconnects that went to another node of a cluster,
+	// because the subscriber's node closed it unasked or refused the dial
+	// (a node that died).
+	Moved      int64          `json:"moved,omitempty"`
 	Resumed    int64          `json:"resumed"`
 	Plain      int64          `json:"plain"`
 	DialFailed int64          `json:"dial_failed"`
@@ -102,6 +106,7 @@ func (r *Reconnect) merge(s *Reconnect) {
 		r.CloseCodes[k] += v
 	}
 	r.Reconnects += s.Reconnects
+	r.Moved += s.Moved
 	r.Resumed += s.Resumed
 	r.Plain += s.Plain
 	r.DialFailed += s.DialFailed

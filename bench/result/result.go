@@ -184,6 +184,8 @@ type Params struct {
 	Duration     string  `json:"duration,omitempty"`
 	Cuts         int     `json:"cuts,omitempty"`
 	CutMode      string  `json:"cut_mode,omitempty"`
+	KillNode     int     `json:"kill_node,omitempty"`
+	KillAt       string  `json:"kill_at,omitempty"`
 	Procs        int     `json:"procs"`
 	Workers      int     `json:"workers"`
 	SourceAddrs  int     `json:"source_addrs"`
@@ -328,6 +330,9 @@ type Result struct {
 	Churn  *Churn  `json:"churn,omitempty"`
 	// Reconnect is the reconnect scenario's cuts, reconnects and recovery.
 	Reconnect *Reconnect `json:"reconnect,omitempty"`
+	// Cluster is the NATS traffic of a run against several nodes, and the
+	// node it killed.
+	Cluster *Cluster `json:"cluster,omitempty"`
 	// Soak and Slow are the soak and slow-consumer scenarios' own findings.
 	Soak *Soak         `json:"soak,omitempty"`
 	Slow *SlowConsumer `json:"slow_consumer,omitempty"`
@@ -381,6 +386,9 @@ func (r *Result) Check() {
 	}
 	if r.Slow != nil {
 		r.Slow.check(add)
+	}
+	if r.Cluster != nil {
+		r.Cluster.check(add)
 	}
 }
 

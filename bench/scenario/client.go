@@ -29,8 +29,11 @@ const maxSeriesBuckets = 4000
 
 // Setup configures a Group: where the hub is and what the messages are.
 type Setup struct {
-	Server          string   `json:"server"`            // 127.x.x.x:port: the publishers' hub
-	Servers         []string `json:"servers,omitempty"` // the hubs subscribers are spread over; default Server
+	Server  string   `json:"server"`            // 127.x.x.x:port: the publishers' hub
+	Servers []string `json:"servers,omitempty"` // the hubs subscribers are spread over; default Server
+	// PubServers are the hubs the publishers are spread over (publisher i
+	// to PubServers[i mod len]); default Server.
+	PubServers      []string `json:"pub_servers,omitempty"`
 	Size            int      `json:"size"`
 	Count           int      `json:"count"` // messages per publisher
 	Workers         int      `json:"workers"`
@@ -52,7 +55,8 @@ type Setup struct {
 type Group struct {
 	setup   Setup
 	server  netip.AddrPort
-	subTo   []netip.AddrPort // subscriber i goes to subTo[i % len]
+	subTo   []netip.AddrPort // subscriber i goes to subTo[nodeOf(i, ...)]
+	pubTo   []netip.AddrPort // publisher i goes to pubTo[i % len]
 	eng     *poller.Engine
 	clients []*client
 	cpuMark time.Duration
@@ -134,21 +138,27 @@ func NewGroup(s Setup) (*Group, error) {
 	if s.Size < payload.MinSize {
 		return nil, fmt.Errorf("cannot publish %d-byte messages: the smallest is %d", s.Size, payload.MinSize)
 	}
-	g := &Group{setup: s, server: ap, subTo: []netip.AddrPort{ap}}
+	g := &Group{setup: s, server: ap, subTo: []netip.AddrPort{ap}, pubTo: []netip.AddrPort{ap}}
 	if s.Compress {
 		name := cmp.Or(s.Feed, "quotes")
 		if g.feed = payload.Feeds[name]; g.feed == nil {
 			return nil, fmt.Errorf("cannot publish the JSON feed %q: there are quotes and scores", name)
 		}
 	}
-	if len(s.Servers) > 0 {
-		g.subTo = g.subTo[:0]
-		for _, srv := range s.Servers {
+	for _, l := range []struct {
+		to  *[]netip.AddrPort
+		src []string
+	}{{&g.subTo, s.Servers}, {&g.pubTo, s.PubServers}} {
+		if len(l.src) == 0 {
+			continue
+		}
+		*l.to = nil
+		for _, srv := range l.src {
 			a, err := netip.ParseAddrPort(srv)
 			if err != nil {
 				return nil, fmt.Errorf("cannot parse server address %q: %w", srv, err)
 			}
-			g.subTo = append(g.subTo, a)
+			*l.to = append(*l.to, a)
 		}
 	}
 	g.clients = make([]*client, max(1, s.Workers))
@@ -260,7 +270,7 @@ func (g *Group) Subscribe(ctx context.Context, p SubscribePlan) (SubscribeReply,
 				s := &subState{topic: uint32(i % p.Topics), seqTrack: seqTrack{seen: make([]uint64, (g.setup.Count+63)/64)}}
 				c.subs = append(c.subs, s)
 				spec := poller.DialSpec{
-					Server: g.subTo[i%len(g.subTo)],
+					Server: g.subTo[nodeOf(i, p.Topics, len(g.subTo))],
 					Path:   "/ws/sub/" + p.Domain + "/" + topicName(int(s.topic)),
 					Data:   s,
 				}
@@ -320,6 +330,15 @@ func (g *Group) Subscribe(ctx context.Context, p SubscribePlan) (SubscribeReply,
 	return rep, nil
 }
 
+// nodeOf is the node subscriber i of a run with topics topics goes to,
+// of n: in turn, shifted by one for each round of the topics, so that the
+// subscribers of every topic are spread over the nodes (subscriber i is of
+// topic i mod topics; i mod n alone would put all of a topic's on one
+// node when n divides topics).
+func nodeOf(i, topics, n int) int {
+	return (i%topics + i/topics) % n
+}
+
 func (g *Group) resolved() int64 {
 	var n int64
 	for _, c := range g.clients {
@@ -345,7 +364,7 @@ func (g *Group) ConnectPublishers(ctx context.Context, domain, key string, topic
 				payload.Fill(p.msg, p.id, 0, 0)
 				c.pubs = append(c.pubs, p)
 				spec := poller.DialSpec{
-					Server: g.server,
+					Server: g.pubTo[i%len(g.pubTo)],
 					Path:   "/ws/pub/" + key + "/" + domain + "/" + topicName(i),
 					Data:   p,
 				}

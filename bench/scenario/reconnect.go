@@ -105,6 +105,7 @@ type resumer struct {
 	mutedAt  int64
 	redialAt int64
 	retries  int
+	moved    bool // the current dial goes to another node than the last
 
 	cuts   []int64 // when the cuts are due
 	next   int     // the next cut
@@ -260,6 +261,10 @@ func (rc *resumer) opened(c *client, conn *poller.Conn, now int64, first bool) {
 		return
 	}
 	rp.Reconnects++
+	if rc.moved {
+		rp.Moved++
+		rc.moved = false
+	}
 	c.reopened.Add(1)
 	if rc.downAt != 0 {
 		if rp.ReopenHist == nil {
@@ -294,6 +299,7 @@ func (rc *resumer) closed(c *client, conn *poller.Conn, code int, err error) {
 	case rsDialing:
 		rp.DialFailed++
 		rp.DialErrors = countErr(rp.DialErrors, err)
+		rc.move(c)
 		rc.retries++
 		rc.state = rsDown
 		rc.redialAt = now + jitter(c.w, min(c.cut.DelayNs<<min(rc.retries, 10), int64(2*time.Second)))
@@ -310,6 +316,7 @@ func (rc *resumer) closed(c *client, conn *poller.Conn, code int, err error) {
 			rp.CloseCodes[code]++
 			if rc.state != rsMuted {
 				rp.Unplanned++
+				rc.move(c)
 			}
 			if rc.downAt == 0 {
 				rc.downAt = now
@@ -323,6 +330,26 @@ func (rc *resumer) closed(c *client, conn *poller.Conn, code int, err error) {
 	if !rc.firing {
 		rc.arm(c, rc.due(c))
 	}
+}
+
+// move points the subscriber's next dial at another node of a cluster,
+// chosen at random, after its node closed it unasked or refused a dial (a
+// node that died: its subscribers spread over the others). A cut the run
+// made (client or hub) reconnects to the same node.
+func (rc *resumer) move(c *client) {
+	nodes := c.g.subTo
+	if len(nodes) < 2 {
+		return
+	}
+	cur := 0
+	for i, a := range nodes {
+		if a == rc.spec.Server {
+			cur = i
+		}
+	}
+	next := (cur + 1 + int(c.w.Rand()%uint64(len(nodes)-1))) % len(nodes)
+	rc.spec.Server = nodes[next]
+	rc.moved = true
 }
 
 // message reads the position of a message under wspubsub.meta, or

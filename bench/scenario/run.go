@@ -82,7 +82,14 @@ type Options struct {
 	// AllowGaps accepts messages a hub reports lost in gap notices (for
 	// a history shorter than the outages on purpose); by default they fail
 	// the run.
-	AllowGaps    bool
+	AllowGaps bool
+	// KillNode, when positive, is the node of a cluster the bench started
+	// (1-based, 2 or more; no publisher is placed on it) that reconnect
+	// kills with SIGKILL KillAt after the first message (default: half
+	// the run). Its subscribers reconnect to the other nodes with since.
+	// Cuts may then be 0: the kill is the only cut.
+	KillNode     int
+	KillAt       time.Duration
 	PingInterval time.Duration
 	PongTimeout  time.Duration
 	// Hold is how long idle holds the subscribers before measuring memory.
@@ -202,7 +209,12 @@ func (o *Options) defaults() error {
 		if o.Count <= 0 {
 			o.Count = max(1, int(o.Rate*o.Duration.Seconds()))
 		}
-		def(&o.Cuts, 2)
+		if o.KillNode == 0 {
+			def(&o.Cuts, 2)
+		}
+		if o.Cuts < 0 {
+			return errors.New("cannot cut subscribers a negative number of times")
+		}
 		defD(&o.ReconnectDelay, 200*time.Millisecond)
 		switch o.CutMode {
 		case "":
@@ -252,6 +264,9 @@ func (o *Options) defaults() error {
 	if o.Rate < 0 {
 		return errors.New("cannot publish at a negative rate")
 	}
+	if err := o.killDefaults(); err != nil {
+		return err
+	}
 	if o.Self == "" {
 		self, err := os.Executable()
 		if err != nil {
@@ -280,6 +295,10 @@ func (o *Options) params() result.Params {
 		p.ChurnLife = o.ChurnLife.String()
 	case "reconnect":
 		p.Cuts, p.CutMode = o.Cuts, o.CutMode
+		p.KillNode = o.KillNode
+		if o.KillNode > 0 {
+			p.KillAt = o.KillAt.String()
+		}
 	case "soak":
 		p.ChurnRate = o.ChurnRate
 		p.ChurnLife = o.ChurnLife.String()
@@ -324,6 +343,7 @@ func Run(ctx context.Context, t *target.Target, o Options) (*result.Result, erro
 		Server: t.Server.String(), Servers: addrs(t.Servers()), Size: o.Size, Count: o.Count, Workers: o.Workers,
 		DialConcurrency: o.DialConcurrency, HandshakeMs: o.HandshakeTimeout.Milliseconds(),
 		CoalesceUs: o.Coalesce.Microseconds(), Compress: o.Compress, Feed: o.Feed,
+		PubServers: addrs(pubServers(t.Servers(), o.KillNode)),
 	}
 	pg, err := NewGroup(setup)
 	if err != nil {
@@ -378,11 +398,12 @@ type runner struct {
 	pg      *Group
 	members []member
 
-	phase    string
-	expected int64
-	stopProg chan struct{}
-	progDone chan struct{}
-	mu       sync.Mutex
+	phase     string
+	expected  int64
+	killedRSS int64 // the RSS before the run of the node the run kills
+	stopProg  chan struct{}
+	progDone  chan struct{}
+	mu        sync.Mutex
 }
 
 // total sums the progress of every process.
@@ -444,6 +465,10 @@ func (ru *runner) run(ctx context.Context) error {
 	}
 	if r.ServerMeasured {
 		r.ServerRSSBefore, _ = serverRSS(t)
+		if o.KillNode > 0 && o.KillNode <= len(t.Processes()) {
+			// Left out of the "after" figures once killed.
+			ru.killedRSS, _ = procfs.RSS(t.Processes()[o.KillNode-1])
+		}
 	}
 
 	ru.setPhase("connect")
@@ -628,6 +653,10 @@ func (ru *runner) flow(ctx context.Context) error {
 		pubDur = time.Duration(interval * int64(o.Count))
 	}
 	ru.expected = int64(r.Subscribers) * int64(o.Count)
+	natsBefore, err := ru.scrapeNodes(ctx)
+	if err != nil {
+		return err
+	}
 	start := time.Now().Add(50 * time.Millisecond).UnixNano()
 	if err := ru.mark(ctx, start, seriesWidth(pubDur, interval)); err != nil {
 		return err
@@ -651,7 +680,7 @@ func (ru *runner) flow(ctx context.Context) error {
 			return err
 		}
 	}
-	if o.Scenario == "reconnect" {
+	if o.Scenario == "reconnect" && o.Cuts > 0 {
 		from, to, stop, err := cutWindow(o, start, interval, pubDur)
 		if err != nil {
 			return err
@@ -672,13 +701,22 @@ func (ru *runner) flow(ctx context.Context) error {
 	if err := ru.pg.StartPublishing(ctx, start, interval, o.Topics); err != nil {
 		return err
 	}
+	killed := ru.killLater(ctx, start)
 	waitErr := ru.drain(ctx, start, pubDur)
+	kill := <-killed
 	if err := ru.pg.PublisherError(ctx); err != nil {
 		// What it did not send shows as loss; this says why.
 		waitErr = errors.Join(waitErr, fmt.Errorf("a publisher ended mid-run: %w", err))
 	}
 	cpu1, sched1, _ := ru.serverCPU()
 	self1 := procfs.SelfCPU()
+	if kill.node > 0 && kill.err == nil {
+		// The killed node cannot be read now: its CPU up to the kill,
+		// read just before it, stands in; its memory is left out of
+		// before and after.
+		cpu1, sched1 = cpu1+kill.cpu, sched1+kill.sched
+		r.ServerRSSBefore -= ru.killedRSS
+	}
 	if r.ServerMeasured {
 		r.ServerRSSAfter, _ = serverRSS(t)
 		r.ServerPeakRSS, _ = serverPeakRSS(t)
@@ -686,12 +724,14 @@ func (ru *runner) flow(ctx context.Context) error {
 			r.RSSPerConn = float64(r.ServerRSSAfter-r.ServerRSSBefore) / float64(r.Subscribers)
 		}
 	}
+	natsAfter, _ := ru.scrapeNodes(ctx) // a killed node cannot be read
 	ru.setPhase("finish")
 	part, err := ru.finish(ctx)
 	if err != nil {
 		return errors.Join(waitErr, err)
 	}
 	r.Published = ru.total().Sent
+	r.Cluster = clusterStats(natsBefore, natsAfter, r.Published, kill)
 	fillFlow(r, &part, start)
 	if r.ServerMeasured {
 		r.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
@@ -716,6 +756,9 @@ func (ru *runner) flow(ctx context.Context) error {
 		rc.CannotResume = t.Name == "reference"
 		rc.AllowGaps = o.AllowGaps
 		r.Reconnect = &rc
+		if o.KillNode > 0 && kill.err == nil && rc.Moved == 0 {
+			waitErr = errors.Join(waitErr, fmt.Errorf("node %d was killed but no subscriber reconnected to another node", o.KillNode))
+		}
 	}
 	return waitErr
 }

@@ -46,13 +46,15 @@ type Target struct {
 	// its CPU and memory cannot be told from the client's.
 	InProcess bool
 	// Nodes are the hubs of a cluster target, Server first: subscribers are
-	// spread over them, publishers go to Server. Nil for a single hub.
+	// spread over them, and the publishers (see the scenario package).
+	// Nil for a single hub.
 	Nodes []netip.AddrPort
 	// PIDs are the processes of every node of a cluster target, measured
 	// together; nil for a single hub (PID).
 	PIDs []int
 
 	children []*Target // the nodes a cluster target started
+	killed   bool      // Kill ended it on purpose: Exited does not count it
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -484,10 +486,33 @@ func (t *Target) stopProcess() error {
 	return fmt.Errorf("hub %d did not stop within 10 s of SIGTERM; killed", t.PID)
 }
 
-// Exited reports whether a hub the bench started has exited.
+// Kill ends node i (0-based) of a cluster the bench started with SIGKILL,
+// as a crash would, and waits until it is gone. Exited does not count it.
+func (t *Target) Kill(i int) error {
+	if i < 0 || i >= len(t.children) {
+		return fmt.Errorf("cannot kill node %d: the cluster has %d nodes the bench started", i+1, len(t.children))
+	}
+	c := t.children[i]
+	if c.cmd == nil || c.Exited() {
+		return fmt.Errorf("cannot kill node %d: it is not running", i+1)
+	}
+	c.killed = true
+	if err := c.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("cannot kill node %d (pid %d): %w", i+1, c.PID, err)
+	}
+	select {
+	case <-c.exited:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("node %d (pid %d) still runs 10 s after SIGKILL", i+1, c.PID)
+	}
+}
+
+// Exited reports whether a hub the bench started has exited, other than
+// by Kill.
 func (t *Target) Exited() bool {
 	for _, c := range t.children {
-		if c.Exited() {
+		if !c.killed && c.Exited() {
 			return true
 		}
 	}
@@ -552,4 +577,29 @@ func freePort() (int, error) {
 
 func randomKey() string {
 	return "ref" + rand.Text()
+}
+
+// StartNATS runs a throwaway NATS server with JetStream, bin (a
+// nats-server binary), on a free 127.0.0.1 port with its storage in a
+// temporary directory, and returns its URL and a function that stops it
+// and removes the directory. For runs on a machine without a NATS server
+// (the smoke in CI).
+func StartNATS(ctx context.Context, bin string) (url string, stop func() error, err error) {
+	dir, err := os.MkdirTemp("", "wspubsub-bench-nats-")
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot make a directory for NATS: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	t := &Target{Name: "nats", dir: dir}
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "store")}
+	if err := t.spawn(ctx, bin, args, nil, listen, HubOptions{}); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("cannot start NATS %s: %w", bin, err)
+	}
+	return "nats://" + listen, t.Stop, nil
 }

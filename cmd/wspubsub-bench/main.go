@@ -22,9 +22,11 @@
 // The hub is started by the bench (--hub-bin, or the reference hub when no
 // target is given) or is already running (--url ws://127.0.0.1:PORT --key K
 // [--server-pid PID]). Several --url (or --hub-bin with --nodes N and
-// --nats-url) make the target a cluster of hub nodes: subscribers are spread
-// over them, publishers go to the first, and the server figures sum every
-// node's process. --compare runs the same scenario against ours and
+// --nats-url, or --nats-bin for a throwaway NATS) make the target a cluster
+// of hub nodes: subscribers and publishers are spread over them, the server
+// figures sum every node's process, and each node's NATS traffic comes from
+// its /metrics. reconnect --kill-node N kills node N with SIGKILL mid-run:
+// its subscribers resume on the other nodes with since. --compare runs the same scenario against ours and
 // the reference in turn and prints the ratios. Traffic only ever goes to
 // 127.0.0.0/8; every run is bounded by --timeout.
 package main
@@ -152,6 +154,7 @@ type flags struct {
 	serverPIDs []int
 	nodes      int
 	natsURL    string
+	natsBin    string
 	compare    bool
 	sources    string
 	json       bool
@@ -175,12 +178,13 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	// Target.
 	fs.StringVar(&f.hubBin, "hub-bin", "", "our hub's binary `BIN`: the bench runs \"BIN keys add\" and \"BIN serve\" on a free 127.0.0.1 port")
 	var urls, pids multi
-	fs.Var(&urls, "url", "a hub that is already running, ws://127.0.0.1:PORT (needs --key); repeat it or give a comma-separated list for the nodes of a cluster: subscribers are spread over them, publishers go to the first")
+	fs.Var(&urls, "url", "a hub that is already running, ws://127.0.0.1:PORT (needs --key); repeat it or give a comma-separated list for the nodes of a cluster: subscribers and publishers are spread over them")
 	fs.StringVar(&f.key, "key", "", "publisher key for --url")
 	fs.StringVar(&f.domain, "domain", "bench", "domain of the topics")
 	fs.Var(&pids, "server-pid", "process id of the --url hub, to measure its CPU and memory; for several --url, one per URL in their order (repeated or comma-separated)")
 	fs.IntVar(&f.nodes, "nodes", 1, "with --hub-bin: start this many hub nodes clustered over --nats-url, sharing one key file")
 	fs.StringVar(&f.natsURL, "nats-url", "nats://127.0.0.1:4222", "the NATS server the nodes of --nodes cluster over")
+	fs.StringVar(&f.natsBin, "nats-bin", "", "with --nodes: start a throwaway NATS server (JetStream on, a free 127.0.0.1 port), this nats-server `BIN`, instead of using --nats-url")
 	fs.BoolVar(&f.compare, "compare", false, "run against --hub-bin and then against the reference hub, and print ours/reference ratios")
 	var hubArgs multi
 	fs.Var(&hubArgs, "hub-arg", "extra argument for our hub's serve command (repeatable)")
@@ -228,6 +232,8 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	fs.IntVar(&o.Cuts, "cuts", 2, "reconnect: how many times each subscriber is cut, spread over the run")
 	fs.StringVar(&o.CutMode, "cut", "client", "reconnect: client (the client drops its TCP connection) or hub (it stops answering pings until the hub closes it, 4003)")
 	fs.DurationVar(&o.ReconnectDelay, "reconnect-delay", 200*time.Millisecond, "reconnect: wait before reconnecting, jittered between half and one and a half of it")
+	fs.IntVar(&o.KillNode, "kill-node", 0, "reconnect with --nodes: kill node `N` (2 or more; node 1 holds the publishers) with SIGKILL mid-run; its subscribers resume on the other nodes with since (--cuts 0: the kill is the only cut)")
+	fs.DurationVar(&o.KillAt, "kill-at", 0, "reconnect --kill-node: when, after the first message (default: half the run)")
 	fs.BoolVar(&o.AllowGaps, "allow-gaps", false, "reconnect: pass although the hub reported messages lost (gap notices), as with a --history-size shorter than the outages")
 	// Soak and slow consumer.
 	fs.StringVar(&o.MetricsURL, "metrics-url", "", "soak, slowconsumer: the hub's metrics (default http://HUB/metrics; give it for a --url hub with --metrics-listen)")
@@ -304,6 +310,9 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 	}
 	if f.nodes < 1 || (f.nodes > 1 && f.hubBin == "") {
 		return nil, errors.New("--nodes takes a count of at least 1, and --hub-bin")
+	}
+	if o.KillNode > 0 && (f.nodes < 2 || o.KillNode > f.nodes) {
+		return nil, fmt.Errorf("cannot kill node %d: --kill-node takes a node the bench starts with --hub-bin and --nodes (2 to --nodes)", o.KillNode)
 	}
 	if f.nodes > 1 && f.compare {
 		return nil, errors.New("--nodes cannot --compare: the reference hub has no cluster")
@@ -408,7 +417,16 @@ func against(ctx context.Context, f *flags, o scenario.Options, which string) (*
 	switch which {
 	case "ours":
 		if f.nodes > 1 {
-			t, err = target.StartCluster(ctx, f.hubBin, f.nodes, f.natsURL, hub)
+			natsURL := f.natsURL
+			if f.natsBin != "" {
+				u, stop, nerr := target.StartNATS(ctx, f.natsBin)
+				if nerr != nil {
+					return nil, nerr
+				}
+				defer stop()
+				natsURL = u
+			}
+			t, err = target.StartCluster(ctx, f.hubBin, f.nodes, natsURL, hub)
 		} else {
 			t, err = target.StartOurs(ctx, f.hubBin, hub)
 		}

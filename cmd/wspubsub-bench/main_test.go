@@ -36,3 +36,26 @@ func TestHubBinFlagHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestKillNodeFlags: --kill-node needs nodes the bench starts, and one of
+// them.
+func TestKillNodeFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--kill-node", "2", "--cuts", "0"}, false},
+		{[]string{"--hub-bin", "x", "--kill-node", "2"}, false},
+		{[]string{"--hub-bin", "x", "--nodes", "3", "--kill-node", "4"}, false},
+		{[]string{"--hub-bin", "x", "--nodes", "3", "--kill-node", "2", "--cuts", "0"}, true},
+	} {
+		f, err := parseFlags("reconnect", c.args)
+		if (err == nil) != c.ok {
+			t.Errorf("%v: got %v, want ok %v", c.args, err, c.ok)
+			continue
+		}
+		if c.ok && (f.opt.KillNode != 2 || f.opt.Cuts != 0) {
+			t.Errorf("%v: kill node %d, cuts %d", c.args, f.opt.KillNode, f.opt.Cuts)
+		}
+	}
+}
