@@ -409,6 +409,13 @@ wait:
 
 // expire closes the subscribers of a topic whose grace period ran out.
 func (s *Server) expire(t *topics.Topic[*client], subs []*client) {
+	// A fan-out its publisher left in flight (fanout.go) holds the
+	// topic's Publishing mutex until its last slice is written: wait for
+	// it, so that 4001 comes after every message. Nothing publishes on an
+	// expired topic, and the mutex is not held while closing (client.mu
+	// comes first in the lock order).
+	t.Publishing.Lock()
+	t.Publishing.Unlock()
 	s.closeTopic(t.Key(), subs)
 }
 
