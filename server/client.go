@@ -69,6 +69,7 @@ type client struct {
 	addr     netip.Addr // the address admitted by the per-address limits, if any
 	refusal  refusal    // a limit the connection broke at accept (or once its proxy named the client), answered at its request
 	lost     bool       // closing, and its input can no longer be parsed
+	drop     bool       // closing without waiting for the peer's close (dropLocked)
 	sse      sseKeep    // an EventSource subscriber's keepalive
 
 	// Behind a trusted proxy, the client it named (with its port when a
@@ -694,7 +695,27 @@ func (c *client) closeLocked(code uint16, reason string) {
 		c.conn.SendFinal(appendSSEClose(nil, code, reason), c.srv.cfg.CloseTimeout)
 		return
 	}
+	if c.drop {
+		// A peer that answers no ping will not answer a close either:
+		// the connection ends once the kernel has taken the close frame,
+		// not CloseTimeout later (or after dropLinger if it cannot).
+		c.conn.SendFinal(ws.AppendClose(nil, code, reason), min(c.srv.cfg.CloseTimeout, dropLinger))
+		return
+	}
 	c.conn.SendLast(ws.AppendClose(nil, code, reason), c.srv.cfg.CloseTimeout)
+}
+
+// dropLinger bounds how long a connection dropped for missing its pong may
+// keep its socket while its close frame waits for the kernel: the peer
+// stopped reading, so its receive window may never open.
+const dropLinger = time.Second
+
+// dropLocked is closeLocked for a WebSocket peer that missed its pong: it
+// gets its close frame, and the hub does not wait for an answer that will
+// not come. c.mu is held.
+func (c *client) dropLocked(code uint16, reason string) {
+	c.drop = true
+	c.closeLocked(code, reason)
 }
 
 // leaveTopic takes the client out of its topic at once, so no message is
