@@ -168,6 +168,14 @@ func (p *poller) acceptorLoop() {
 		defer runtime.UnlockOSThread()
 	}
 
+	// wspubsub patch: a TCP listener is drained with accept4 in batches
+	// (see acceptTCP and PATCHES.md).
+	if ln, ok := p.listener.(*net.TCPListener); ok {
+		if rc, err := ln.SyscallConn(); err == nil && p.acceptTCP(ln, rc) {
+			return
+		}
+	}
+
 	// wspubsub patch: no "p.shutdown = false" here. A Stop that came before
 	// this goroutine first ran had set it, and clearing it made the loop
 	// spin on the closed listener (see PATCHES.md).
@@ -221,6 +229,131 @@ func (p *poller) acceptorLoop() {
 			}
 		}
 	}
+}
+
+// wspubsub patch: acceptTCP accepts every pending connection with
+// accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) on the listener's own descriptor, until
+// EAGAIN, and then waits for the listener to turn readable again: a storm of
+// connections is taken in batches, one wake-up for many. The standard path
+// (net.TCPListener.Accept, then NBConn's dup and close) made about ten
+// system calls per connection (accept4, TCP_NODELAY and four keepalive
+// setsockopts, epoll_ctl in and out of Go's netpoller, dup, close) and six
+// allocations; this makes five, accept4 and the same setsockopts
+// (setConnOptions), and allocates the Conn and its remote address.
+// LocalAddr of an accepted Conn is the listener's address.
+//
+// Go's netpoller cannot wait for a listener's readiness on our behalf
+// (RawConn.Read of a listener is EINVAL), so the acceptor waits in an epoll
+// instance of its own, level-triggered, on its own goroutine as before;
+// epoll_wait returns every 100 ms so that a closed listener (which leaves
+// the epoll set when it is closed) ends the loop.
+//
+//go:norace
+func (p *poller) acceptTCP(ln *net.TCPListener, rc syscall.RawConn) bool {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return false
+	}
+	defer syscall.Close(epfd)
+	var aerr error
+	err = rc.Control(func(lfd uintptr) {
+		aerr = syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, int(lfd), &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(lfd)})
+	})
+	if err != nil || aerr != nil {
+		return false
+	}
+	lAddr := ln.Addr()
+	events := make([]syscall.EpollEvent, 1)
+	for !p.shutdown {
+		n, err := syscall.EpollWait(epfd, events, 100)
+		if n <= 0 || err != nil {
+			continue // timeout or EINTR: look at shutdown
+		}
+		aerr = nil
+		err = rc.Control(func(lfd uintptr) { aerr = p.acceptAll(int(lfd), lAddr) })
+		if err != nil || p.shutdown {
+			return true // the listener is closed
+		}
+		if aerr != nil {
+			logging.Error("NBIO[%v][%v_%v] Accept failed: %v, retrying...",
+				p.g.Name, p.pollType, p.index, aerr)
+			if p.g.onAcceptError != nil {
+				p.g.onAcceptError(aerr)
+			}
+			// EMFILE at the file limit, say: back off instead of spinning.
+			time.Sleep(time.Second / 20)
+		}
+	}
+	return true
+}
+
+// wspubsub patch: acceptAll accepts connections on the listener lfd until
+// EAGAIN and hands each to its poller. Like dupStdConn, whose work it does,
+// it is not instrumented by the race detector: the poller that reads a
+// Conn's fields learns of it through the kernel (epoll_ctl), which orders
+// nothing for Go, and it locks the Conn before it uses it.
+//
+//go:norace
+func (p *poller) acceptAll(lfd int, lAddr net.Addr) error {
+	for !p.shutdown {
+		fd, sa, err := syscall.Accept4(lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+		case syscall.EAGAIN:
+			return nil
+		case syscall.EINTR, syscall.ECONNABORTED:
+			continue
+		default:
+			return os.NewSyscallError("accept4", err)
+		}
+		if err := setConnOptions(fd); err != nil {
+			syscall.Close(fd) // reset, or gone already
+			continue
+		}
+		c := &Conn{fd: fd, lAddr: lAddr, rAddr: tcpAddr(sa), typ: ConnTypeTCP}
+		if err := p.g.pollers[c.Hash()%len(p.g.pollers)].addConn(c); err != nil && !p.shutdown {
+			logging.Error("NBIO[%v][%v_%v] addConn [fd: %v] failed: %v",
+				p.g.Name, p.pollType, p.index, fd, err)
+		}
+	}
+	return nil
+}
+
+// wspubsub patch: setConnOptions sets on an accepted socket what the
+// standard library's Accept sets: TCP_NODELAY, and keepalive after 15 s
+// idle, every 15 s (net's defaults; 9 probes is Linux's own). Linux does not
+// copy them from the listener.
+//
+//go:norace
+func setConnOptions(fd int) error {
+	for _, o := range [...]struct{ level, opt, v int }{
+		{syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 15},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 15},
+	} {
+		if err := syscall.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
+}
+
+// wspubsub patch: tcpAddr is the net.Addr of an accepted peer.
+func tcpAddr(sa syscall.Sockaddr) net.Addr {
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
+	case *syscall.SockaddrInet6:
+		a := &net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
+		if sa.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				a.Zone = ifi.Name
+			}
+		}
+		return a
+	}
+	return &net.TCPAddr{}
 }
 
 //go:norace
