@@ -446,6 +446,10 @@ type subRequest struct {
 // wspubsub.meta and permessage-deflate (270 bytes).
 const upgradeResponseSize = 288
 
+// upgradeBufs holds the buffers subscribers' 101 responses are written in:
+// none is kept past its Send, so a storm of handshakes reuses a few.
+var upgradeBufs = sync.Pool{New: func() any { return new([upgradeResponseSize]byte) }}
+
 // extensions is the Sec-WebSocket-Extensions a 101 answers with.
 func extensions(deflate bool) string {
 	if deflate {
@@ -471,6 +475,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		protocol = metaProtocol
 	}
 	cut := false
+	var rb *[upgradeResponseSize]byte
 	err := c.conn.SendFirst(func() ([]byte, error) {
 		var rp history.Replay
 		var epoch string
@@ -497,12 +502,16 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		if sr.kind == kindSSE {
 			b = appendSSEHead(nil, sr.origin, sseRetry())
 		} else {
-			// Sized for the longest 101 (subprotocol and extension): one
-			// allocation per handshake, the same with or without them.
-			b = ws.AppendUpgradeResponse(make([]byte, 0, upgradeResponseSize), sr.wsKey, protocol, extensions(sr.deflate))
+			// Sized for the longest 101 (subprotocol and extension), from
+			// a pool: Send copies what the kernel does not take at once.
+			rb = upgradeBufs.Get().(*[upgradeResponseSize]byte)
+			b = ws.AppendUpgradeResponse(rb[:0], sr.wsKey, protocol, extensions(sr.deflate))
 		}
 		return appendReplay(b, sr.kind, epoch, rp), nil
 	})
+	if rb != nil {
+		upgradeBufs.Put(rb) // a replay past its size went to a new array
+	}
 	switch {
 	case errors.Is(err, topics.ErrNotStarted):
 		c.refuse(refTopicNotStarted, "topic not started: no publisher")
