@@ -168,11 +168,15 @@ func (p *poller) acceptorLoop() {
 		defer runtime.UnlockOSThread()
 	}
 
-	// wspubsub patch: a TCP listener is drained with accept4 in batches
-	// (see acceptTCP and PATCHES.md).
+	// wspubsub patch: after each Accept, a TCP listener is drained with
+	// accept4 until EAGAIN (acceptAll): a storm of connections is taken in
+	// batches, one wake-up for many, and all but the first of a batch skip
+	// the standard path's system calls and allocations (see PATCHES.md).
+	var drain syscall.RawConn
+	var lAddr net.Addr
 	if ln, ok := p.listener.(*net.TCPListener); ok {
-		if rc, err := ln.SyscallConn(); err == nil && p.acceptTCP(ln, rc) {
-			return
+		if rc, err := ln.SyscallConn(); err == nil {
+			drain, lAddr = rc, ln.Addr()
 		}
 	}
 
@@ -197,6 +201,15 @@ func (p *poller) acceptorLoop() {
 					c.fd,
 					err,
 				)
+			}
+			if drain != nil {
+				var aerr error
+				if err := drain.Control(func(lfd uintptr) { aerr = p.acceptAll(int(lfd), lAddr) }); err == nil && aerr != nil {
+					// EMFILE at the file limit, say: Accept reports it
+					// next, and backs off.
+					logging.Error("NBIO[%v][%v_%v] accept4 failed: %v",
+						p.g.Name, p.pollType, p.index, aerr)
+				}
 			}
 		} else {
 			var ne net.Error
@@ -229,62 +242,6 @@ func (p *poller) acceptorLoop() {
 			}
 		}
 	}
-}
-
-// wspubsub patch: acceptTCP accepts every pending connection with
-// accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) on the listener's own descriptor, until
-// EAGAIN, and then waits for the listener to turn readable again: a storm of
-// connections is taken in batches, one wake-up for many. The standard path
-// (net.TCPListener.Accept, then NBConn's dup and close) made about ten
-// system calls per connection (accept4, TCP_NODELAY and four keepalive
-// setsockopts, epoll_ctl in and out of Go's netpoller, dup, close) and six
-// allocations; this makes five, accept4 and the same setsockopts
-// (setConnOptions), and allocates the Conn and its remote address.
-// LocalAddr of an accepted Conn is the listener's address.
-//
-// Go's netpoller cannot wait for a listener's readiness on our behalf
-// (RawConn.Read of a listener is EINVAL), so the acceptor waits in an epoll
-// instance of its own, level-triggered, on its own goroutine as before;
-// epoll_wait returns every 100 ms so that a closed listener (which leaves
-// the epoll set when it is closed) ends the loop.
-//
-//go:norace
-func (p *poller) acceptTCP(ln *net.TCPListener, rc syscall.RawConn) bool {
-	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
-	if err != nil {
-		return false
-	}
-	defer syscall.Close(epfd)
-	var aerr error
-	err = rc.Control(func(lfd uintptr) {
-		aerr = syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, int(lfd), &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(lfd)})
-	})
-	if err != nil || aerr != nil {
-		return false
-	}
-	lAddr := ln.Addr()
-	events := make([]syscall.EpollEvent, 1)
-	for !p.shutdown {
-		n, err := syscall.EpollWait(epfd, events, 100)
-		if n <= 0 || err != nil {
-			continue // timeout or EINTR: look at shutdown
-		}
-		aerr = nil
-		err = rc.Control(func(lfd uintptr) { aerr = p.acceptAll(int(lfd), lAddr) })
-		if err != nil || p.shutdown {
-			return true // the listener is closed
-		}
-		if aerr != nil {
-			logging.Error("NBIO[%v][%v_%v] Accept failed: %v, retrying...",
-				p.g.Name, p.pollType, p.index, aerr)
-			if p.g.onAcceptError != nil {
-				p.g.onAcceptError(aerr)
-			}
-			// EMFILE at the file limit, say: back off instead of spinning.
-			time.Sleep(time.Second / 20)
-		}
-	}
-	return true
 }
 
 // wspubsub patch: acceptAll accepts connections on the listener lfd until
