@@ -640,7 +640,7 @@ func smokeSummary(runs []report.Run) {
 				v = "FAIL " + strings.Join(append(append([]string{}, r.Errors...), r.Failures...), "; ")
 			}
 			what := r.Scenario
-			if rc := r.Reconnect; rc != nil {
+			if rc := r.Reconnect; rc != nil && r.Storm == nil { // a storm publishes nothing while it lasts
 				what += " (" + rc.Mode + ")"
 				if rc.CannotResume {
 					v += " (no resume: loss expected)"
