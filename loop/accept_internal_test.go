@@ -1,3 +1,8 @@
+//go:build linux
+
+// The accept patch is in nbio's epoll poller; the options checked are
+// Linux's names.
+
 package loop
 
 import (
