@@ -68,11 +68,12 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./ws/ ./topics/ ./keys/filestore/ ./keys/pgstore/ ./loop/ ./server/
 
-# Seconds: tiny idle, fanout, paced, churn and reconnect runs against both
-# hubs; a compressed (permessage-deflate) fanout, a short soak and slow
-# consumer against ours; small topics beside a large one (neighbor) against
-# both; then a cluster of 3 nodes over a throwaway NATS (nats-server built
-# from the module graph) with 3,000 subscribers, node 2 killed with SIGKILL
+# Seconds: tiny idle, fanout, paced, churn, reconnect and storm (1,000
+# subscribers dropped at once and back at once) runs against both hubs; a
+# compressed (permessage-deflate) fanout, a short soak and slow consumer
+# against ours; small topics beside a large one (neighbor) against both;
+# then a cluster of 3 nodes over a throwaway NATS (nats-server built from
+# the module graph) with 3,000 subscribers, node 2 killed with SIGKILL
 # mid-run, its subscribers resumed on the others with since.
 bench-smoke: build
 	./wspubsub-bench smoke --hub-bin ./wspubsub
@@ -91,5 +92,6 @@ bench-suite: build
 	./wspubsub-bench churn  --compare --hub-bin ./wspubsub --topics 10 --subs 200 --rate 100 --duration 10s --churn-rate 300 --churn-life 1s --procs 2
 	./wspubsub-bench reconnect --compare --hub-bin ./wspubsub --subs 10000 --rate 4 --duration 20s --procs 2 --cuts 2
 	./wspubsub-bench reconnect --compare --hub-bin ./wspubsub --subs 10000 --rate 4 --duration 20s --procs 2 --cuts 2 --cut hub
+	./wspubsub-bench storm  --compare --hub-bin ./wspubsub --subs 19000
 	./wspubsub-bench slowconsumer --hub-bin ./wspubsub
 	./wspubsub-bench soak --hub-bin ./wspubsub

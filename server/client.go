@@ -69,6 +69,7 @@ type client struct {
 	addr     netip.Addr // the address admitted by the per-address limits, if any
 	refusal  refusal    // a limit the connection broke at accept (or once its proxy named the client), answered at its request
 	lost     bool       // closing, and its input can no longer be parsed
+	drop     bool       // closing without waiting for the peer's close (dropLocked)
 	sse      sseKeep    // an EventSource subscriber's keepalive
 
 	// Behind a trusted proxy, the client it named (with its port when a
@@ -445,6 +446,10 @@ type subRequest struct {
 // wspubsub.meta and permessage-deflate (270 bytes).
 const upgradeResponseSize = 288
 
+// upgradeBufs holds the buffers subscribers' 101 responses are written in:
+// none is kept past its Send, so a storm of handshakes reuses a few.
+var upgradeBufs = sync.Pool{New: func() any { return new([upgradeResponseSize]byte) }}
+
 // extensions is the Sec-WebSocket-Extensions a 101 answers with.
 func extensions(deflate bool) string {
 	if deflate {
@@ -470,6 +475,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		protocol = metaProtocol
 	}
 	cut := false
+	var rb *[upgradeResponseSize]byte
 	err := c.conn.SendFirst(func() ([]byte, error) {
 		var rp history.Replay
 		var epoch string
@@ -496,12 +502,16 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 		if sr.kind == kindSSE {
 			b = appendSSEHead(nil, sr.origin, sseRetry())
 		} else {
-			// Sized for the longest 101 (subprotocol and extension): one
-			// allocation per handshake, the same with or without them.
-			b = ws.AppendUpgradeResponse(make([]byte, 0, upgradeResponseSize), sr.wsKey, protocol, extensions(sr.deflate))
+			// Sized for the longest 101 (subprotocol and extension), from
+			// a pool: Send copies what the kernel does not take at once.
+			rb = upgradeBufs.Get().(*[upgradeResponseSize]byte)
+			b = ws.AppendUpgradeResponse(rb[:0], sr.wsKey, protocol, extensions(sr.deflate))
 		}
 		return appendReplay(b, sr.kind, epoch, rp), nil
 	})
+	if rb != nil {
+		upgradeBufs.Put(rb) // a replay past its size went to a new array
+	}
 	switch {
 	case errors.Is(err, topics.ErrNotStarted):
 		c.refuse(refTopicNotStarted, "topic not started: no publisher")
@@ -715,7 +725,27 @@ func (c *client) closeLocked(code uint16, reason string) {
 		c.conn.SendFinal(appendSSEClose(nil, code, reason), c.srv.cfg.CloseTimeout)
 		return
 	}
+	if c.drop {
+		// A peer that answers no ping will not answer a close either:
+		// the connection ends once the kernel has taken the close frame,
+		// not CloseTimeout later (or after dropLinger if it cannot).
+		c.conn.SendFinal(ws.AppendClose(nil, code, reason), min(c.srv.cfg.CloseTimeout, dropLinger))
+		return
+	}
 	c.conn.SendLast(ws.AppendClose(nil, code, reason), c.srv.cfg.CloseTimeout)
+}
+
+// dropLinger bounds how long a connection dropped for missing its pong may
+// keep its socket while its close frame waits for the kernel: the peer
+// stopped reading, so its receive window may never open.
+const dropLinger = time.Second
+
+// dropLocked is closeLocked for a WebSocket peer that missed its pong: it
+// gets its close frame, and the hub does not wait for an answer that will
+// not come. c.mu is held.
+func (c *client) dropLocked(code uint16, reason string) {
+	c.drop = true
+	c.closeLocked(code, reason)
 }
 
 // leaveTopic takes the client out of its topic at once, so no message is

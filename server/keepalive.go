@@ -71,7 +71,7 @@ func (c *client) keepalive(now int64, ping bool) {
 	switch {
 	case c.pingSent != 0:
 		if now-c.pingSent >= int64(cfg.PongTimeout) {
-			c.closeLocked(ws.CloseIdleTimeout, "idle timeout: no answer to ping")
+			c.dropLocked(ws.CloseIdleTimeout, "idle timeout: no answer to ping")
 		}
 	case now-c.lastRead >= int64(cfg.PingInterval):
 		var b [2]byte

@@ -11,6 +11,40 @@ import (
 	"github.com/wspubsub/wspubsub/server"
 )
 
+// TestKeepaliveDropsSilentPeerAtOnce: a subscriber that answers no ping
+// gets its 4003 close frame and then loses its socket at once: the hub does
+// not wait CloseTimeout (an hour here) for a close the peer will not send.
+// The client reads everything, as a peer whose application hangs does (its
+// kernel still takes the bytes), and never writes.
+func TestKeepaliveDropsSilentPeerAtOnce(t *testing.T) {
+	h := startHub(t, func(c *server.Config) {
+		c.PingInterval = 100 * time.Millisecond
+		c.PongTimeout = 100 * time.Millisecond
+		c.CloseTimeout = time.Hour
+	})
+	p := h.pub(t, "test", "news") // gorilla answers pings while it reads
+	go func() {
+		for {
+			if _, _, err := p.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	silent := h.rawSub(t, "test", "news")
+	b0, _ := silent.next(t)
+	if b0 != finBit|opPing {
+		t.Fatalf("first frame to a silent subscriber: %#x, want a ping", b0)
+	}
+	silent.expectClose(t, 4003)
+	silent.expectEnd(t) // five seconds, against CloseTimeout's hour
+	// The hub is still there for everyone else.
+	sub := h.sub(t, "test", "news")
+	if err := p.WriteMessage(websocket.TextMessage, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, sub, websocket.TextMessage, []byte("after"))
+}
+
 // TestKeepaliveClosesSilentPeers: a connection that sends nothing is pinged
 // after PingInterval and closed with 4003 if it stays silent for
 // PongTimeout; one that answers its pings stays.

@@ -44,6 +44,9 @@ func Describe(r *result.Result) string {
 				what += fmt.Sprintf(", node %d killed at %s", p.KillNode, p.KillAt)
 			}
 		}
+		if r.Scenario == "storm" {
+			what = fmt.Sprintf("%s dropped at once and reconnecting at once, 1 message before and 1 after", subs)
+		}
 	}
 	if p.Compress {
 		what += ", permessage-deflate offered, JSON feed " + cmp.Or(p.Feed, "quotes")
@@ -57,6 +60,9 @@ func Table(w io.Writer, r *result.Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "  %s\t%s\n", k, fmt.Sprintf(format, a...)) }
 	row("connect", "%d subscribers in %.2f s (%.0f/s), %d failed %s", r.Subscribers, r.ConnectSeconds, r.ConnectRate, r.DialFailed, paren(result.FormatCounts(r.DialErrors)))
+	if r.ServerCPUPerHandshakeUs > 0 {
+		row("  server CPU", "%.3f s while connecting = %.1f µs per handshake (schedstat)", r.ConnectServerCPUSeconds, r.ServerCPUPerHandshakeUs)
+	}
 	if r.Scenario != "idle" {
 		cd := churnDelivered(r)
 		if cd > 0 {
@@ -166,6 +172,10 @@ func Table(w io.Writer, r *result.Result) {
 			}
 			row("kill", "%s", k)
 		}
+	}
+	if s := r.Storm; s != nil {
+		row("storm", "%d dropped at once: all back (101) in %.3f s, all receiving in %.3f s; server CPU %.3f s = %.1f µs per reconnect",
+			s.Subscribers, s.BackSeconds, s.ReceivingSeconds, s.ServerCPUSeconds, s.ServerCPUPerReconnectUs)
 	}
 	if c := r.Churn; c != nil {
 		row("churn", "%d opened, %d failed, %d cut by server; %d deliveries, %d gaps, %d duplicates, %d out of order %s",

@@ -333,6 +333,14 @@ type Result struct {
 	// Cluster is the NATS traffic of a run against several nodes, and the
 	// node it killed.
 	Cluster *Cluster `json:"cluster,omitempty"`
+	// Storm is the storm scenario's figures (its reconnects are in
+	// Reconnect).
+	Storm *Storm `json:"storm,omitempty"`
+	// ConnectServerCPUSeconds is the hub's CPU time (schedstat) while the
+	// subscribers connected, and ServerCPUPerHandshakeUs that per
+	// subscriber: what accepting one costs the hub.
+	ConnectServerCPUSeconds float64 `json:"connect_server_cpu_s,omitempty"`
+	ServerCPUPerHandshakeUs float64 `json:"server_cpu_us_per_handshake,omitempty"`
 	// Soak and Slow are the soak and slow-consumer scenarios' own findings.
 	Soak *Soak         `json:"soak,omitempty"`
 	Slow *SlowConsumer `json:"slow_consumer,omitempty"`
@@ -389,6 +397,9 @@ func (r *Result) Check() {
 	}
 	if r.Cluster != nil {
 		r.Cluster.check(add)
+	}
+	if r.Storm != nil {
+		r.Storm.check(add)
 	}
 }
 
@@ -462,6 +473,14 @@ func Compare(ours, ref *Result) []Ratio {
 	if ours.Scenario == "idle" {
 		add("server RSS per connection", "KiB", ours.RSSPerConn/1024, ref.RSSPerConn/1024, true)
 		add("connect rate", "conn/s", ours.ConnectRate, ref.ConnectRate, false)
+		add("server CPU per handshake", "µs", ours.ServerCPUPerHandshakeUs, ref.ServerCPUPerHandshakeUs, true)
+		return out
+	}
+	if a, b := ours.Storm, ref.Storm; a != nil && b != nil {
+		add("storm: all back (101)", "s", a.BackSeconds, b.BackSeconds, true)
+		add("storm: all receiving", "s", a.ReceivingSeconds, b.ReceivingSeconds, true)
+		add("storm: server CPU per reconnect", "µs", a.ServerCPUPerReconnectUs, b.ServerCPUPerReconnectUs, true)
+		add("connect rate (first connect)", "conn/s", ours.ConnectRate, ref.ConnectRate, false)
 		return out
 	}
 	if a, b := ours.Reconnect, ref.Reconnect; a != nil && b != nil {

@@ -51,7 +51,7 @@ func (ru *runner) progressStart() {
 				if ru.o.Scenario == "churn" {
 					line += fmt.Sprintf("  churned %d", p.Churned)
 				}
-				if ru.o.Scenario == "reconnect" {
+				if ru.o.Scenario == "reconnect" || ru.o.Scenario == "storm" {
 					line += fmt.Sprintf("  cuts %d reconnects %d", p.Cuts, p.Reconnects)
 				}
 				if ru.o.ProgressTTY {

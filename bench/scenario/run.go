@@ -159,9 +159,9 @@ type Options struct {
 
 func (o *Options) defaults() error {
 	switch o.Scenario {
-	case "idle", "fanout", "churn", "reconnect", "soak", "slowconsumer":
+	case "idle", "fanout", "churn", "reconnect", "storm", "soak", "slowconsumer":
 	default:
-		return fmt.Errorf("cannot run scenario %q: want idle, fanout, churn, reconnect, soak or slowconsumer", o.Scenario)
+		return fmt.Errorf("cannot run scenario %q: want idle, fanout, churn, reconnect, storm, soak or slowconsumer", o.Scenario)
 	}
 	def := func(v *int, d int) {
 		if *v <= 0 {
@@ -226,6 +226,9 @@ func (o *Options) defaults() error {
 		default:
 			return fmt.Errorf("cannot cut subscribers by %q: want --cut client or --cut hub", o.CutMode)
 		}
+	case "storm":
+		// One message before the storm, one after (storm.go).
+		o.Count, o.Rate, o.Cuts, o.CutMode = 2, 0, 1, "client"
 	case "soak":
 		defD(&o.Duration, 2*time.Minute)
 		if o.Rate <= 0 {
@@ -299,6 +302,8 @@ func (o *Options) params() result.Params {
 		if o.KillNode > 0 {
 			p.KillAt = o.KillAt.String()
 		}
+	case "storm":
+		p.Cuts, p.CutMode = 1, "client"
 	case "soak":
 		p.ChurnRate = o.ChurnRate
 		p.ChurnLife = o.ChurnLife.String()
@@ -476,11 +481,12 @@ func (ru *runner) run(ctx context.Context) error {
 	n := len(ru.members)
 	var mu sync.Mutex
 	var firstDial, lastOpen int64
+	_, sched0, _ := ru.serverCPU()
 	err := ru.each(func(i int, m member) error {
 		first, last := i*total/n, (i+1)*total/n
 		rep, err := m.call(ctx, Command{Op: "subscribe", Subscribe: &SubscribePlan{
 			Domain: t.Domain, Topics: o.Topics, First: first, N: last - first,
-			Sources: sourcesFor(o.Sources, i, n), Reconnect: o.Scenario == "reconnect",
+			Sources: sourcesFor(o.Sources, i, n), Reconnect: o.Scenario == "reconnect" || o.Scenario == "storm",
 		}})
 		if err != nil {
 			return err
@@ -511,9 +517,16 @@ func (ru *runner) run(ctx context.Context) error {
 	if r.ConnectSeconds > 0 {
 		r.ConnectRate = float64(r.Subscribers) / r.ConnectSeconds
 	}
+	if _, sched1, err := ru.serverCPU(); err == nil && r.ServerMeasured {
+		r.ConnectServerCPUSeconds = (sched1 - sched0).Seconds()
+		r.ServerCPUPerHandshakeUs = r.ConnectServerCPUSeconds * 1e6 / float64(r.Subscribers)
+	}
 
-	if o.Scenario == "idle" {
+	switch o.Scenario {
+	case "idle":
 		return ru.idle(ctx)
+	case "storm":
+		return ru.storm(ctx)
 	}
 	return ru.flow(ctx)
 }

@@ -8,6 +8,8 @@
 //	wspubsub-bench reconnect [flags] every subscriber is cut (--cut client|hub) --cuts times and resumes
 //	                                 with since=EPOCH:OFFSET (wspubsub.meta); loss, duplicates, order,
 //	                                 time to recover
+//	wspubsub-bench storm   [flags]   every subscriber dropped at once reconnects at once; time until all
+//	                                 are back and receiving (a message published after reaches all)
 //	wspubsub-bench soak    [flags]   minutes of clients of every kind coming and going; the hub's goroutines,
 //	                                 files, memory, connections and topics must come back (reads /metrics)
 //	wspubsub-bench slowconsumer [flags]  one subscriber stops reading among 1,000 fast ones: it is cut off
@@ -66,7 +68,7 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-const usage = `usage: wspubsub-bench idle|fanout|churn|reconnect|soak|slowconsumer|neighbor|httppub|smoke|refhub [flags]
+const usage = `usage: wspubsub-bench idle|fanout|churn|reconnect|storm|soak|slowconsumer|neighbor|httppub|smoke|refhub [flags]
        wspubsub-bench SCENARIO -h   for the flags`
 
 func run(args []string) int {
@@ -86,7 +88,7 @@ func run(args []string) int {
 		return runHTTPPub(args)
 	case "neighbor":
 		return runNeighbor(args)
-	case "idle", "fanout", "churn", "reconnect", "soak", "slowconsumer", "smoke":
+	case "idle", "fanout", "churn", "reconnect", "storm", "soak", "slowconsumer", "smoke":
 	case "-h", "--help", "help":
 		fmt.Println(usage)
 		return 0
@@ -210,6 +212,9 @@ func parseFlags(cmd string, args []string) (*flags, error) {
 		// them for seconds at the client (2 × 2 workers × 512 stays under
 		// the kernel's somaxconn of 4096).
 		defSubs, defCount, defRate, defDuration, defDialConcurrency = 1000, 0, 4, 10*time.Second, 512
+	case "storm":
+		// The whole storm in flight at once, as in reconnect.
+		defSubs, defDialConcurrency = 19000, 512
 	case "soak":
 		defTopics, defSubs, defCount, defSize, defRate = 10, 50, 0, 256, 10
 		defDuration, defChurnRate, defChurnLife = 2*time.Minute, 200, 4*time.Second
@@ -495,6 +500,8 @@ func smoke(ctx context.Context, f *flags) ([]report.Run, error) {
 		// answering no ping (ours).
 		{Scenario: "reconnect", Topics: 2, SubsPerTopic: 25, Rate: 20, Duration: 1500 * time.Millisecond, Cuts: 2, CutMode: "client",
 			ReconnectDelay: 50 * time.Millisecond, DrainTimeout: 500 * time.Millisecond},
+		// Every subscriber dropped at once and back at once.
+		{Scenario: "storm", Topics: 2, SubsPerTopic: 500},
 		{Scenario: "reconnect", Topics: 2, SubsPerTopic: 25, Rate: 20, Duration: 2 * time.Second, Cuts: 2, CutMode: "hub",
 			ReconnectDelay: 50 * time.Millisecond, DrainTimeout: 500 * time.Millisecond,
 			PingInterval: 200 * time.Millisecond, PongTimeout: 200 * time.Millisecond},
@@ -655,7 +662,7 @@ func smokeSummary(runs []report.Run) {
 				v = "FAIL " + strings.Join(append(append([]string{}, r.Errors...), r.Failures...), "; ")
 			}
 			what := r.Scenario
-			if rc := r.Reconnect; rc != nil {
+			if rc := r.Reconnect; rc != nil && r.Storm == nil { // a storm publishes nothing while it lasts
 				what += " (" + rc.Mode + ")"
 				if rc.CannotResume {
 					v += " (no resume: loss expected)"

@@ -168,6 +168,18 @@ func (p *poller) acceptorLoop() {
 		defer runtime.UnlockOSThread()
 	}
 
+	// wspubsub patch: after each Accept, a TCP listener is drained with
+	// accept4 until EAGAIN (acceptAll): a storm of connections is taken in
+	// batches, one wake-up for many, and all but the first of a batch skip
+	// the standard path's system calls and allocations (see PATCHES.md).
+	var drain syscall.RawConn
+	var lAddr net.Addr
+	if ln, ok := p.listener.(*net.TCPListener); ok {
+		if rc, err := ln.SyscallConn(); err == nil {
+			drain, lAddr = rc, ln.Addr()
+		}
+	}
+
 	// wspubsub patch: no "p.shutdown = false" here. A Stop that came before
 	// this goroutine first ran had set it, and clearing it made the loop
 	// spin on the closed listener (see PATCHES.md).
@@ -189,6 +201,15 @@ func (p *poller) acceptorLoop() {
 					c.fd,
 					err,
 				)
+			}
+			if drain != nil {
+				var aerr error
+				if err := drain.Control(func(lfd uintptr) { aerr = p.acceptAll(int(lfd), lAddr) }); err == nil && aerr != nil {
+					// EMFILE at the file limit, say: Accept reports it
+					// next, and backs off.
+					logging.Error("NBIO[%v][%v_%v] accept4 failed: %v",
+						p.g.Name, p.pollType, p.index, aerr)
+				}
 			}
 		} else {
 			var ne net.Error
@@ -221,6 +242,75 @@ func (p *poller) acceptorLoop() {
 			}
 		}
 	}
+}
+
+// wspubsub patch: acceptAll accepts connections on the listener lfd until
+// EAGAIN and hands each to its poller. Like dupStdConn, whose work it does,
+// it is not instrumented by the race detector: the poller that reads a
+// Conn's fields learns of it through the kernel (epoll_ctl), which orders
+// nothing for Go, and it locks the Conn before it uses it.
+//
+//go:norace
+func (p *poller) acceptAll(lfd int, lAddr net.Addr) error {
+	for !p.shutdown {
+		fd, sa, err := syscall.Accept4(lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+		case syscall.EAGAIN:
+			return nil
+		case syscall.EINTR, syscall.ECONNABORTED:
+			continue
+		default:
+			return os.NewSyscallError("accept4", err)
+		}
+		if err := setConnOptions(fd); err != nil {
+			syscall.Close(fd) // reset, or gone already
+			continue
+		}
+		c := &Conn{fd: fd, lAddr: lAddr, rAddr: tcpAddr(sa), typ: ConnTypeTCP}
+		if err := p.g.pollers[c.Hash()%len(p.g.pollers)].addConn(c); err != nil && !p.shutdown {
+			logging.Error("NBIO[%v][%v_%v] addConn [fd: %v] failed: %v",
+				p.g.Name, p.pollType, p.index, fd, err)
+		}
+	}
+	return nil
+}
+
+// wspubsub patch: setConnOptions sets on an accepted socket what the
+// standard library's Accept sets: TCP_NODELAY, and keepalive after 15 s
+// idle, every 15 s (net's defaults; 9 probes is Linux's own). Linux does not
+// copy them from the listener.
+//
+//go:norace
+func setConnOptions(fd int) error {
+	for _, o := range [...]struct{ level, opt, v int }{
+		{syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 15},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 15},
+	} {
+		if err := syscall.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
+}
+
+// wspubsub patch: tcpAddr is the net.Addr of an accepted peer.
+func tcpAddr(sa syscall.Sockaddr) net.Addr {
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
+	case *syscall.SockaddrInet6:
+		a := &net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
+		if sa.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				a.Zone = ifi.Name
+			}
+		}
+		return a
+	}
+	return &net.TCPAddr{}
 }
 
 //go:norace
