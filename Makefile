@@ -41,28 +41,30 @@ lint:
 race:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Each fuzz target for a bounded time (FUZZTIME each).
+# Each fuzz target for a bounded time (FUZZTIME each); scripts/fuzz-one
+# retries a run that Go 1.26's fuzzing coordinator fails at the deadline
+# with no finding (golang/go#75804).
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./ws/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./ws/
-	$(GO) test -run '^$$' -fuzz '^FuzzAcceptDeflate$$' -fuzztime $(FUZZTIME) ./ws/
-	$(GO) test -run '^$$' -fuzz '^FuzzInflate$$' -fuzztime $(FUZZTIME) ./ws/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseTarget$$' -fuzztime $(FUZZTIME) ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseResume$$' -fuzztime $(FUZZTIME) ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzAcceptsEventStream$$' -fuzztime $(FUZZTIME) ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzAPIRequest$$' -fuzztime $(FUZZTIME) ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzForwardedFor$$' -fuzztime $(FUZZTIME) ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyToken$$' -fuzztime $(FUZZTIME) ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzWellFormed$$' -fuzztime $(FUZZTIME) ./keys/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./cmd/wspubsub/
-	$(GO) test -run '^$$' -fuzz '^FuzzNames$$' -fuzztime $(FUZZTIME) ./cluster/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./cluster/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHistory$$' -fuzztime $(FUZZTIME) ./cluster/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseForward$$' -fuzztime $(FUZZTIME) ./cluster/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRelay$$' -fuzztime $(FUZZTIME) ./cluster/
-	$(GO) test -run '^$$' -fuzz '^FuzzRedactURL$$' -fuzztime $(FUZZTIME) ./cluster/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./bench/meta/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./proxyproto/
+	./scripts/fuzz-one $(GO) ./ws/ FuzzReader $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./ws/ FuzzParseRequest $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./ws/ FuzzAcceptDeflate $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./ws/ FuzzInflate $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./server/ FuzzParseTarget $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./server/ FuzzParseResume $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./server/ FuzzAcceptsEventStream $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./server/ FuzzAPIRequest $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./server/ FuzzForwardedFor $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./server/ FuzzVerifyToken $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./keys/ FuzzWellFormed $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./cmd/wspubsub/ FuzzParseConfig $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./cluster/ FuzzNames $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./cluster/ FuzzParseHeader $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./cluster/ FuzzParseHistory $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./cluster/ FuzzParseForward $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./cluster/ FuzzParseRelay $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./cluster/ FuzzRedactURL $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./bench/meta/ FuzzParse $(FUZZTIME)
+	./scripts/fuzz-one $(GO) ./proxyproto/ FuzzParse $(FUZZTIME)
 
 # Benchmarks next to the code (fan-out allocations, parser, topic table).
 bench:
