@@ -477,12 +477,79 @@ type page struct {
 	url      string
 	deadline time.Time // no wait goes past it
 
+	reports
+
 	mu   sync.Mutex
 	subs []pageSub     // what the page subscribes to (serve)
 	mint func() string // what the page's /token answers, if set
+}
+
+// reports collects the events a test page POSTs to /report (reportJS),
+// each once: a page sends a batch again until it gets an answer.
+type reports struct {
+	mu   sync.Mutex
 	evs  []event
 	seen map[int]bool
 }
+
+// serveReport is the handler of POST /report.
+func (rs *reports) serveReport(w http.ResponseWriter, r *http.Request) {
+	var evs []event
+	if err := json.NewDecoder(r.Body).Decode(&evs); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.seen == nil {
+		rs.seen = make(map[int]bool)
+	}
+	for _, e := range evs {
+		if !rs.seen[e.N] { // a batch the page sent again
+			rs.seen[e.N] = true
+			rs.evs = append(rs.evs, e)
+		}
+	}
+}
+
+// events returns what the page reported so far, in order.
+func (rs *reports) events() []event {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return append([]event(nil), rs.evs...)
+}
+
+// reportJS is the test pages' report(ev): it numbers the events and POSTs
+// them to /report in order, in batches, again until one is taken; page
+// errors are reported as kind "error"; base64 encodes binary messages.
+const reportJS = `const queue = [];
+let n = 0, sending = false;
+function report(ev) {
+  queue.push({n: ++n, ...ev});
+  if (!sending) flush();
+}
+async function flush() {
+  sending = true;
+  while (queue.length) {
+    const batch = queue.splice(0, 500);
+    for (;;) {
+      try {
+        if ((await fetch('/report', {method: 'POST', body: JSON.stringify(batch)})).ok) break;
+      } catch (e) {}
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  sending = false;
+}
+addEventListener('error', (e) => report({kind: 'error', reason: String(e.message)}));
+addEventListener('unhandledrejection', (e) => report({kind: 'error', reason: String(e.reason)}));
+
+function base64(u8) {
+  let s = '';
+  for (const b of u8) s += String.fromCharCode(b);
+  return btoa(s);
+}
+`
 
 // serve sets the subscriptions the page makes once the browser loads it.
 func (p *page) serve(subs []pageSub) {
@@ -498,7 +565,7 @@ func startPage(t *testing.T) *page {
 		t.Fatal(err)
 	}
 	// The whole test stays within a minute, browser start included.
-	p := &page{seen: make(map[int]bool), deadline: time.Now().Add(50 * time.Second)}
+	p := &page{deadline: time.Now().Add(50 * time.Second)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
@@ -521,31 +588,11 @@ func startPage(t *testing.T) *page {
 		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
 		w.Write(js)
 	})
-	mux.HandleFunc("POST /report", func(w http.ResponseWriter, r *http.Request) {
-		var evs []event
-		if err := json.NewDecoder(r.Body).Decode(&evs); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		p.mu.Lock()
-		for _, e := range evs {
-			if !p.seen[e.N] { // a batch the page sent again
-				p.seen[e.N] = true
-				p.evs = append(p.evs, e)
-			}
-		}
-		p.mu.Unlock()
-	})
+	mux.HandleFunc("POST /report", p.serveReport)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	p.url = srv.URL
 	return p
-}
-
-func (p *page) events() []event {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]event(nil), p.evs...)
 }
 
 // waitFor polls the page's events until cond holds, failing the test after
@@ -582,34 +629,7 @@ const pageHTML = `<!doctype html>
 <meta charset="utf-8">
 <title>wspubsub.js test</title>
 <script type="module">
-const queue = [];
-let n = 0, sending = false;
-function report(ev) {
-  queue.push({n: ++n, ...ev});
-  if (!sending) flush();
-}
-async function flush() {
-  sending = true;
-  while (queue.length) {
-    const batch = queue.splice(0, 500);
-    for (;;) {
-      try {
-        if ((await fetch('/report', {method: 'POST', body: JSON.stringify(batch)})).ok) break;
-      } catch (e) {}
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  sending = false;
-}
-addEventListener('error', (e) => report({kind: 'error', reason: String(e.message)}));
-addEventListener('unhandledrejection', (e) => report({kind: 'error', reason: String(e.reason)}));
-
-function base64(u8) {
-  let s = '';
-  for (const b of u8) s += String.fromCharCode(b);
-  return btoa(s);
-}
-
+` + reportJS + `
 import('/wspubsub.js').then(({subscribe}) => {
   for (const s of SUBS) {
     const sub = s.name;

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -234,17 +233,14 @@ func (h *hub) token(t *testing.T, d time.Duration, topics ...string) string {
 type browser struct {
 	url      string
 	deadline time.Time
-
-	mu   sync.Mutex
-	evs  []event
-	seen map[int]bool
+	reports
 }
 
 // startBrowserPage serves a page that opens each case's socket on base
 // (wss://HOST:PORT) and reports every event on it.
 func startBrowserPage(t *testing.T, base string, cases []browserCase) *browser {
 	t.Helper()
-	b := &browser{seen: make(map[int]bool), deadline: time.Now().Add(50 * time.Second)}
+	b := &browser{deadline: time.Now().Add(50 * time.Second)}
 	cfg, err := json.Marshal(struct {
 		Base  string        `json:"base"`
 		Cases []browserCase `json:"cases"`
@@ -257,31 +253,11 @@ func startBrowserPage(t *testing.T, base string, cases []browserCase) *browser {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		io.WriteString(w, strings.Replace(browserPageHTML, "CONFIG", string(cfg), 1))
 	})
-	mux.HandleFunc("POST /report", func(w http.ResponseWriter, r *http.Request) {
-		var evs []event
-		if err := json.NewDecoder(r.Body).Decode(&evs); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		b.mu.Lock()
-		for _, e := range evs {
-			if !b.seen[e.N] {
-				b.seen[e.N] = true
-				b.evs = append(b.evs, e)
-			}
-		}
-		b.mu.Unlock()
-	})
+	mux.HandleFunc("POST /report", b.serveReport)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	b.url = srv.URL
 	return b
-}
-
-func (b *browser) events() []event {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]event(nil), b.evs...)
 }
 
 // waitFor polls the page's events until cond holds, failing the test at
@@ -386,34 +362,7 @@ const browserPageHTML = `<!doctype html>
 <meta charset="utf-8">
 <title>wspubsub through nginx</title>
 <script type="module">
-const queue = [];
-let n = 0, sending = false;
-function report(ev) {
-  queue.push({n: ++n, ...ev});
-  if (!sending) flush();
-}
-async function flush() {
-  sending = true;
-  while (queue.length) {
-    const batch = queue.splice(0, 500);
-    for (;;) {
-      try {
-        if ((await fetch('/report', {method: 'POST', body: JSON.stringify(batch)})).ok) break;
-      } catch (e) {}
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  sending = false;
-}
-addEventListener('error', (e) => report({kind: 'error', reason: String(e.message)}));
-addEventListener('unhandledrejection', (e) => report({kind: 'error', reason: String(e.reason)}));
-
-function base64(u8) {
-  let s = '';
-  for (const b of u8) s += String.fromCharCode(b);
-  return btoa(s);
-}
-
+` + reportJS + `
 const config = CONFIG;
 for (const c of config.cases) {
   const sub = c.name;
