@@ -1,21 +1,15 @@
 package proxytest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/wspubsub/wspubsub/internal/testca"
 )
 
 // Certs is a throwaway CA and a server certificate it signed for
@@ -41,56 +35,10 @@ func (c *Certs) ClientConfig() *tls.Config {
 func NewCerts(t testing.TB) *Certs {
 	t.Helper()
 	dir := workDir(t)
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "wspubsub throwaway test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})...)
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	ca := testca.New(t, "wspubsub throwaway test CA")
+	leaf := ca.Issue(t, "127.0.0.1", true)
+	chain := append(append([]byte(nil), leaf.CertPEM...), ca.PEM...)
+	keyPEM := leaf.KeyPEM
 	c := &Certs{
 		CertFile: filepath.Join(dir, "fullchain.pem"),
 		KeyFile:  filepath.Join(dir, "privkey.pem"),
@@ -98,12 +46,12 @@ func NewCerts(t testing.TB) *Certs {
 		CAFile:   filepath.Join(dir, "ca.pem"),
 		Pool:     x509.NewCertPool(),
 	}
-	c.Pool.AddCert(ca)
-	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	c.Pool.AddCert(ca.Cert)
+	sum := sha256.Sum256(leaf.Cert.RawSubjectPublicKeyInfo)
 	c.SPKI = base64.StdEncoding.EncodeToString(sum[:])
 	for path, data := range map[string][]byte{
 		c.CertFile: chain, c.KeyFile: keyPEM, c.PEMFile: append(append([]byte(nil), chain...), keyPEM...),
-		c.CAFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		c.CAFile: ca.PEM,
 	} {
 		// Readable by the proxies' workers, which do not run as root.
 		if err := os.WriteFile(path, data, 0o644); err != nil {
