@@ -10,9 +10,10 @@ import (
 
 // Catching up. A node that misses offsets of a topic's stream (NATS was
 // away, or a bound dropped some) sees it in the positions: the next run it
-// gets starts past the offset after its last, or the owner's record, which
-// the owner rewrites every ClaimTTL/3 with its last position, names a
-// later offset than the node has. It then fetches the missed offsets from
+// gets starts past the offset after its last, or the owner's record names
+// a later offset than the node has: the owner rewrites its records with
+// their last positions when it comes back to NATS, when a node that came
+// back asks for them (resync, liveness.go), and every recordTTL/3. It then fetches the missed offsets from
 // the owner's history (the history request of fetch.go), on the topic's
 // subscription goroutine, never on an event loop, and delivers them in
 // order before anything newer; what comes meanwhile waits in the

@@ -39,10 +39,14 @@ type record struct {
 	// own entry, and an entry not refreshed by Until lapses.
 	Remote map[string]remoteClaim `json:"remote,omitempty"`
 	// OwnerUntil is when the owner's claim lapses unless it writes the
-	// record again, Unix milliseconds (0 in records of older versions):
+	// record again, Unix milliseconds, with several publishers per topic:
 	// the other nodes' writes of their Remote entries keep the record,
 	// not the owner, alive. An owner that closes writes it as now.
 	OwnerUntil int64 `json:"owner_until,omitempty"`
+	// Beats says the owner's claim lives as long as its heartbeat (see
+	// liveness.go), not OwnerUntil: the record is not rewritten to stay
+	// alive. Set with one publisher per topic.
+	Beats bool `json:"beats,omitempty"`
 }
 
 // remoteClaim is one non-owner node's publishers of a topic.
@@ -66,7 +70,12 @@ func (r record) liveRemote(now int64) int {
 // encode is l's record: n.mu is held.
 func (n *Node) encode(l *lease) []byte {
 	now := time.Now()
-	r := record{Node: n.id, Pubs: l.pubs, Remote: l.remote, OwnerUntil: now.Add(n.cfg.ClaimTTL).UnixMilli()}
+	r := record{Node: n.id, Pubs: l.pubs, Remote: l.remote}
+	if n.multi() {
+		r.OwnerUntil = now.Add(n.cfg.ClaimTTL).UnixMilli()
+	} else {
+		r.Beats = true
+	}
 	closing := n.closing.Load()
 	if l.pubs == 0 && (len(l.remote) == 0 || closing) {
 		r.GraceUntil = l.graceUntil.UnixMilli()
@@ -93,14 +102,18 @@ func decodeRecord(b []byte) (record, error) {
 // owned reports whether the record, written at created, holds a live
 // publisher (on its owner or, with several publishers per topic, on
 // another node) that a claim must not take over.
-func (r record) owned(created time.Time, ttl time.Duration) bool {
+func (n *Node) owned(r record, created time.Time) bool {
 	now := time.Now().UnixMilli()
-	return (r.Pubs > 0 || r.liveRemote(now) > 0) && r.ownerAlive(created, ttl)
+	return (r.Pubs > 0 || r.liveRemote(now) > 0) && n.ownerAlive(r, created)
 }
 
-// ownerAlive reports whether the record's owner wrote it recently enough.
-func (r record) ownerAlive(created time.Time, ttl time.Duration) bool {
-	return time.Since(created) < ttl && (r.OwnerUntil == 0 || time.Now().UnixMilli() < r.OwnerUntil)
+// ownerAlive reports whether the record's owner is alive: its heartbeat is
+// (Beats), or it wrote the record recently enough.
+func (n *Node) ownerAlive(r record, created time.Time) bool {
+	if r.Beats {
+		return n.alive(r.Node)
+	}
+	return time.Since(created) < n.cfg.ClaimTTL && (r.OwnerUntil == 0 || time.Now().UnixMilli() < r.OwnerUntil)
 }
 
 type leaseState uint8
@@ -124,7 +137,8 @@ type lease struct {
 	state      leaseState
 	pubs       int
 	graceUntil time.Time
-	rev        uint64 // the record's revision as this node last wrote it
+	rev        uint64    // the record's revision as this node last wrote it
+	written    time.Time // when this node last wrote it
 	dirty      bool
 	claimed    chan struct{} // closed when the first claim ends
 	// remote is the owner's copy of the record's Remote entries, as last
@@ -246,7 +260,7 @@ func (n *Node) Claim(ctx context.Context, k topics.Key) (server.ClusterTopic, er
 				n.stats.claims[claimWon].Add(1)
 				return &claim{l: l}, nil
 			}
-			l.state, l.pubs, l.rev = leaseOwned, 1, rev
+			l.state, l.pubs, l.rev, l.written = leaseOwned, 1, rev, time.Now()
 			close(l.claimed)
 			n.mu.Unlock()
 			n.stats.claims[claimWon].Add(1)
@@ -363,7 +377,7 @@ func (n *Node) acquire(ctx context.Context, l *lease, oneShot bool) (rev uint64,
 			return 0, "", fmt.Errorf("cannot read the topic's ownership record: %w", err)
 		}
 		r, err := decodeRecord(e.Value())
-		if err == nil && r.Node != n.id && r.owned(e.Created(), n.cfg.ClaimTTL) && !n.ownerGone(r.Node) {
+		if err == nil && r.Node != n.id && n.owned(r, e.Created()) && !n.ownerGone(r.Node) {
 			if !n.multi() || oneShot {
 				return 0, "", fmt.Errorf("cluster: topic owned by node %s: %w", r.Node, topics.ErrHasPublisher)
 			}
@@ -426,7 +440,7 @@ func (n *Node) reclaim(ctx context.Context, l *lease) (bool, error) {
 		return false, fmt.Errorf("cannot take the topic's ownership record back: %w", err)
 	}
 	n.mu.Lock()
-	l.rev, l.pubs, l.graceUntil = newRev, 1, time.Time{}
+	l.rev, l.written, l.pubs, l.graceUntil = newRev, time.Now(), 1, time.Time{}
 	n.mu.Unlock()
 	return true, nil
 }
@@ -551,11 +565,16 @@ func (n *Node) markDirty(l *lease) {
 	n.wake(n.kick)
 }
 
-func (n *Node) markAllDirty() {
+// markAllDirty queues every lease's record to be written.
+func (n *Node) markAllDirty() { n.markWrittenBefore(time.Time{}) }
+
+// markWrittenBefore queues the records of the leases last written before t
+// (the zero time: all of them).
+func (n *Node) markWrittenBefore(t time.Time) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, l := range n.leases {
-		if l.state == leaseOwned || l.state == leaseRemote {
+		if (l.state == leaseOwned || l.state == leaseRemote) && (t.IsZero() || l.written.Before(t)) {
 			n.markDirty(l)
 		}
 	}
@@ -618,7 +637,7 @@ func (n *Node) sync(l *lease) {
 	case err == nil:
 		n.mu.Lock()
 		if l.state == leaseOwned {
-			l.rev = newRev
+			l.rev, l.written = newRev, time.Now()
 		}
 		n.mu.Unlock()
 	case errors.Is(err, errLost):
@@ -721,7 +740,13 @@ func (l *lease) publish(epoch string, first uint64, frames []byte, msgs, payload
 // encodeClaim is the record of a claim: one publisher, l's position.
 func (n *Node) encodeClaim(l *lease) []byte {
 	epoch, last := l.position()
-	b, _ := json.Marshal(record{Node: n.id, Pubs: 1, Epoch: epoch, Last: last, OwnerUntil: time.Now().Add(n.cfg.ClaimTTL).UnixMilli()})
+	r := record{Node: n.id, Pubs: 1, Epoch: epoch, Last: last}
+	if n.multi() {
+		r.OwnerUntil = time.Now().Add(n.cfg.ClaimTTL).UnixMilli()
+	} else {
+		r.Beats = true
+	}
+	b, _ := json.Marshal(r)
 	return b
 }
 

@@ -15,8 +15,10 @@
 // key-value bucket (key DOMAIN.TOPIC, encoded as above; value: the owning
 // node, its number of publishers, the end of the grace period once the
 // last one left, and the topic's position as the owner last published).
-// The bucket's MaxAge is ClaimTTL, and the owner rewrites
-// its records every ClaimTTL/3; the record of a node that died lapses. Every
+// A record lives as long as its owner's heartbeat: every node writes one
+// key of a second bucket every ClaimTTL/3, and the records of a node not
+// heard of for ClaimTTL lapse (see liveness.go), so a record is written
+// only when it changes, not to stay alive. Every
 // write is a compare-and-set on the record's revision, so of two nodes that
 // claim a topic at once exactly one wins. Every node watches the bucket and
 // keeps a local view, which answers "is this topic started anywhere?" for

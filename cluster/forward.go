@@ -163,7 +163,7 @@ func (n *Node) ownerOf(k topics.Key) (other string, here bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	e := v.m[k]
-	if e == nil || e.node == n.id || v.synced() && !time.Now().Before(e.endsAt(n.cfg.ClaimTTL, n.graceFor())) {
+	if e == nil || e.node == n.id || v.synced() && !time.Now().Before(e.endsAt(n)) {
 		return "", false
 	}
 	return e.node, false

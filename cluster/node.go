@@ -55,9 +55,9 @@ type Config struct {
 	Bucket string
 	// Replicas of the bucket in a NATS cluster. Default 1.
 	Replicas int
-	// ClaimTTL is how long a node's claim on a topic outlives the node: the
-	// owner refreshes its records every ClaimTTL/3, and a record not
-	// refreshed for ClaimTTL lapses. Default 6s.
+	// ClaimTTL is how long a node's claims on topics outlive the node: it
+	// writes its heartbeat every ClaimTTL/3, and its records lapse when
+	// none was heard for ClaimTTL (see liveness.go). Default 6s.
 	ClaimTTL time.Duration
 	// ClaimWait is how long a publisher's claim waits for a live record of
 	// another node to turn into a grace record (that node's publisher just
@@ -141,6 +141,8 @@ type Node struct {
 	hub   atomic.Pointer[hubRef]
 	grace atomic.Int64 // the hub's grace period, in nanoseconds
 	kv    atomic.Pointer[kvRef]
+	hb    atomic.Pointer[kvRef] // the heartbeat bucket
+	live  liveness
 	stats stats
 
 	// Ownership: the topics this node has publishers of.
@@ -229,6 +231,7 @@ func Connect(cfg Config) (*Node, error) {
 	}
 	n.ackSubj = ackSubject(cfg.Prefix, n.id)
 	n.view.init()
+	n.live.init()
 	n.interests.init()
 	n.stats.init()
 	if len(auth.attrs) > 0 {
@@ -273,6 +276,10 @@ func Connect(cfg Config) (*Node, error) {
 		nc.Close()
 		return nil, fmt.Errorf("cannot subscribe to forwarded publishes: %w", err)
 	}
+	if _, err := nc.Subscribe(resyncSubject(cfg.Prefix), n.answerResync); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cannot subscribe to resync requests: %w", err)
+	}
 	if cfg.PublishersPerTopic > 1 {
 		rsub, err := nc.Subscribe(relaySubject(cfg.Prefix, n.id), n.answerRelay)
 		if err == nil {
@@ -285,6 +292,7 @@ func Connect(cfg Config) (*Node, error) {
 		}
 	}
 	go n.work()
+	go n.heartbeat()
 	go n.send()
 	if nc.IsConnected() {
 		n.wake(n.reconnect)
@@ -413,20 +421,24 @@ func (n *Node) wake(ch chan struct{}) {
 	}
 }
 
-// work is the node's goroutine: it sets the bucket and its watch up after
-// each (re)connection, writes the claims' records when they change and
-// every ClaimTTL/3, and ages the view.
+// work is the node's goroutine: it sets the buckets and their watches up
+// after each (re)connection, writes the claims' records when they change
+// and every recordTTL/3 (every ClaimTTL/3 with several publishers per
+// topic), and ages the view.
 func (n *Node) work() {
 	defer close(n.done)
 	refresh := time.NewTicker(n.cfg.ClaimTTL / 3)
 	defer refresh.Stop()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	setup := false
-	var w jetstream.KeyWatcher
+	setup, first := false, true
+	var w, hw jetstream.KeyWatcher
 	defer func() {
 		if w != nil {
 			w.Stop()
+		}
+		if hw != nil {
+			hw.Stop()
 		}
 	}()
 	for {
@@ -438,7 +450,12 @@ func (n *Node) work() {
 			setup = true
 		case <-n.kick:
 		case <-refresh.C:
-			n.markAllDirty()
+			if n.multi() {
+				n.markAllDirty()
+			} else {
+				n.markWrittenBefore(time.Now().Add(-recordTTL(n.cfg.ClaimTTL) / 3))
+			}
+			n.forgetDead()
 		case <-tick.C:
 			n.view.sweep(n)
 			n.checkRelays()
@@ -447,7 +464,7 @@ func (n *Node) work() {
 			}
 		}
 		if setup && n.nc.IsConnected() {
-			nw, err := n.setup()
+			nw, nhw, err := n.setup()
 			if err != nil {
 				n.stats.kvErrors.Add(1)
 				n.log.Warn("cannot set up topic ownership; retrying", "bucket", n.cfg.Bucket, "err", err)
@@ -455,38 +472,91 @@ func (n *Node) work() {
 				if w != nil {
 					w.Stop()
 				}
-				w, setup = nw, false
+				if hw != nil {
+					hw.Stop()
+				}
+				w, hw, setup = nw, nhw, false
 				n.markAllDirty() // the records may have lapsed while NATS was away
+				if !first && n.interests.len() > 0 {
+					n.askResync()
+				}
+				first = false
 			}
 		}
 		n.syncDirty()
 	}
 }
 
-// setup creates (or adopts) the ownership bucket and starts watching it.
-func (n *Node) setup() (jetstream.KeyWatcher, error) {
+// setup creates (or adopts) the heartbeat and ownership buckets and starts
+// watching them: the heartbeats are loaded first, so that the view judges
+// no record before it knows which owners are alive.
+func (n *Node) setup() (w, hw jetstream.KeyWatcher, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	hkv, hw, err := n.setupLiveness(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	n.hb.Store(&kvRef{hkv})
 	kv, err := n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      n.cfg.Bucket,
 		Description: "wspubsub topic ownership: which hub node has a topic's publisher",
 		History:     1,
-		TTL:         n.cfg.ClaimTTL,
+		TTL:         recordTTL(n.cfg.ClaimTTL),
 		Storage:     jetstream.FileStorage,
 		Replicas:    n.cfg.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cannot create the key-value bucket: %w", err)
+		hw.Stop()
+		return nil, nil, fmt.Errorf("cannot create the key-value bucket: %w", err)
 	}
 	n.kv.Store(&kvRef{kv})
 	gen := n.view.beginSync()
-	w, err := kv.WatchAll(context.Background())
+	w, err = kv.WatchAll(context.Background())
 	if err != nil {
-		return nil, fmt.Errorf("cannot watch the key-value bucket: %w", err)
+		hw.Stop()
+		return nil, nil, fmt.Errorf("cannot watch the key-value bucket: %w", err)
 	}
 	go n.watch(w, gen)
-	return w, nil
+	return w, hw, nil
 }
+
+// heartbeat is the goroutine that writes the node's heartbeat every
+// ClaimTTL/3, apart from the worker, whose writes of many records must not
+// delay it.
+func (n *Node) heartbeat() {
+	t := time.NewTicker(n.cfg.ClaimTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.quit:
+			return
+		case <-t.C:
+		}
+		r := n.hb.Load()
+		if r == nil || !n.nc.IsConnected() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ClaimTTL/3)
+		if err := n.beat(ctx, r.kv); err != nil {
+			n.stats.kvErrors.Add(1)
+			n.log.Debug("cannot write the node's heartbeat; retrying", "err", err)
+		}
+		cancel()
+	}
+}
+
+// askResync asks the other nodes to rewrite their records: this node is
+// back on NATS with subscribers, and their records' positions tell it what
+// it missed (catchup.go).
+func (n *Node) askResync() {
+	if err := n.nc.Publish(resyncSubject(n.cfg.Prefix), []byte(n.id)); err != nil {
+		n.log.Debug("cannot ask the other nodes for their positions", "err", err)
+	}
+}
+
+// answerResync rewrites this node's records for a node that came back.
+func (n *Node) answerResync(*nats.Msg) { n.markAllDirty() }
 
 func (n *Node) bucket() jetstream.KeyValue {
 	if r := n.kv.Load(); r != nil {

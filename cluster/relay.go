@@ -232,7 +232,7 @@ func (n *Node) addPublisher(ctx context.Context, l *lease) (bool, error) {
 		if total := own + r.liveRemote(now); total >= n.cfg.PublishersPerTopic {
 			return false, fmt.Errorf("cluster: topic has %d publishers across the nodes: %w", total, topics.ErrHasPublisher)
 		}
-		if state == leaseRemote && !r.ownerAlive(e.Created(), n.cfg.ClaimTTL) {
+		if state == leaseRemote && !n.ownerAlive(r, e.Created()) {
 			n.lose(l) // the owner died or closed: claim afresh
 			return false, nil
 		}
@@ -314,7 +314,7 @@ func (n *Node) syncMulti(l *lease) {
 		var b []byte
 		startGrace := false
 		if state == leaseRemote {
-			if e == nil || r.Node != l.owner || !r.ownerAlive(e.Created(), n.cfg.ClaimTTL) {
+			if e == nil || r.Node != l.owner || !n.ownerAlive(r, e.Created()) {
 				n.lose(l) // the owner died, closed, or lost the record: reconnect and claim afresh
 				return
 			}

@@ -43,13 +43,21 @@ func (v *view) synced() bool { return v.isSynced.Load() }
 func (v *view) unsync() { v.isSynced.Store(false) }
 
 // endsAt is when the topic ends if nothing more is heard of it: a live
-// record whose owner stopped refreshing it is treated as that owner's
+// record whose owner died (its heartbeat, or its refreshes of the record
+// with several publishers per topic, stopped) is treated as that owner's
 // publisher leaving when the record lapsed.
-func (e *viewEntry) endsAt(ttl, grace time.Duration) time.Time {
+func (e *viewEntry) endsAt(n *Node) time.Time {
 	if e.pubs > 0 {
-		return e.seen.Add(ttl + grace)
+		return later(e.seen.Add(n.cfg.ClaimTTL), n.aliveUntil(e.node)).Add(n.graceFor())
 	}
 	return e.graceUntil.Add(endSlack)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // started implements Node.Started.
@@ -57,7 +65,7 @@ func (v *view) started(n *Node, k topics.Key) bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	e := v.m[k]
-	return e != nil && (!v.synced() || time.Now().Before(e.endsAt(n.cfg.ClaimTTL, n.graceFor())))
+	return e != nil && (!v.synced() || time.Now().Before(e.endsAt(n)))
 }
 
 // heldElsewhere reports whether another node has k, live or in grace.
@@ -65,7 +73,7 @@ func (v *view) heldElsewhere(n *Node, k topics.Key) bool {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	e := v.m[k]
-	return e != nil && e.node != n.id && (!v.synced() || time.Now().Before(e.endsAt(n.cfg.ClaimTTL, n.graceFor())))
+	return e != nil && e.node != n.id && (!v.synced() || time.Now().Before(e.endsAt(n)))
 }
 
 // beginSync starts a new watch's generation.
@@ -146,11 +154,10 @@ func (v *view) sweep(n *Node) {
 		return
 	}
 	now := time.Now()
-	ttl, grace := n.cfg.ClaimTTL, n.graceFor()
 	var ended []topics.Key
 	v.mu.Lock()
 	for k, e := range v.m {
-		if !now.Before(e.endsAt(ttl, grace)) {
+		if !now.Before(e.endsAt(n)) {
 			delete(v.m, k)
 			ended = append(ended, k)
 		}
