@@ -54,6 +54,18 @@ func (n *Node) aliveUntil(id string) time.Time {
 	return n.live.until[id]
 }
 
+// aliveNodes is aliveUntil of every node heard of.
+func (n *Node) aliveNodes() map[string]time.Time {
+	n.live.mu.RLock()
+	defer n.live.mu.RUnlock()
+	m := make(map[string]time.Time, len(n.live.until)+1)
+	for id, t := range n.live.until {
+		m[id] = t
+	}
+	m[n.id] = time.Now().Add(n.cfg.ClaimTTL)
+	return m
+}
+
 // alive reports whether node id's heartbeat was heard of within ClaimTTL.
 func (n *Node) alive(id string) bool { return time.Now().Before(n.aliveUntil(id)) }
 

@@ -48,9 +48,15 @@ func (v *view) unsync() { v.isSynced.Store(false) }
 // publisher leaving when the record lapsed.
 func (e *viewEntry) endsAt(n *Node) time.Time {
 	if e.pubs > 0 {
-		return later(e.seen.Add(n.cfg.ClaimTTL), n.aliveUntil(e.node)).Add(n.graceFor())
+		return e.liveEnd(n.cfg.ClaimTTL, n.graceFor(), n.aliveUntil(e.node))
 	}
 	return e.graceUntil.Add(endSlack)
+}
+
+// liveEnd is endsAt of an entry with publishers, whose owner is alive
+// until ownerUntil.
+func (e *viewEntry) liveEnd(ttl, grace time.Duration, ownerUntil time.Time) time.Time {
+	return later(e.seen.Add(ttl), ownerUntil).Add(grace)
 }
 
 func later(a, b time.Time) time.Time {
@@ -154,10 +160,16 @@ func (v *view) sweep(n *Node) {
 		return
 	}
 	now := time.Now()
+	ttl, grace := n.cfg.ClaimTTL, n.graceFor()
+	alive := n.aliveNodes() // looked up once, not per topic
 	var ended []topics.Key
 	v.mu.Lock()
 	for k, e := range v.m {
-		if !now.Before(e.endsAt(n)) {
+		end := e.graceUntil.Add(endSlack)
+		if e.pubs > 0 {
+			end = e.liveEnd(ttl, grace, alive[e.node])
+		}
+		if !now.Before(end) {
 			delete(v.m, k)
 			ended = append(ended, k)
 		}
