@@ -35,7 +35,8 @@ import (
 // every recordTTL/3.
 func recordTTL(claimTTL time.Duration) time.Duration { return max(100*claimTTL, 10*time.Minute) }
 
-// liveness is the node's copy of the heartbeat bucket, fed by a watch.
+// liveness is the node's copy of the heartbeat bucket, fed by a watch. Its
+// mu is a leaf: taken under the view's, never the other way.
 type liveness struct {
 	mu    sync.RWMutex
 	until map[string]time.Time // node ID → when it is dead unless heard of again
@@ -81,6 +82,7 @@ func (n *Node) heard(e jetstream.KeyValueEntry, initial bool) {
 	defer n.live.mu.Unlock()
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(n.live.until, string(id))
+		n.view.reset() // its topics end sooner than the last sweep thought
 		return
 	}
 	at := time.Now()
@@ -99,6 +101,7 @@ func (n *Node) forgetDead() {
 	for id, t := range n.live.until {
 		if t.Before(cutoff) {
 			delete(n.live.until, id)
+			n.view.reset() // its topics' ends fall back on when their records were seen
 		}
 	}
 }

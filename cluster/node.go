@@ -313,6 +313,7 @@ func (n *Node) ID() string { return n.id }
 // Bind implements server.Cluster.
 func (n *Node) Bind(h server.ClusterHub, grace time.Duration) {
 	n.grace.Store(int64(grace))
+	n.view.reset()
 	n.hub.Store(&hubRef{h})
 }
 

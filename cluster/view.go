@@ -26,7 +26,14 @@ type view struct {
 	m        map[topics.Key]*viewEntry
 	gen      uint64 // the current watch
 	isSynced atomic.Bool
+	// nextSweep is when the first entry can end, as of the last sweep:
+	// heartbeats only move ends later, so until then, or a change
+	// (reset), a sweep has nothing to do. Unix nanoseconds.
+	nextSweep atomic.Int64
 }
+
+// reset has the next sweep look at every entry.
+func (v *view) reset() { v.nextSweep.Store(0) }
 
 type viewEntry struct {
 	node       string
@@ -107,6 +114,7 @@ func (v *view) endSync(n *Node, gen uint64) {
 			e.pubs, e.graceUntil, e.seen, e.gen = 0, now.Add(n.graceFor()), now, gen
 		}
 	}
+	v.reset()
 	v.isSynced.Store(true)
 }
 
@@ -130,6 +138,7 @@ func (v *view) apply(n *Node, e jetstream.KeyValueEntry, gen uint64) {
 		// Publishers on other nodes (several per topic) keep it live too.
 		pubs := r.Pubs + r.liveRemote(time.Now().UnixMilli())
 		v.m[k] = &viewEntry{node: r.Node, pubs: pubs, graceUntil: time.UnixMilli(r.GraceUntil), seen: time.Now(), gen: gen}
+		v.reset()
 		v.mu.Unlock()
 		switch {
 		case n.multi():
@@ -160,9 +169,13 @@ func (v *view) sweep(n *Node) {
 		return
 	}
 	now := time.Now()
+	if now.UnixNano() < v.nextSweep.Load() {
+		return
+	}
 	ttl, grace := n.cfg.ClaimTTL, n.graceFor()
 	alive := n.aliveNodes() // looked up once, not per topic
 	var ended []topics.Key
+	next := now.Add(ttl) // and at least once a ClaimTTL
 	v.mu.Lock()
 	for k, e := range v.m {
 		end := e.graceUntil.Add(endSlack)
@@ -172,8 +185,11 @@ func (v *view) sweep(n *Node) {
 		if !now.Before(end) {
 			delete(v.m, k)
 			ended = append(ended, k)
+		} else if end.Before(next) {
+			next = end
 		}
 	}
+	v.nextSweep.Store(next.UnixNano())
 	v.mu.Unlock()
 	for _, k := range ended {
 		n.topicEnded(k)
