@@ -264,22 +264,14 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 	default:
 		return usage("unknown command")
 	}
-	pos, err := parseInterleaved(fs, rest)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, keysUsage)
-		return 0
-	case err != nil:
-		return usage("%v", err)
-	case len(pos) != nargs:
-		return usage("want %d argument(s), got %d", nargs, len(pos))
-	case domain != nil && *domain == "":
-		return usage("--domain is required")
+	pos, code, done := parseCommand(fs, rest, nargs, domain, stdout, usage)
+	if done {
+		return code
 	}
 
 	ctx := context.Background()
 	if cmd == "migrate" || cmd == "import-legacy" {
-		err = keysPG(ctx, &sf, cmd, table, stdout, stderr)
+		err := keysPG(ctx, &sf, cmd, table, stdout, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "wspubsub keys %s: %v\n", cmd, err)
 			return 1
@@ -442,4 +434,24 @@ func printable(s string) string {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+// parseCommand parses the flags and arguments of a `keys` (or `keys
+// token`) command that takes nargs arguments and, if domain is not nil, a
+// required --domain. done means the command ends with code: its help was
+// printed (0) or usage reported a mistake (2).
+func parseCommand(fs *flag.FlagSet, args []string, nargs int, domain *string, stdout io.Writer, usage func(string, ...any) int) (pos []string, code int, done bool) {
+	pos, err := parseInterleaved(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, keysUsage)
+		return nil, 0, true
+	case err != nil:
+		return nil, usage("%v", err), true
+	case len(pos) != nargs:
+		return nil, usage("want %d argument(s), got %d", nargs, len(pos)), true
+	case domain != nil && *domain == "":
+		return nil, usage("--domain is required"), true
+	}
+	return pos, 0, false
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -63,19 +62,12 @@ func runKeysToken(args []string, stdout, stderr io.Writer) int {
 	default:
 		return usage("unknown command")
 	}
-	pos, err := parseInterleaved(fs, rest)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(stdout, keysUsage)
-		return 0
-	case err != nil:
-		return usage("%v", err)
-	case len(pos) != nargs:
-		return usage("want %d argument(s), got %d", nargs, len(pos))
-	case domain != nil && *domain == "":
-		return usage("--domain is required")
+	pos, code, done := parseCommand(fs, rest, nargs, domain, stdout, usage)
+	if done {
+		return code
 	}
 	var pemData []byte
+	var err error
 	if publicKey != nil && *publicKey != "" {
 		if pemData, err = readPublicKey(*publicKey); err != nil {
 			fmt.Fprintf(stderr, "wspubsub keys token %s: %v\n", cmd, err)
