@@ -70,7 +70,10 @@ type client struct {
 	refusal  refusal    // a limit the connection broke at accept (or once its proxy named the client), answered at its request
 	lost     bool       // closing, and its input can no longer be parsed
 	drop     bool       // closing without waiting for the peer's close (dropLocked)
-	sse      sseKeep    // an EventSource subscriber's keepalive
+	// slow is set, without c.mu, by the first Send that found the backlog
+	// full (markSlow): nothing more is sent to c, which is being cut.
+	slow atomic.Bool
+	sse  sseKeep // an EventSource subscriber's keepalive
 
 	// Behind a trusted proxy, the client it named (with its port when a
 	// PROXY header gave one); nil for a direct client and for the proxy's
@@ -142,7 +145,13 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 func (s *Server) OnData(conn *loop.Conn, data []byte) {
 	c := conn.Value.(*client)
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	var slow *slowSubs // a publisher's: cut once c.mu is released
+	defer func() {
+		c.mu.Unlock()
+		if slow != nil {
+			slow.cut()
+		}
+	}()
 	c.lastRead, c.pingSent = time.Now().UnixNano(), 0
 	switch c.state {
 	case stateHandshake:
@@ -154,6 +163,7 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 		}
 		c.buf = append(c.buf, data...)
 	case statePublisher:
+		slow = &c.sc.fan.slow
 		c.publish(data)
 	case stateHTTP:
 		// One request per connection: anything more is dropped.
@@ -354,6 +364,16 @@ func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 	cancel()
 	<-s.checks
 
+	// Subscribers too slow for what this handshake sends them (a
+	// notice, the early messages) are cut once c.mu is released.
+	var slow slowSubs
+	var sc *scratch
+	defer func() {
+		slow.cut()
+		if sc != nil {
+			sc.fan.slow.cut()
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateKeyCheck {
@@ -402,7 +422,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 		return
 	}
 	if claim != nil {
-		s.claimed(t, claim)
+		s.claimed(t, claim, &slow)
 	}
 	s.stats.Publishers.Add(1) // counted before the 101 is out
 	if err := c.conn.Send(ws.AppendUpgradeResponse(make([]byte, 0, upgradeResponseSize), wsKey, "", extensions(deflate))); err != nil {
@@ -427,6 +447,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 	early := c.buf
 	c.buf = nil
 	if len(early) > 0 {
+		sc = c.sc
 		c.publish(early)
 	}
 }
@@ -537,8 +558,7 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	c.sse = sseKeep{}
 	c.conn.SetDeadline(time.Time{})
 	if cut {
-		s.stats.SlowConsumers.Add(1)
-		c.closeLocked(ws.CloseSlowConsumer, "slow consumer: replay larger than --max-backlog, resume from the last position")
+		c.cutSlowLocked("slow consumer: replay larger than --max-backlog, resume from the last position")
 		return
 	}
 	if len(rest) > 0 {
@@ -623,6 +643,8 @@ func (c *client) subscriberInput(data []byte) {
 // the connection over a protocol error.
 func (c *client) afterRead(err error) {
 	switch {
+	case err == errSlow:
+		c.cutSlowLocked(slowReason)
 	case err != nil:
 		code, reason := ws.CloseInternalError, "internal error"
 		if ce, ok := err.(*ws.CloseError); ok {
@@ -662,8 +684,7 @@ func (c *client) Control(op ws.Opcode, payload []byte) error {
 	case ws.OpPing:
 		var b [2 + ws.MaxControlPayload]byte
 		if err := c.conn.Send(ws.AppendFrame(b[:0], ws.OpPong, payload)); errors.Is(err, loop.ErrBacklogFull) {
-			c.srv.stats.SlowConsumers.Add(1)
-			return &ws.CloseError{Code: ws.CloseSlowConsumer, Reason: "slow consumer: backlog over --max-backlog"}
+			return errSlow
 		}
 	case ws.OpClose:
 		if c.state == stateClosing {
@@ -678,9 +699,42 @@ func (c *client) Control(op ws.Opcode, payload []byte) error {
 	return nil
 }
 
-// cutSlow closes a subscriber whose backlog is full, from any goroutine.
+// slowReason is what a connection closed for a full backlog is told.
+const slowReason = "slow consumer: backlog over --max-backlog"
+
+// errSlow ends the parsing of a read whose answer (a pong) found the
+// backlog full: afterRead cuts the connection, once what the read held
+// before is handled.
+var errSlow = errors.New("server: connection backlog full")
+
+// markSlow records that a Send to c found its backlog full, and reports
+// whether this was the first time (the one that counts the slow consumer).
+// It takes no lock, so a fan-out marks a subscriber while it holds the
+// topic's Publishing mutex: from then on no writer sends it anything, and
+// the writer cuts it (cutSlow) once it holds no lock. Every message after
+// the one it could not take is dropped, so its stream has no hole.
+func (c *client) markSlow() bool {
+	if c.slow.Load() || !c.slow.CompareAndSwap(false, true) {
+		return false
+	}
+	c.srv.stats.SlowConsumers.Add(1)
+	return true
+}
+
+// cutSlow closes a connection marked slow, from any goroutine holding no
+// lock of the hub's.
 func (c *client) cutSlow() {
-	c.closeWith(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cutSlowLocked(slowReason)
+}
+
+// cutSlowLocked is the one way a connection is closed for reading too
+// slowly: it is marked (and counted, if it was not yet) and closed with
+// 4000 and reason. c.mu is held.
+func (c *client) cutSlowLocked(reason string) {
+	c.markSlow()
+	c.closeLocked(ws.CloseSlowConsumer, reason)
 }
 
 // closeWith closes the connection from any goroutine: see closeLocked.

@@ -174,8 +174,7 @@ func (c *client) keepaliveSSE(now int64) {
 	err := c.conn.Send(ssePing)
 	switch {
 	case errors.Is(err, loop.ErrBacklogFull):
-		c.srv.stats.SlowConsumers.Add(1)
-		c.closeLocked(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+		c.cutSlowLocked(slowReason)
 	case err == nil:
 		k.queued, _ = c.conn.Counts()
 		k.quiet, k.ping, k.mark = now, now, k.queued
