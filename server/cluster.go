@@ -320,7 +320,7 @@ func (h *clusterHub) ClaimLost(k topics.Key) {
 func (s *Server) closePublishers(k topics.Key, reason string) {
 	for _, c := range s.keyUsers.all() {
 		c.mu.Lock()
-		if c.wasPublisher && c.topic != nil && c.topic.Key() == k {
+		if c.pub != nil && c.topic != nil && c.topic.Key() == k {
 			s.log.Warn("publisher closed", "domain", k.Domain, "topic", k.Topic, "reason", reason)
 			c.closeLocked(ws.CloseGoingAway, reason)
 		}
@@ -338,7 +338,7 @@ func (c *client) subscribeCluster(k topics.Key, sr subRequest, rest []byte) {
 	s := c.srv
 	known := s.cfg.SubscribeWaits || s.topics.Has(k) || s.cluster.Started(k)
 	if known {
-		c.interest, c.joined = k, true
+		c.sub.interest, c.sub.joined = k, true
 		if s.cluster.Join(k) && !s.mayLack(k, sr.from) {
 			c.subscribe(k, sr, rest)
 			return
@@ -355,7 +355,7 @@ func (c *client) subscribeCluster(k topics.Key, sr subRequest, rest []byte) {
 		}
 	}
 	c.setState(stateKeyCheck)
-	c.buf = append(c.buf[:0:0], rest...)
+	c.hs.buf = append(c.hs.buf[:0:0], rest...)
 	go c.awaitCluster(k, sr, known)
 }
 
@@ -394,7 +394,7 @@ func (c *client) awaitCluster(k topics.Key, sr subRequest, known bool) {
 			c.mu.Unlock()
 			return
 		}
-		c.interest, c.joined = k, true
+		c.sub.interest, c.sub.joined = k, true
 		confirmed := s.cluster.Join(k)
 		c.mu.Unlock()
 		if !confirmed {
@@ -437,8 +437,8 @@ func (c *client) awaitCluster(k topics.Key, sr subRequest, known bool) {
 		return
 	}
 	c.setState(stateHandshake)
-	early := c.buf
-	c.buf = nil
+	early := c.hs.buf
+	c.hs.buf = nil
 	c.subscribe(k, sr, early)
 }
 
@@ -486,7 +486,7 @@ func (s *Server) notify(subs []*client, epoch string, reset bool, gapFirst, gapL
 		v[kind] = appendNotice(nil, kind, epoch, reset, gapFirst, gapLast)
 	}
 	for _, c := range subs {
-		if f := v[c.kind]; len(f) > 0 && !c.slow.Load() {
+		if f := v[c.sub.kind]; len(f) > 0 && !c.slow.Load() {
 			if err := c.conn.Send(f); errors.Is(err, loop.ErrBacklogFull) && c.markSlow() {
 				slow.add(c)
 			}

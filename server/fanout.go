@@ -282,19 +282,19 @@ func (s *Server) countFanout(fs *fanoutState, res *chunkResult, n int) {
 // holds no lock; one marked before gets nothing more.
 func (s *Server) writeChunk(subs []*client, frames *variants, slow *slowSubs) chunkResult {
 	var r chunkResult
-	for _, sub := range subs {
-		if sub.slow.Load() {
+	for _, c := range subs {
+		if c.slow.Load() {
 			r.closing++ // being cut: its stream ends at the message it missed
 			continue
 		}
-		switch err := sub.conn.Send(frames[sub.kind]); {
+		switch err := c.conn.Send(frames[c.sub.kind]); {
 		case err == nil:
 			r.written++
-			r.byKind[sub.kind]++
+			r.byKind[c.sub.kind]++
 		case errors.Is(err, loop.ErrBacklogFull):
 			r.slow++
-			if sub.markSlow() {
-				slow.add(sub)
+			if c.markSlow() {
+				slow.add(c)
 			}
 		default:
 			r.closing++

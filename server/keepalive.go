@@ -63,7 +63,7 @@ func (c *client) keepalive(now int64, ping bool) {
 	if c.tokenExpired(now) || !ping {
 		return
 	}
-	if c.kind == kindSSE {
+	if c.sub.kind == kindSSE {
 		c.keepaliveSSE(now)
 		return
 	}

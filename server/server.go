@@ -310,7 +310,7 @@ func Start(cfg Config) (*Server, error) {
 		SubscribeWaits:     cfg.SubscribeWaits,
 		GracePeriod:        cfg.GracePeriod,
 		OnExpire:           s.expire,
-		Kind:               func(c *client) int { return int(c.kind) },
+		Kind:               func(c *client) int { return int(c.sub.kind) },
 	}
 	lim := history.Limits{Size: cfg.HistorySize, Bytes: cfg.HistoryBytes, TTL: cfg.HistoryTTL}
 	tc.NewLog = func(topics.Key) *history.Log {
