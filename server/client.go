@@ -43,8 +43,17 @@ var clientIDs atomic.Uint64
 // connection is a publisher, and sub means something once it asked to
 // subscribe.
 type client struct {
-	srv    *Server
-	conn   *loop.Conn
+	// What a fan-out reads for each subscriber comes first, so that it
+	// touches one cache line per subscriber: conn, slow and sub.kind.
+	srv  *Server
+	conn *loop.Conn
+	// slow is set, without c.mu, by the first Send that found the backlog
+	// full (markSlow): nothing more is sent to c, which is being cut.
+	slow atomic.Bool
+	// A subscriber's part (zero for others), guarded by mu; its kind is
+	// set before it joins its topic, and the fan-out reads it unlocked.
+	sub subscriber
+
 	id     uint64
 	opened int64 // UnixNano of the accept
 
@@ -54,15 +63,12 @@ type client struct {
 	lost      bool   // closing, and its input can no longer be parsed
 	drop      bool   // closing without waiting for the peer's close (dropLocked)
 	closeCode uint16 // the code of the close frame the hub sent, if any
-	// slow is set, without c.mu, by the first Send that found the backlog
-	// full (markSlow): nothing more is sent to c, which is being cut.
-	slow     atomic.Bool
-	rd       ws.Reader
-	close    []byte // the close frame to answer with, once the read is handled
-	topic    *topics.Topic[*client]
-	lastRead int64      // UnixNano of the last read, for keepalive
-	pingSent int64      // UnixNano of the unanswered ping, 0 if none
-	addr     netip.Addr // the address admitted by the per-address limits, if any
+	rd        ws.Reader
+	close     []byte // the close frame to answer with, once the read is handled
+	topic     *topics.Topic[*client]
+	lastRead  int64      // UnixNano of the last read, for keepalive
+	pingSent  int64      // UnixNano of the unanswered ping, 0 if none
+	addr      netip.Addr // the address admitted by the per-address limits, if any
 
 	// Behind a trusted proxy, the client it named (with its port when a
 	// PROXY header gave one); nil for a direct client and for the proxy's
@@ -72,7 +78,6 @@ type client struct {
 	hs  *handshake // until the 101; nil after it
 	pub *publisher // a publisher's (from its 101 on); nil for others
 	api *apiConn   // an HTTP publishing connection's requests; nil for others
-	sub subscriber // a subscriber's (zero for others)
 }
 
 // handshake is what a connection needs until its 101: taken from
@@ -104,7 +109,8 @@ type publisher struct {
 
 // subscriber is a subscriber's part of its client. It is kept in the
 // client, not behind a pointer: subscribers are nearly every connection,
-// and the fan-out reads kind for each of them.
+// and the fan-out reads kind for each of them (kind comes first, on the
+// client's first cache line).
 type subscriber struct {
 	kind     uint8      // its variant: kindPlain, kindMeta, kindSSE or a deflate kind
 	joined   bool       // it holds the cluster's interest in interest
