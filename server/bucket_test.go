@@ -65,3 +65,33 @@ func TestBucketRefill(t *testing.T) {
 		t.Fatal("a huge rate overflowed")
 	}
 }
+
+// TestBucketBurstAndSlowRate: the per-address handshake limit's bucket
+// holds burst tokens and refills at a rate below one a second, adding up
+// the fractions of calls between whole tokens.
+func TestBucketBurstAndSlowRate(t *testing.T) {
+	const rate, burst = 0.5, 2 // a token every 2s, up to 2
+	var b bucket
+	now := int64(0)
+	b.fillBurst(burst, now)
+	if !b.takeBurst(1, rate, burst, now) || !b.takeBurst(1, rate, burst, now) {
+		t.Fatal("a full bucket refused one of its burst")
+	}
+	if b.takeBurst(1, rate, burst, now) {
+		t.Fatal("an empty bucket gave a token")
+	}
+	for range 3 { // 1.5s in steps of 0.5s: three quarters of a token
+		now += int64(500 * time.Millisecond)
+		if b.takeBurst(1, rate, burst, now) {
+			t.Fatalf("a token at %v, before 2s", time.Duration(now))
+		}
+	}
+	now += int64(500 * time.Millisecond)
+	if !b.takeBurst(1, rate, burst, now) {
+		t.Fatal("no token after 2s at half a token a second")
+	}
+	now += int64(time.Hour)
+	if b.takeBurst(burst+1, rate, burst, now) || !b.takeBurst(burst, rate, burst, now) {
+		t.Fatal("an idle bucket did not hold exactly its burst")
+	}
+}

@@ -36,55 +36,96 @@ const (
 
 var clientIDs atomic.Uint64
 
-// client is one connection's protocol state.
+// client is one connection's protocol state: what every connection has,
+// whatever its role, and a part per role. The state machine reads from the
+// parts: hs is set from the accept until the 101 (and for the life of an
+// HTTP connection, each of whose requests has a head), pub once the
+// connection is a publisher, and sub means something once it asked to
+// subscribe.
 type client struct {
-	srv    *Server
-	conn   *loop.Conn
+	// What a fan-out reads for each subscriber comes first, so that it
+	// touches one cache line per subscriber: conn, slow and sub.kind.
+	srv  *Server
+	conn *loop.Conn
+	// slow is set, without c.mu, by the first Send that found the backlog
+	// full (markSlow): nothing more is sent to c, which is being cut.
+	slow atomic.Bool
+	// A subscriber's part (zero for others), guarded by mu; its kind is
+	// set before it joins its topic, and the fan-out reads it unlocked.
+	sub subscriber
+
 	id     uint64
 	opened int64 // UnixNano of the accept
 
-	mu           sync.Mutex // guards everything below
-	state        state
-	upgraded     bool
-	wasPublisher bool
-	kind         uint8  // a subscriber's variant: kindPlain, kindMeta, kindSSE or a deflate kind
-	via          via    // how the client's address is learnt (proxy.go)
-	closeCode    uint16 // the code of the close frame the hub sent, if any
-	buf          []byte // the request head so far, then bytes that came before the 101
-	rd           ws.Reader
-	topic        *topics.Topic[*client]
-	sc           *scratch     // a publisher's read, encoding and fan-out scratch
-	close        []byte       // the close frame to answer with, once the read is handled
-	claim        ClusterTopic // a cluster node's claim for its publisher; nil on a single hub
-	interest     topics.Key   // a subscriber's topic, whose cluster interest it holds if joined
-	joined       bool
-	api          *apiConn // an HTTP publishing connection's requests; nil for others
-
-	// A subscriber's input allowance: SubscriberInputLimit bytes a second;
-	// a publisher's: MaxPublishRate messages a second.
-	in bucket
-
-	lastRead int64      // UnixNano of the last read, for keepalive
-	pingSent int64      // UnixNano of the unanswered ping, 0 if none
-	addr     netip.Addr // the address admitted by the per-address limits, if any
-	refusal  refusal    // a limit the connection broke at accept (or once its proxy named the client), answered at its request
-	lost     bool       // closing, and its input can no longer be parsed
-	drop     bool       // closing without waiting for the peer's close (dropLocked)
-	sse      sseKeep    // an EventSource subscriber's keepalive
+	mu        sync.Mutex // guards everything below, and what the parts hold
+	state     state
+	upgraded  bool
+	lost      bool   // closing, and its input can no longer be parsed
+	drop      bool   // closing without waiting for the peer's close (dropLocked)
+	closeCode uint16 // the code of the close frame the hub sent, if any
+	rd        ws.Reader
+	close     []byte // the close frame to answer with, once the read is handled
+	topic     *topics.Topic[*client]
+	lastRead  int64      // UnixNano of the last read, for keepalive
+	pingSent  int64      // UnixNano of the unanswered ping, 0 if none
+	addr      netip.Addr // the address admitted by the per-address limits, if any
 
 	// Behind a trusted proxy, the client it named (with its port when a
 	// PROXY header gave one); nil for a direct client and for the proxy's
 	// own connections (proxy.go).
 	proxied *netip.AddrPort
+
+	hs  *handshake // until the 101; nil after it
+	pub *publisher // a publisher's (from its 101 on); nil for others
+	api *apiConn   // an HTTP publishing connection's requests; nil for others
+}
+
+// handshake is what a connection needs until its 101: taken from
+// handshakes at the accept, put back (endHandshake) once the connection is
+// upgraded or gone, so that an idle subscriber holds none of it.
+type handshake struct {
+	buf     []byte  // the request head so far, then bytes that came before the 101
+	via     via     // how the client's address is learnt (proxy.go)
+	refusal refusal // a limit the connection broke at accept (or once its proxy named the client), answered at its request
+}
+
+var handshakes = sync.Pool{New: func() any { return new(handshake) }}
+
+// endHandshake lets go of c's handshake part. c.mu is held.
+func (c *client) endHandshake() {
+	if h := c.hs; h != nil {
+		c.hs = nil
+		*h = handshake{}
+		handshakes.Put(h)
+	}
+}
+
+// publisher is a publisher's part of its client, allocated at its 101.
+type publisher struct {
+	sc    scratch      // its reads' encoding and fan-out scratch
+	claim ClusterTopic // a cluster node's claim for it; nil on a single hub
+	rate  bucket       // MaxPublishRate messages a second
+}
+
+// subscriber is a subscriber's part of its client. It is kept in the
+// client, not behind a pointer: subscribers are nearly every connection,
+// and the fan-out reads kind for each of them (kind comes first, on the
+// client's first cache line).
+type subscriber struct {
+	kind     uint8      // its variant: kindPlain, kindMeta, kindSSE or a deflate kind
+	joined   bool       // it holds the cluster's interest in interest
+	interest topics.Key // its topic, whose cluster interest it holds if joined
+	input    bucket     // SubscriberInputLimit bytes a second
+	sse      sseKeep    // an EventSource subscriber's keepalive
 	// A private domain's subscriber: the key that verified its token and
-	// the token's exp; nil for everyone else (token.go). Both pointers keep
-	// a client in its allocation class (TestClientSizeClass).
+	// the token's exp; nil for everyone else (token.go).
 	tok *tokenGrant
 }
 
 // OnOpen implements loop.Handler.
 func (s *Server) OnOpen(conn *loop.Conn) {
 	c := &client{srv: s, conn: conn, id: clientIDs.Add(1), opened: time.Now().UnixNano()}
+	c.hs = handshakes.Get().(*handshake)
 	conn.Value = c
 	// Once in s.clients, c is reachable from other goroutines (Shutdown
 	// closes it, reading what openAddr sets): fill it in under its lock.
@@ -93,12 +134,12 @@ func (s *Server) OnOpen(conn *loop.Conn) {
 	s.clients.add(c)
 	s.stats.handshaking.Add(1) // stateHandshake
 	if s.clients.len() > s.cfg.MaxConnections {
-		c.refusal = refTooManyConnections
+		c.hs.refusal = refTooManyConnections
 	}
 	c.openAddr() // per-address limits: now, or once a trusted proxy names the client
 
 	timeout := s.cfg.HandshakeTimeout
-	if s.draining.Load() || c.refusal != 0 {
+	if s.draining.Load() || c.hs.refusal != 0 {
 		timeout = min(timeout, time.Second) // it must not hold the shutdown up
 	}
 	conn.SetDeadline(time.Now().Add(timeout))
@@ -124,36 +165,43 @@ func (s *Server) OnClose(conn *loop.Conn, _ error) {
 	}
 	c.setState(stateClosed)
 	c.leaveTopic()
-	if c.joined {
-		s.cluster.Leave(c.interest)
-		c.joined = false
+	if c.sub.joined {
+		s.cluster.Leave(c.sub.interest)
+		c.sub.joined = false
 	}
 	if c.addr.IsValid() {
 		s.limits.close(c.addr)
 	}
-	if c.tok != nil {
+	if c.sub.tok != nil {
 		s.tokenClients.Add(-1)
-		c.tok = nil
+		c.sub.tok = nil
 	}
-	c.buf = nil
+	c.endHandshake()
 }
 
 // OnData implements loop.Handler.
 func (s *Server) OnData(conn *loop.Conn, data []byte) {
 	c := conn.Value.(*client)
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	var slow *slowSubs // a publisher's: cut once c.mu is released
+	defer func() {
+		c.mu.Unlock()
+		if slow != nil {
+			slow.cut()
+		}
+	}()
 	c.lastRead, c.pingSent = time.Now().UnixNano(), 0
 	switch c.state {
 	case stateHandshake:
 		c.handshake(data)
 	case stateKeyCheck:
-		if len(c.buf)+len(data) > s.cfg.MaxMessageSize {
+		if len(c.hs.buf)+len(data) > s.cfg.MaxMessageSize {
 			c.refuse(refBadRequest, "data sent before the handshake completed")
 			return
 		}
-		c.buf = append(c.buf, data...)
+		c.hs.buf = append(c.hs.buf, data...)
 	case statePublisher:
+		slow = &c.pub.sc.fan.slow
 		c.publish(data)
 	case stateHTTP:
 		// One request per connection: anything more is dropped.
@@ -171,7 +219,7 @@ func (s *Server) OnData(conn *loop.Conn, data []byte) {
 		// connection), close once our own bytes are out: closing with a
 		// backlog would discard the close frame queued behind it. A backlog
 		// that does not drain is ended by the close timeout.
-		if c.lost || c.kind == kindSSE {
+		if c.lost || c.sub.kind == kindSSE {
 			return // an EventSource client has no close frame to send
 		}
 		c.rd.Discard = true
@@ -200,13 +248,13 @@ func (c *client) setState(st state) {
 func (c *client) isPublisher() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.wasPublisher
+	return c.pub != nil
 }
 
 // handshake reads the request head and answers it.
 func (c *client) handshake(data []byte) {
 	s := c.srv
-	if c.via == viaHeader {
+	if c.hs.via == viaHeader {
 		rest, ok := c.readProxyHeader(data)
 		if !ok || len(rest) == 0 {
 			return
@@ -214,9 +262,9 @@ func (c *client) handshake(data []byte) {
 		data = rest
 	}
 	buf, owned := data, false
-	if len(c.buf) > 0 {
-		c.buf = append(c.buf, data...)
-		buf, owned = c.buf, true
+	if len(c.hs.buf) > 0 {
+		c.hs.buf = append(c.hs.buf, data...)
+		buf, owned = c.hs.buf, true
 	}
 	req, n, err := ws.ParseRequest(buf, s.cfg.MaxHeaderBytes)
 	switch {
@@ -225,8 +273,8 @@ func (c *client) handshake(data []byte) {
 			c.drainRefuse() // no need to wait for the rest of a WebSocket request
 			return
 		}
-		if len(c.buf) == 0 {
-			c.buf = append(c.buf, data...)
+		if len(c.hs.buf) == 0 {
+			c.hs.buf = append(c.hs.buf, data...)
 		}
 		return
 	case errors.Is(err, ws.ErrHeadTooLarge):
@@ -236,7 +284,7 @@ func (c *client) handshake(data []byte) {
 		c.refuse(refBadRequest, "malformed HTTP request")
 		return
 	}
-	if c.via == viaForwarded && !c.forwarded(req.ForwardedFor) {
+	if c.hs.via == viaForwarded && !c.forwarded(req.ForwardedFor) {
 		return
 	}
 	rest := buf[n:]
@@ -245,7 +293,7 @@ func (c *client) handshake(data []byte) {
 		c.serveHTTP(req) // health, metrics, also while draining: the handler decides
 		return
 	}
-	if r.http && c.refusal == 0 {
+	if r.http && c.hs.refusal == 0 {
 		c.apiRequestHead(req, buf[:n], r, err, rest, owned)
 		return
 	}
@@ -257,8 +305,8 @@ func (c *client) handshake(data []byte) {
 		c.drainRefuse()
 		return
 	}
-	if c.refusal != 0 {
-		c.refuseWith(c.refusal, limitReason[c.refusal], "", drainLinger)
+	if c.hs.refusal != 0 {
+		c.refuseWith(c.hs.refusal, limitReason[c.hs.refusal], "", drainLinger)
 		return
 	}
 	if req.Method != "GET" {
@@ -335,7 +383,7 @@ func (c *client) handshake(data []byte) {
 		return
 	}
 	c.setState(stateKeyCheck)
-	c.buf = append(c.buf[:0:0], rest...)
+	c.hs.buf = append(c.hs.buf[:0:0], rest...)
 	go c.checkKey(r.topic, key, req.Key, deflate)
 }
 
@@ -354,6 +402,16 @@ func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 	cancel()
 	<-s.checks
 
+	// Subscribers too slow for what this handshake sends them (a
+	// notice, the early messages) are cut once c.mu is released.
+	var slow slowSubs
+	var sc *scratch
+	defer func() {
+		slow.cut()
+		if sc != nil {
+			sc.fan.slow.cut()
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateKeyCheck {
@@ -402,7 +460,7 @@ func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 		return
 	}
 	if claim != nil {
-		s.claimed(t, claim)
+		s.claimed(t, claim, &slow)
 	}
 	s.stats.Publishers.Add(1) // counted before the 101 is out
 	if err := c.conn.Send(ws.AppendUpgradeResponse(make([]byte, 0, upgradeResponseSize), wsKey, "", extensions(deflate))); err != nil {
@@ -418,15 +476,15 @@ func (c *client) checkKey(k topics.Key, key, wsKey string, deflate bool) {
 	s.metrics.handshake.Observe(since(c.opened))
 	s.keyUsers.add(c, keys.Hash(key))
 	c.setState(statePublisher)
-	c.topic, c.wasPublisher, c.upgraded = t, true, true
-	c.claim = claim
-	c.sc = new(scratch)
-	c.in.fill(int64(s.cfg.MaxPublishRate), time.Now().UnixNano())
+	c.topic, c.upgraded = t, true
+	c.pub = &publisher{claim: claim}
+	c.pub.rate.fill(int64(s.cfg.MaxPublishRate), time.Now().UnixNano())
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Deflate: deflate}
 	c.conn.SetDeadline(time.Time{})
-	early := c.buf
-	c.buf = nil
+	early := c.hs.buf
+	c.endHandshake()
 	if len(early) > 0 {
+		sc = &c.pub.sc
 		c.publish(early)
 	}
 }
@@ -466,9 +524,9 @@ func extensions(deflate bool) string {
 // client resumes from what it got.
 func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	s := c.srv
-	c.kind = uint8(sr.kind)
+	c.sub.kind = uint8(sr.kind)
 	if sr.deflate {
-		c.kind += kindPlainDeflate // kindPlainDeflate or kindMetaDeflate
+		c.sub.kind += kindPlainDeflate // kindPlainDeflate or kindMetaDeflate
 	}
 	protocol := ""
 	if sr.kind == kindMeta {
@@ -531,14 +589,13 @@ func (c *client) subscribe(k topics.Key, sr subRequest, rest []byte) {
 	s.metrics.handshake.Observe(since(c.opened))
 	c.setState(stateSubscriber)
 	c.upgraded = true
-	c.in.fill(int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano())
-	c.buf = nil
+	c.sub.input.fill(int64(s.cfg.SubscriberInputLimit), time.Now().UnixNano())
+	c.endHandshake()
 	c.rd = ws.Reader{MaxMessage: s.cfg.MaxMessageSize, Discard: true, Deflate: sr.deflate}
-	c.sse = sseKeep{}
+	c.sub.sse = sseKeep{}
 	c.conn.SetDeadline(time.Time{})
 	if cut {
-		s.stats.SlowConsumers.Add(1)
-		c.closeLocked(ws.CloseSlowConsumer, "slow consumer: replay larger than --max-backlog, resume from the last position")
+		c.cutSlowLocked("slow consumer: replay larger than --max-backlog, resume from the last position")
 		return
 	}
 	if len(rest) > 0 {
@@ -569,7 +626,7 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 80<<10); return
 // meanwhile and this publisher's next read comes after it. The read's
 // buffer is held until then.
 func (c *client) publish(data []byte) {
-	sc := c.sc
+	sc := &c.pub.sc
 	if sc.fan.async == nil {
 		conn := c.conn
 		sc.fan.async = &asyncHooks{pause: func() { conn.PauseRead() }, resume: conn.ResumeRead}
@@ -586,7 +643,7 @@ func (c *client) publish(data []byte) {
 	out.frames, out.starts, out.payload = (*bp)[:0], out.starts[:0], 0
 	err := c.rd.Feed(data, c)
 	if len(out.starts) > 0 {
-		c.srv.publish(sc, c.topic, out, c.claim)
+		c.srv.publish(sc, c.topic, out, c.pub.claim)
 	}
 	*bp = out.frames[:0]
 	switch {
@@ -608,12 +665,12 @@ func (c *client) publish(data []byte) {
 // request: whatever it sends is dropped, within the same limit.
 func (c *client) subscriberInput(data []byte) {
 	s := c.srv
-	if !c.in.take(int64(len(data)), int64(s.cfg.SubscriberInputLimit), c.lastRead) {
+	if !c.sub.input.take(int64(len(data)), int64(s.cfg.SubscriberInputLimit), c.lastRead) {
 		s.stats.SubscriberFloods.Add(1)
 		c.closeLocked(ws.ClosePolicyViolation, "subscriber sent more than "+strconv.Itoa(s.cfg.SubscriberInputLimit)+" bytes a second")
 		return
 	}
-	if c.kind == kindSSE {
+	if c.sub.kind == kindSSE {
 		return
 	}
 	c.afterRead(c.rd.Feed(data, c))
@@ -623,6 +680,8 @@ func (c *client) subscriberInput(data []byte) {
 // the connection over a protocol error.
 func (c *client) afterRead(err error) {
 	switch {
+	case err == errSlow:
+		c.cutSlowLocked(slowReason)
 	case err != nil:
 		code, reason := ws.CloseInternalError, "internal error"
 		if ce, ok := err.(*ws.CloseError); ok {
@@ -642,11 +701,11 @@ func (c *client) afterRead(err error) {
 // the read's run of frames.
 func (c *client) Message(op ws.Opcode, payload []byte) error {
 	if rate := int64(c.srv.cfg.MaxPublishRate); rate > 0 {
-		if !c.in.take(1, rate, c.lastRead) {
+		if !c.pub.rate.take(1, rate, c.lastRead) {
 			return &ws.CloseError{Code: ws.ClosePublishRate, Reason: "publishing faster than " + strconv.Itoa(int(rate)) + " messages a second"}
 		}
 	}
-	out := &c.sc.out
+	out := &c.pub.sc.out
 	out.starts = append(out.starts, len(out.frames))
 	out.frames = ws.AppendFrame(out.frames, op, payload)
 	out.payload += len(payload)
@@ -662,8 +721,7 @@ func (c *client) Control(op ws.Opcode, payload []byte) error {
 	case ws.OpPing:
 		var b [2 + ws.MaxControlPayload]byte
 		if err := c.conn.Send(ws.AppendFrame(b[:0], ws.OpPong, payload)); errors.Is(err, loop.ErrBacklogFull) {
-			c.srv.stats.SlowConsumers.Add(1)
-			return &ws.CloseError{Code: ws.CloseSlowConsumer, Reason: "slow consumer: backlog over --max-backlog"}
+			return errSlow
 		}
 	case ws.OpClose:
 		if c.state == stateClosing {
@@ -678,9 +736,42 @@ func (c *client) Control(op ws.Opcode, payload []byte) error {
 	return nil
 }
 
-// cutSlow closes a subscriber whose backlog is full, from any goroutine.
+// slowReason is what a connection closed for a full backlog is told.
+const slowReason = "slow consumer: backlog over --max-backlog"
+
+// errSlow ends the parsing of a read whose answer (a pong) found the
+// backlog full: afterRead cuts the connection, once what the read held
+// before is handled.
+var errSlow = errors.New("server: connection backlog full")
+
+// markSlow records that a Send to c found its backlog full, and reports
+// whether this was the first time (the one that counts the slow consumer).
+// It takes no lock, so a fan-out marks a subscriber while it holds the
+// topic's Publishing mutex: from then on no writer sends it anything, and
+// the writer cuts it (cutSlow) once it holds no lock. Every message after
+// the one it could not take is dropped, so its stream has no hole.
+func (c *client) markSlow() bool {
+	if c.slow.Load() || !c.slow.CompareAndSwap(false, true) {
+		return false
+	}
+	c.srv.stats.SlowConsumers.Add(1)
+	return true
+}
+
+// cutSlow closes a connection marked slow, from any goroutine holding no
+// lock of the hub's.
 func (c *client) cutSlow() {
-	c.closeWith(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cutSlowLocked(slowReason)
+}
+
+// cutSlowLocked is the one way a connection is closed for reading too
+// slowly: it is marked (and counted, if it was not yet) and closed with
+// 4000 and reason. c.mu is held.
+func (c *client) cutSlowLocked(reason string) {
+	c.markSlow()
+	c.closeLocked(ws.CloseSlowConsumer, reason)
 }
 
 // closeWith closes the connection from any goroutine: see closeLocked.
@@ -721,7 +812,7 @@ func (c *client) closeLocked(code uint16, reason string) {
 	c.leaveTopic()
 	c.setState(stateClosing)
 	c.closeCode = code
-	if c.kind == kindSSE {
+	if c.sub.kind == kindSSE {
 		c.conn.SendFinal(appendSSEClose(nil, code, reason), c.srv.cfg.CloseTimeout)
 		return
 	}
@@ -756,13 +847,13 @@ func (c *client) leaveTopic() {
 		return
 	}
 	c.topic = nil
-	if c.wasPublisher {
+	if c.pub != nil {
 		c.srv.keyUsers.remove(c)
 		c.srv.topics.RemovePublisher(t)
 		c.srv.stats.Publishers.Add(-1)
-		if c.claim != nil {
-			c.claim.Release()
-			c.claim = nil
+		if c.pub.claim != nil {
+			c.pub.claim.Release()
+			c.pub.claim = nil
 		}
 	} else {
 		c.srv.topics.Unsubscribe(t, c)
@@ -814,7 +905,7 @@ func (c *client) refuseWith(r refusal, reason, extra string, linger time.Duratio
 	status := refusals[r].status
 	s.log.Info("handshake refused", "status", status, "reason", reason, "remote", c.remoteAddr())
 	c.setState(stateClosing)
-	c.buf = nil
+	c.hs.buf = nil
 	c.conn.SendLast(ws.AppendErrorResponse(nil, status, reason, extra), linger)
 }
 
@@ -825,6 +916,6 @@ func (c *client) refuseKey(k topics.Key, key, why string) {
 	s.stats.Refused.add(refUnauthorized, 1)
 	s.log.Info("handshake refused", "status", 401, "reason", "API key "+why, "domain", k.Domain, "key", keys.Redact(key), "remote", c.remoteAddr())
 	c.setState(stateClosing)
-	c.buf = nil
+	c.hs.buf = nil
 	c.conn.SendLast(ws.AppendErrorResponse(nil, 401, "API key refused for this domain", "WWW-Authenticate: Bearer\r\n"), 0)
 }

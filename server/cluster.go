@@ -190,6 +190,7 @@ func (h *clusterHub) Deliver(k topics.Key, epoch string, first uint64, frames []
 		s.stats.dropped.add(dropMalformed, int64(msgs))
 	} else {
 		s.publish(sc, t, &b, nil)
+		sc.fan.slow.cut()
 	}
 	sc.starts = b.starts[:0]
 	scratchPool.Put(sc)
@@ -266,7 +267,9 @@ func (s *Server) publishHere(ctx context.Context, k topics.Key, frame []byte, pa
 	if err != nil {
 		return "", 0, err
 	}
-	s.claimed(t, claim)
+	var slow slowSubs
+	s.claimed(t, claim, &slow)
+	slow.cut()
 	epoch, offset = s.publishFrame(t, frame, payload, claim)
 	return epoch, offset, nil
 }
@@ -287,6 +290,7 @@ func (h *clusterHub) PublishRelayed(k topics.Key, frames []byte, msgs, payload i
 	}
 	if err == nil {
 		s.publish(sc, t, &b, claim)
+		sc.fan.slow.cut()
 	} else {
 		s.stats.dropped.add(dropMalformed, int64(msgs))
 	}
@@ -316,7 +320,7 @@ func (h *clusterHub) ClaimLost(k topics.Key) {
 func (s *Server) closePublishers(k topics.Key, reason string) {
 	for _, c := range s.keyUsers.all() {
 		c.mu.Lock()
-		if c.wasPublisher && c.topic != nil && c.topic.Key() == k {
+		if c.pub != nil && c.topic != nil && c.topic.Key() == k {
 			s.log.Warn("publisher closed", "domain", k.Domain, "topic", k.Topic, "reason", reason)
 			c.closeLocked(ws.CloseGoingAway, reason)
 		}
@@ -334,7 +338,7 @@ func (c *client) subscribeCluster(k topics.Key, sr subRequest, rest []byte) {
 	s := c.srv
 	known := s.cfg.SubscribeWaits || s.topics.Has(k) || s.cluster.Started(k)
 	if known {
-		c.interest, c.joined = k, true
+		c.sub.interest, c.sub.joined = k, true
 		if s.cluster.Join(k) && !s.mayLack(k, sr.from) {
 			c.subscribe(k, sr, rest)
 			return
@@ -351,7 +355,7 @@ func (c *client) subscribeCluster(k topics.Key, sr subRequest, rest []byte) {
 		}
 	}
 	c.setState(stateKeyCheck)
-	c.buf = append(c.buf[:0:0], rest...)
+	c.hs.buf = append(c.hs.buf[:0:0], rest...)
 	go c.awaitCluster(k, sr, known)
 }
 
@@ -390,7 +394,7 @@ func (c *client) awaitCluster(k topics.Key, sr subRequest, known bool) {
 			c.mu.Unlock()
 			return
 		}
-		c.interest, c.joined = k, true
+		c.sub.interest, c.sub.joined = k, true
 		confirmed := s.cluster.Join(k)
 		c.mu.Unlock()
 		if !confirmed {
@@ -433,21 +437,22 @@ func (c *client) awaitCluster(k topics.Key, sr subRequest, known bool) {
 		return
 	}
 	c.setState(stateHandshake)
-	early := c.buf
-	c.buf = nil
+	early := c.hs.buf
+	c.hs.buf = nil
 	c.subscribe(k, sr, early)
 }
 
 // claimed sets topic t up for a claim on it before anything is published
 // through the claim: a claim that took the topic over from another node,
 // or started it, says where the positions go on from, and the history the
-// previous owner keeps is brought in.
-func (s *Server) claimed(t *topics.Topic[*client], claim ClusterTopic) {
+// previous owner keeps is brought in. Subscribers too slow for the notice
+// of that are added to slow, for the caller to cut once it holds no lock.
+func (s *Server) claimed(t *topics.Topic[*client], claim ClusterTopic, slow *slowSubs) {
 	epoch, last := claim.Continues()
 	if epoch == "" {
 		return
 	}
-	s.continueAt(t, epoch, last)
+	s.continueAt(t, epoch, last, slow)
 	if last > 0 && s.cfg.HistorySize > 0 {
 		go s.fillTakenOver(t)
 	}
@@ -457,8 +462,9 @@ func (s *Server) claimed(t *topics.Topic[*client], claim ClusterTopic) {
 // previous owner (another hub node) stopped, before a publisher that took
 // the topic over here publishes. Its live subscribers that see positions
 // are told of a new epoch, or of offsets they will not get, as when a
-// message from another node says so.
-func (s *Server) continueAt(t *topics.Topic[*client], epoch string, last uint64) {
+// message from another node says so; those too slow for it are added to
+// slow.
+func (s *Server) continueAt(t *topics.Topic[*client], epoch string, last uint64, slow *slowSubs) {
 	t.Publishing.Lock()
 	defer t.Publishing.Unlock()
 	t.Log.Lock()
@@ -466,23 +472,23 @@ func (s *Server) continueAt(t *topics.Topic[*client], epoch string, last uint64)
 	subs := t.Subscribers()
 	t.Log.Unlock()
 	if reset || gapFirst > 0 {
-		s.notify(subs, epoch, reset, gapFirst, gapLast)
+		s.notify(subs, epoch, reset, gapFirst, gapLast, slow)
 	}
 }
 
 // notify sends a reset or gap notice to those of subs that see positions.
 // The caller holds the topic's Publishing mutex, so that the notice comes
-// in its place among the messages.
-func (s *Server) notify(subs []*client, epoch string, reset bool, gapFirst, gapLast uint64) {
+// in its place among the messages: a subscriber too slow for it is marked
+// and added to slow, as in a fan-out.
+func (s *Server) notify(subs []*client, epoch string, reset bool, gapFirst, gapLast uint64, slow *slowSubs) {
 	var v variants
 	for kind := kindMeta; kind < numKinds; kind++ {
 		v[kind] = appendNotice(nil, kind, epoch, reset, gapFirst, gapLast)
 	}
 	for _, c := range subs {
-		if f := v[c.kind]; len(f) > 0 {
-			if err := c.conn.Send(f); errors.Is(err, loop.ErrBacklogFull) {
-				s.stats.SlowConsumers.Add(1)
-				c.cutSlow()
+		if f := v[c.sub.kind]; len(f) > 0 && !c.slow.Load() {
+			if err := c.conn.Send(f); errors.Is(err, loop.ErrBacklogFull) && c.markSlow() {
+				slow.add(c)
 			}
 		}
 	}

@@ -63,7 +63,7 @@ func (t *fanoutTask) work(yield bool) {
 		if i >= t.slices {
 			break
 		}
-		r := t.srv.writeChunk(t.subs[i*fanoutSlice:min((i+1)*fanoutSlice, n)], t.frames)
+		r := t.srv.writeChunk(t.subs[i*fanoutSlice:min((i+1)*fanoutSlice, n)], t.frames, &t.fs.slow)
 		t.res.written.Add(r.written)
 		t.res.slow.Add(r.slow)
 		t.res.closing.Add(r.closing)
@@ -146,6 +146,7 @@ func (p *fanoutPool) offer(t *fanoutTask) bool {
 type fanoutState struct {
 	task fanoutTask
 	z    [numKinds]zcount // what each deflate variant of this publish has compressed
+	slow slowSubs         // subscribers to cut once the fan-out holds no lock
 
 	// async, when set, lets a fan-out to asyncMin subscribers or more go
 	// on after publish returns: pause is called before any of it is
@@ -180,13 +181,15 @@ type asyncHooks struct {
 // (see fanoutState.async): its finish then releases t's Publishing mutex
 // and sc's variants.
 func (s *Server) fanout(fs *fanoutState, subs []*client, frames *variants, messages, payload int, elsewhere bool) bool {
-	return s.fanoutOf(fs, nil, nil, subs, frames, messages, payload, elsewhere)
+	detached := s.fanoutOf(fs, nil, nil, subs, frames, messages, payload, elsewhere)
+	fs.slow.cut()
+	return detached
 }
 
 func (s *Server) fanoutOf(fs *fanoutState, sc *scratch, t *topics.Topic[*client], subs []*client, frames *variants, messages, payload int, elsewhere bool) (detached bool) {
 	fs.start, fs.messages, fs.payload, fs.elsewhere = time.Now(), messages, payload, elsewhere
 	if len(subs) < asyncMin {
-		r := s.writeChunk(subs, frames)
+		r := s.writeChunk(subs, frames, &fs.slow)
 		s.countFanout(fs, &r, len(subs))
 		return false
 	}
@@ -243,6 +246,7 @@ func (fs *fanoutState) finish() {
 		fs.sc, fs.topic, fs.detached = nil, nil, false
 		sc.release()
 		t.Publishing.Unlock()
+		fs.slow.cut()
 		fs.async.resume()
 	}
 	fs.done.Done()
@@ -273,24 +277,66 @@ func (s *Server) countFanout(fs *fanoutState, res *chunkResult, n int) {
 	s.metrics.fanout.Observe(time.Since(fs.start).Seconds())
 }
 
-// writeChunk sends frames to each of subs and closes those whose backlog is
-// full.
-func (s *Server) writeChunk(subs []*client, frames *variants) chunkResult {
+// writeChunk sends frames to each of subs. A subscriber whose backlog is
+// full is marked slow and added to slow, for its writer to cut once it
+// holds no lock; one marked before gets nothing more.
+func (s *Server) writeChunk(subs []*client, frames *variants, slow *slowSubs) chunkResult {
 	var r chunkResult
-	for _, sub := range subs {
-		switch err := sub.conn.Send(frames[sub.kind]); {
+	for _, c := range subs {
+		if c.slow.Load() {
+			r.closing++ // being cut: its stream ends at the message it missed
+			continue
+		}
+		switch err := c.conn.Send(frames[c.sub.kind]); {
 		case err == nil:
 			r.written++
-			r.byKind[sub.kind]++
+			r.byKind[c.sub.kind]++
 		case errors.Is(err, loop.ErrBacklogFull):
 			r.slow++
-			s.stats.SlowConsumers.Add(1)
-			sub.cutSlow()
+			if c.markSlow() {
+				slow.add(c)
+			}
 		default:
 			r.closing++
 		}
 	}
 	return r
+}
+
+// slowSubs holds the subscribers a fan-out marked slow, until its writer
+// cuts them: the cut takes the subscriber's client.mu, which no goroutine
+// may take while it holds a topic's Publishing mutex or a publisher's
+// client.mu. Each subscriber is marked once, so it holds at most the
+// topic's subscribers; it is empty but for the writes that found a full
+// backlog.
+type slowSubs struct {
+	any  atomic.Bool // subs is not empty
+	mu   sync.Mutex
+	subs []*client
+}
+
+// add records c, marked slow; the pool's workers add concurrently.
+func (l *slowSubs) add(c *client) {
+	l.mu.Lock()
+	l.subs = append(l.subs, c)
+	l.any.Store(true)
+	l.mu.Unlock()
+}
+
+// cut closes the subscribers added so far. The caller holds no lock of
+// the hub's.
+func (l *slowSubs) cut() {
+	if !l.any.Load() {
+		return
+	}
+	l.mu.Lock()
+	subs := l.subs
+	l.subs = nil
+	l.any.Store(false)
+	l.mu.Unlock()
+	for _, c := range subs {
+		c.cutSlow()
+	}
 }
 
 // lanesFor is how many cores a fan-out may use: one per event loop.

@@ -108,7 +108,7 @@ func BenchmarkFanout_1kSubs_Burst50(b *testing.B) { benchmarkFanout(b, 1000, 50,
 // subscribers.
 func BenchmarkPublishRead(b *testing.B) {
 	s, t := benchHub(b, 100)
-	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}, sc: new(scratch)}
+	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}, pub: new(publisher)}
 	var read []byte
 	for range 50 {
 		read = append(read, 0x82, 0x80|126, 0, 128, 1, 2, 3, 4)
@@ -166,9 +166,9 @@ func BenchmarkPublish_1kSubs_Burst50_Meta(b *testing.B) {
 func BenchmarkPublishRead_2kSubs_Detached(b *testing.B) {
 	const n = 2 * asyncMin
 	s, t := benchHub(b, n)
-	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}, sc: new(scratch)}
+	c := &client{srv: s, topic: t, state: statePublisher, rd: ws.Reader{MaxMessage: 1 << 20}, pub: new(publisher)}
 	paused := 0
-	c.sc.fan.async = &asyncHooks{pause: func() { paused++ }, resume: func() {}}
+	c.pub.sc.fan.async = &asyncHooks{pause: func() { paused++ }, resume: func() {}}
 	var read []byte
 	for range 50 {
 		read = append(read, 0x82, 0x80|126, 0, 128, 1, 2, 3, 4)
@@ -181,7 +181,7 @@ func BenchmarkPublishRead_2kSubs_Detached(b *testing.B) {
 		copy(buf, read)
 		c.publish(buf)
 	}
-	c.sc.fan.done.Wait()
+	c.pub.sc.fan.done.Wait()
 	if paused != b.N {
 		b.Fatalf("%d of %d fan-outs detached", paused, b.N)
 	}

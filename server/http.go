@@ -27,7 +27,7 @@ func (c *client) serveHTTP(req ws.Request) {
 		return
 	}
 	c.setState(stateHTTP)
-	c.buf = nil
+	c.hs.buf = nil
 	c.conn.SetDeadline(time.Now().Add(2 * time.Minute)) // a CPU profile takes its time
 	go func() {
 		defer func() { <-s.https }()

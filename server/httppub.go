@@ -247,7 +247,7 @@ func expectsContinue(head []byte) bool {
 
 // apiRequestHead takes an HTTP publish whose head was just read: r and
 // routeErr are what parseTarget made of its target, rest the bytes after
-// the head, owned whether rest is part of c.buf (not the loop's buffer).
+// the head, owned whether rest is part of c.hs.buf (not the loop's buffer).
 // c.mu is held.
 func (c *client) apiRequestHead(req ws.Request, head []byte, r route, routeErr error, rest []byte, owned bool) {
 	s := c.srv
@@ -277,7 +277,7 @@ func (c *client) apiRequestHead(req ws.Request, head []byte, r route, routeErr e
 	take := min(n, len(rest))
 	a.frame = append(a.frame, rest[:take]...)
 	if len(a.frame) < a.want {
-		c.buf = nil
+		c.hs.buf = nil
 		c.setState(stateAPIBody)
 		if a.req.expect {
 			c.conn.Send(continue100)
@@ -300,18 +300,18 @@ func (c *client) apiBody(data []byte) {
 }
 
 // apiBodyRead takes a request whose body is all in, rest the bytes that
-// came after it (part of c.buf if owned), and hands it to apiRun, which
+// came after it (part of c.hs.buf if owned), and hands it to apiRun, which
 // checks the key and publishes off the loop. c.mu is held.
 func (c *client) apiBodyRead(rest []byte, owned bool) {
 	s := c.srv
 	a := c.api
 	switch {
 	case owned && len(rest) > 0:
-		c.buf = rest // the tail of c.buf: no copy
+		c.hs.buf = rest // the tail of c.hs.buf: no copy
 	case owned:
-		c.buf = nil
+		c.hs.buf = nil
 	default:
-		c.buf = append(c.buf[:0], rest...)
+		c.hs.buf = append(c.hs.buf[:0], rest...)
 	}
 	if a.req.op == ws.OpText && !utf8.Valid(a.body()) {
 		c.apiAnswer(apiBadRequest, "the body is not valid UTF-8: a text message must be (send other bytes with another Content-Type)", false)
@@ -345,19 +345,19 @@ func (c *client) apiPipelined(data []byte) {
 	if c.api.closeAfter {
 		return
 	}
-	if len(c.buf)+len(data) > c.apiMaxPending() {
+	if len(c.hs.buf)+len(data) > c.apiMaxPending() {
 		c.api.closeAfter = true
-		c.buf = nil
+		c.hs.buf = nil
 		return
 	}
-	c.buf = append(c.buf, data...)
+	c.hs.buf = append(c.hs.buf, data...)
 }
 
 // apiNext parses the requests that waited behind an answer, as long as
 // each is answered at once, without recursion however many there are.
 // c.mu is held.
 func (c *client) apiNext() {
-	for c.api != nil && c.api.next {
+	for c.api != nil && c.api.next && c.hs != nil { // hs: nil once the connection is gone
 		c.api.next = false
 		c.handshake(nil)
 	}
@@ -577,19 +577,19 @@ func (c *client) apiRespond(res apiResult, contentType string, body []byte, must
 	}
 	if closing {
 		c.setState(stateClosing)
-		c.buf, c.lost = nil, true // drop whatever comes during the linger
+		c.hs.buf, c.lost = nil, true // drop whatever comes during the linger
 		c.conn.SendLast(resp, apiLinger)
 		return
 	}
 	if err := c.conn.Send(resp); err != nil {
 		// Its backlog is full: it pipelines without reading the answers.
 		c.setState(stateClosing)
-		c.buf = nil
+		c.hs.buf = nil
 		c.conn.Close()
 		return
 	}
-	if len(c.buf) == 0 {
-		c.buf = nil
+	if len(c.hs.buf) == 0 {
+		c.hs.buf = nil
 		c.setState(stateAPIIdle)
 		c.conn.SetDeadline(time.Now().Add(apiIdleTimeout))
 		return

@@ -63,7 +63,7 @@ func (c *client) keepalive(now int64, ping bool) {
 	if c.tokenExpired(now) || !ping {
 		return
 	}
-	if c.kind == kindSSE {
+	if c.sub.kind == kindSSE {
 		c.keepaliveSSE(now)
 		return
 	}
@@ -77,8 +77,7 @@ func (c *client) keepalive(now int64, ping bool) {
 		var b [2]byte
 		c.pingSent = now
 		if err := c.conn.Send(ws.AppendFrame(b[:0], ws.OpPing, nil)); err != nil && !c.conn.Closing() {
-			c.srv.stats.SlowConsumers.Add(1)
-			c.closeLocked(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+			c.cutSlowLocked(slowReason)
 		}
 	}
 }

@@ -20,7 +20,7 @@ const maxTrackedAddrs = 1 << 20
 type addrLimits struct {
 	maxConns int     // per address; 0: none
 	rate     float64 // handshakes a second per address; 0: none
-	burst    float64
+	burst    int64
 	seed     maphash.Seed
 	shards   [64]struct {
 		mu sync.Mutex
@@ -29,13 +29,12 @@ type addrLimits struct {
 }
 
 type addrState struct {
-	conns  int
-	tokens float64
-	last   int64 // UnixNano of the last refill
+	conns int
+	hs    bucket // handshakes
 }
 
 func newAddrLimits(maxConns int, rate float64, burst int) *addrLimits {
-	l := &addrLimits{maxConns: maxConns, rate: rate, burst: float64(max(burst, 1)), seed: maphash.MakeSeed()}
+	l := &addrLimits{maxConns: maxConns, rate: rate, burst: int64(max(burst, 1)), seed: maphash.MakeSeed()}
 	for i := range l.shards {
 		l.shards[i].m = make(map[netip.Addr]*addrState)
 	}
@@ -58,16 +57,12 @@ func (l *addrLimits) open(a netip.Addr, now int64) (refusal, bool) {
 		if len(sh.m) >= maxTrackedAddrs/len(l.shards) {
 			return 0, true
 		}
-		st = &addrState{tokens: l.burst, last: now}
+		st = new(addrState)
+		st.hs.fillBurst(l.burst, now)
 		sh.m[a] = st
 	}
-	if l.rate > 0 {
-		st.tokens = min(l.burst, st.tokens+float64(now-st.last)*l.rate/1e9)
-		st.last = now
-		if st.tokens < 1 {
-			return refHandshakeRate, false
-		}
-		st.tokens--
+	if l.rate > 0 && !st.hs.takeBurst(1, l.rate, l.burst, now) {
+		return refHandshakeRate, false
 	}
 	if l.maxConns > 0 && st.conns >= l.maxConns {
 		return refTooManyFromAddr, false
@@ -94,13 +89,13 @@ func (l *addrLimits) sweep(now int64) {
 	}
 	full := int64(time.Second)
 	if l.rate > 0 {
-		full = int64(l.burst / l.rate * 1e9)
+		full = int64(float64(l.burst) / l.rate * 1e9)
 	}
 	for i := range l.shards {
 		sh := &l.shards[i]
 		sh.mu.Lock()
 		for a, st := range sh.m {
-			if st.conns == 0 && now-st.last >= full {
+			if st.conns == 0 && now-st.hs.last >= full {
 				delete(sh.m, a)
 			}
 		}
@@ -156,34 +151,54 @@ func cutWildcard(pattern string) (scheme, host string, ok bool) {
 	return "", "", false
 }
 
-// bucket is a token bucket: it holds up to rate tokens and gains rate
-// tokens a second, rate being given at each call (the owner knows it, the
-// bucket need not keep it). Tokens are counted in billionths, so that calls
-// closer together than one token's worth still add up to whole tokens.
+// bucket is the hub's one token bucket, for every rate it enforces: a
+// publisher's messages, a subscriber's input bytes, an HTTP publishing
+// key's messages and an address's handshakes. It holds up to burst tokens
+// and gains rate tokens a second, both given at each call (the owner knows
+// them, the bucket need not keep them). Tokens are counted in billionths,
+// so that calls closer together than one token's worth still add up to
+// whole tokens, and a rate below one a second still refills.
 type bucket struct {
 	avail int64 // billionths of a token
 	last  int64 // UnixNano of the last refill
 }
 
-// maxBucketRate bounds a bucket's rate, so that a full bucket's billionths
-// fit in an int64 with room for one second's refill on top.
+// maxBucketRate bounds a bucket's burst (and, for take, its rate), so that
+// a full bucket's billionths fit in an int64 with room for one second's
+// refill on top.
 const maxBucketRate = 1 << 32
 
-// fill makes b full at now.
-func (b *bucket) fill(rate, now int64) {
-	b.avail, b.last = min(rate, maxBucketRate)*int64(time.Second), now
+// fill makes b full at now, for a burst of rate tokens.
+func (b *bucket) fill(rate, now int64) { b.fillBurst(rate, now) }
+
+// fillBurst makes b full at now: burst tokens.
+func (b *bucket) fillBurst(burst, now int64) {
+	b.avail, b.last = min(burst, maxBucketRate)*int64(time.Second), now
 }
 
 // take takes n tokens at now if b holds them, and reports whether it did;
-// a refused take takes nothing.
+// a refused take takes nothing. The bucket holds one second's worth: rate
+// tokens.
 func (b *bucket) take(n, rate, now int64) bool {
-	const unit = int64(time.Second)
 	rate = min(rate, maxBucketRate)
+	return b.takeBurst(n, float64(rate), rate, now)
+}
+
+// takeBurst is take for a bucket that gains rate tokens a second (a
+// fraction allowed) up to burst.
+func (b *bucket) takeBurst(n int64, rate float64, burst, now int64) bool {
+	const unit = int64(time.Second)
+	burst = min(burst, maxBucketRate)
 	if d := now - b.last; d > 0 {
-		b.avail = min(rate*unit, b.avail+min(d, unit)*rate)
+		full := burst * unit
+		if add := float64(d) * rate; add >= float64(full-b.avail) {
+			b.avail = full
+		} else {
+			b.avail += int64(add)
+		}
 		b.last = now
 	}
-	if n > rate || b.avail < n*unit {
+	if n > burst || b.avail < n*unit {
 		return false
 	}
 	b.avail -= n * unit

@@ -210,6 +210,12 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 // sc.fan.async set, a large fan-out may still be going on when publish
 // returns (see fanoutState.async): sc.fan.done.Wait() before sc is used
 // again; b's frames must stay as they are until then.
+//
+// Subscribers too slow for the fan-out are marked, and get nothing more,
+// but are not closed here: the caller cuts sc.fan.slow once it holds no
+// lock (a publisher's client.mu above all), and a detached fan-out's
+// finish cuts those it found. No client.mu is taken under the topic's
+// Publishing mutex.
 func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim ClusterTopic) (epoch string, first uint64) {
 	n := len(b.starts)
 	sc.handedOff = false
@@ -306,6 +312,7 @@ func (s *Server) publishFrame(t *topics.Topic[*client], frame []byte, payload in
 	sc := scratchPool.Get().(*scratch)
 	b := batch{frames: frame, starts: append(sc.starts[:0], 0), payload: payload}
 	epoch, offset = s.publish(sc, t, &b, claim)
+	sc.fan.slow.cut()
 	sc.starts = b.starts[:0]
 	scratchPool.Put(sc)
 	return epoch, offset

@@ -90,13 +90,13 @@ func (c *client) openAddr() {
 	peer := addrOf(c.conn.RemoteAddr())
 	switch {
 	case !s.trusted(peer):
-		c.via = viaPeer
+		c.hs.via = viaPeer
 		c.admit(peer)
 	case s.cfg.ProxyProtocol:
-		c.via = viaHeader
+		c.hs.via = viaHeader
 		c.conn.ExpectPreface(s) // under TLS the header comes before the handshake
 	default:
-		c.via = viaForwarded
+		c.hs.via = viaForwarded
 	}
 }
 
@@ -106,7 +106,7 @@ func (c *client) openAddr() {
 // or the connection is not yet shared.
 func (c *client) admit(a netip.Addr) {
 	s := c.srv
-	if !s.limits.on() || c.refusal != 0 || a == c.addr {
+	if !s.limits.on() || c.hs.refusal != 0 || a == c.addr {
 		return
 	}
 	if c.addr.IsValid() {
@@ -119,7 +119,7 @@ func (c *client) admit(a netip.Addr) {
 	if r, ok := s.limits.open(a, time.Now().UnixNano()); ok {
 		c.addr = a
 	} else {
-		c.refusal = r
+		c.hs.refusal = r
 	}
 }
 
@@ -130,15 +130,15 @@ func (c *client) admit(a netip.Addr) {
 func (c *client) readProxyHeader(data []byte) ([]byte, bool) {
 	s := c.srv
 	buf := data
-	if len(c.buf) > 0 {
-		c.buf = append(c.buf, data...)
-		buf = c.buf
+	if len(c.hs.buf) > 0 {
+		c.hs.buf = append(c.hs.buf, data...)
+		buf = c.hs.buf
 	}
 	h, n, err := proxyproto.Parse(buf, s.cfg.MaxHeaderBytes)
 	switch {
 	case errors.Is(err, proxyproto.ErrIncomplete):
-		if len(c.buf) == 0 {
-			c.buf = append(c.buf, data...)
+		if len(c.hs.buf) == 0 {
+			c.hs.buf = append(c.hs.buf, data...)
 		}
 		return nil, false
 	case errors.Is(err, proxyproto.ErrMissing):
@@ -151,13 +151,13 @@ func (c *client) readProxyHeader(data []byte) ([]byte, bool) {
 		c.refuseHeader("malformed PROXY protocol header")
 		return nil, false
 	}
-	c.via = viaProxied
+	c.hs.via = viaProxied
 	if !h.Local {
 		c.setProxied(h.Source)
 		c.admit(h.Source.Addr())
 	}
 	rest := buf[n:]
-	c.buf = nil // rest, if in it, is copied by handshake before c.buf is reused
+	c.hs.buf = nil // rest, if in it, is copied by handshake before c.hs.buf is reused
 	return rest, true
 }
 
@@ -171,7 +171,7 @@ func (s *Server) OnPreface(conn *loop.Conn, data []byte) ([]byte, bool) {
 	c := conn.Value.(*client)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != stateHandshake || c.via != viaHeader {
+	if c.state != stateHandshake || c.hs.via != viaHeader {
 		return nil, false // refused, and closing
 	}
 	return c.readProxyHeader(data)
@@ -191,7 +191,7 @@ func (c *client) refuseHeader(reason string) {
 	s.stats.Refused.add(refBadProxyHeader, 1)
 	s.log.Info("handshake refused", "answer", "none: the connection is closed before TLS", "reason", reason, "remote", c.remoteAddr())
 	c.setState(stateClosing)
-	c.buf = nil
+	c.hs.buf = nil
 	c.conn.Close()
 }
 
@@ -285,7 +285,7 @@ func truncate(s string, n int) string {
 // PROXY header gave one) followed by " via " and the proxy's.
 func (c *client) remoteAddr() string {
 	peer := c.conn.RemoteAddr().String()
-	if c.via == viaPeer || c.proxied == nil {
+	if c.proxied == nil {
 		return peer // a direct client, or the proxy's own connection
 	}
 	var client string

@@ -18,9 +18,12 @@
 // the publisher took (fanout.go). Lock order, outermost first:
 // client.mu, a topic's Publishing mutex, loop.Conn's lock, the topic's
 // history.Log mutex, the topics table's shard lock, the history Budget's
-// lock; a goroutine holding a subscriber's client.mu never takes a
-// publisher's, and none takes a Publishing mutex holding a Conn's lock.
-// The mutex of a cluster node's history fetches (fills) is a leaf.
+// lock; none takes a Publishing mutex holding a Conn's lock. A goroutine
+// holds one client.mu at most: a subscriber whose backlog a fan-out finds
+// full is only marked slow under the Publishing mutex (and the publisher's
+// client.mu), and closed by the writer once it has released both
+// (client.markSlow, slowSubs). The mutex of a cluster node's history
+// fetches (fills) and a fan-out's slowSubs mutex are leaves.
 package server
 
 import (
@@ -307,7 +310,7 @@ func Start(cfg Config) (*Server, error) {
 		SubscribeWaits:     cfg.SubscribeWaits,
 		GracePeriod:        cfg.GracePeriod,
 		OnExpire:           s.expire,
-		Kind:               func(c *client) int { return int(c.kind) },
+		Kind:               func(c *client) int { return int(c.sub.kind) },
 	}
 	lim := history.Limits{Size: cfg.HistorySize, Bytes: cfg.HistoryBytes, TTL: cfg.HistoryTTL}
 	tc.NewLog = func(topics.Key) *history.Log {

@@ -101,7 +101,7 @@ func (c *client) drainSSE(origin string) {
 	s.stats.Refused.add(refShuttingDown, 1)
 	s.log.Info("handshake refused", "status", 200, "reason", "server shutting down (EventSource: a closed stream)", "remote", c.remoteAddr())
 	c.setState(stateClosing)
-	c.buf = nil
+	c.hs.buf = nil
 	b := appendSSEHead(nil, origin, sseRetry())
 	b = appendSSEClose(b, ws.CloseGoingAway, "server shutting down")
 	c.conn.SendFinal(b, drainLinger)
@@ -153,7 +153,7 @@ func appendSSEClose(dst []byte, code uint16, reason string) []byte {
 // answer its ping. c.mu is held.
 func (c *client) keepaliveSSE(now int64) {
 	cfg := &c.srv.cfg
-	k := &c.sse
+	k := &c.sub.sse
 	queued, written := c.conn.Counts()
 	if k.ping != 0 {
 		if written < k.mark {
@@ -174,8 +174,7 @@ func (c *client) keepaliveSSE(now int64) {
 	err := c.conn.Send(ssePing)
 	switch {
 	case errors.Is(err, loop.ErrBacklogFull):
-		c.srv.stats.SlowConsumers.Add(1)
-		c.closeLocked(ws.CloseSlowConsumer, "slow consumer: backlog over --max-backlog")
+		c.cutSlowLocked(slowReason)
 	case err == nil:
 		k.queued, _ = c.conn.Counts()
 		k.quiet, k.ping, k.mark = now, now, k.queued

@@ -260,7 +260,7 @@ func (c *client) admitToken(k topics.Key, req *ws.Request) bool {
 		c.refuseWith(refTokenUnauthorized, r.reason, `WWW-Authenticate: Bearer error="invalid_token"`+"\r\n", 0)
 		return false
 	}
-	c.tok = &g
+	c.sub.tok = &g
 	s.tokenClients.Add(1)
 	return true
 }
@@ -269,7 +269,7 @@ func (c *client) admitToken(k topics.Key, req *ws.Request) bool {
 // keepalive sweep calls it about once a second. It reports whether it
 // closed c. c.mu is held.
 func (c *client) tokenExpired(now int64) bool {
-	if c.tok == nil || now < c.tok.exp {
+	if c.sub.tok == nil || now < c.sub.tok.exp {
 		return false
 	}
 	c.closeLocked(ws.CloseTokenExpired, "token expired: fetch a new token and resume")
@@ -285,7 +285,7 @@ func (s *Server) TokenKeyRevoked(kid string) int {
 	s.clients.each(func(c *client) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if c.tok != nil && c.tok.key.KID == kid && c.state != stateClosing && c.state != stateClosed {
+		if c.sub.tok != nil && c.sub.tok.key.KID == kid && c.state != stateClosing && c.state != stateClosed {
 			c.closeLocked(ws.CloseKeyRevoked, "token verification key revoked: fetch a new token")
 			n++
 		}
