@@ -3,19 +3,13 @@ package server_test
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,64 +21,15 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wspubsub/wspubsub/internal/testca"
 	"github.com/wspubsub/wspubsub/loop"
 	"github.com/wspubsub/wspubsub/server"
 )
 
 // testCert is a self-signed ECDSA certificate for 127.0.0.1 and localhost.
-type testCert struct {
-	cert    *x509.Certificate
-	certPEM []byte
-	keyPEM  []byte
-}
+type testCert = testca.Leaf
 
-func newTestCert(t testing.TB, serial int64) testCert {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: fmt.Sprintf("wspubsub test %d", serial)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCert{
-		cert:    cert,
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}
-}
-
-// write puts the certificate and key in certFile and keyFile.
-func (c testCert) write(t testing.TB, certFile, keyFile string) {
-	t.Helper()
-	if err := os.WriteFile(certFile, c.certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, c.keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
+func newTestCert(t testing.TB, serial int64) testCert { return testca.SelfSigned(t, serial) }
 
 // tlsHub is a hub serving wss:// with a key pair read from files.
 type tlsHub struct {
@@ -99,7 +44,7 @@ func startTLSHub(t testing.TB, cert testCert, opts ...func(*server.Config)) *tls
 	t.Helper()
 	dir := t.TempDir()
 	h := &tlsHub{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem"), roots: x509.NewCertPool()}
-	cert.write(t, h.certFile, h.keyFile)
+	cert.Write(t, h.certFile, h.keyFile)
 	h.trust(cert)
 	kp, err := loop.LoadKeyPair(h.certFile, h.keyFile)
 	if err != nil {
@@ -115,7 +60,7 @@ func startTLSHub(t testing.TB, cert testCert, opts ...func(*server.Config)) *tls
 	return h
 }
 
-func (h *tlsHub) trust(c testCert) { h.roots.AddCert(c.cert) }
+func (h *tlsHub) trust(c testCert) { h.roots.AddCert(c.Cert) }
 
 // dial opens a wss:// WebSocket to path and returns it with the serial of
 // the certificate the hub presented.
@@ -357,7 +302,7 @@ func TestTLSReload(t *testing.T) {
 	}
 	old := h.sub(t, "news")
 
-	b.write(t, h.certFile, h.keyFile)
+	b.Write(t, h.certFile, h.keyFile)
 	if err := h.kp.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +320,7 @@ func TestTLSReload(t *testing.T) {
 	expect(t, s, websocket.TextMessage, []byte("to both"))
 
 	// A half-written pair: the reload fails and B stays.
-	if err := os.WriteFile(h.keyFile, a.keyPEM, 0o600); err != nil {
+	if err := os.WriteFile(h.keyFile, a.KeyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.kp.Reload(); err == nil {

@@ -1,16 +1,8 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,52 +12,17 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/wspubsub/wspubsub/internal/testca"
 )
 
 // writeTestCert writes a self-signed ECDSA certificate for 127.0.0.1 with
-// serial, and its key, to certFile and keyFile, and returns the certificate.
+// serial, and its key, to certFile and keyFile (each renamed into place, as
+// a certificate manager would), and returns the certificate.
 func writeTestCert(t *testing.T, serial int64, certFile, keyFile string) *x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: fmt.Sprintf("wspubsub test %d", serial)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Write to temporary files and rename, as a certificate manager would.
-	for _, f := range []struct {
-		path string
-		pem  *pem.Block
-	}{{certFile, &pem.Block{Type: "CERTIFICATE", Bytes: der}}, {keyFile, &pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}}} {
-		if err := os.WriteFile(f.path+".new", pem.EncodeToMemory(f.pem), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(f.path+".new", f.path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	l := testca.SelfSigned(t, serial)
+	l.Write(t, certFile, keyFile)
+	return l.Cert
 }
 
 // TestServeTLSReloadsOnSIGHUP runs the binary with --tls-cert and

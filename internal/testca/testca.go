@@ -14,8 +14,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -76,7 +78,13 @@ func (ca *CA) Issue(t testing.TB, name string, server bool) Leaf {
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 		tmpl.DNSNames = []string{"localhost"}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	return sign(t, tmpl, ca.Cert, key, ca.Key)
+}
+
+// sign makes the certificate tmpl for key, signed by parent's signer.
+func sign(t testing.TB, tmpl, parent *x509.Certificate, key, signer *ecdsa.PrivateKey) Leaf {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +97,46 @@ func (ca *CA) Issue(t testing.TB, name string, server bool) Leaf {
 		t.Fatal(err)
 	}
 	return Leaf{Cert: cert, CertPEM: pemOf("CERTIFICATE", der), KeyPEM: pemOf("PRIVATE KEY", keyDER)}
+}
+
+// SelfSigned makes a server certificate for 127.0.0.1 and localhost that
+// signs itself, with the given serial number, so that a test can tell
+// which of several a server presented (a reloaded one, say). Trust it by
+// adding its Cert to a pool.
+func SelfSigned(t testing.TB, serial int64) Leaf {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial),
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("wspubsub test %d", serial)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:              []string{"localhost"},
+	}
+	return sign(t, tmpl, tmpl, key, key)
+}
+
+// Write puts the certificate and its key in certFile and keyFile, each
+// through a temporary file renamed into place, as a certificate manager
+// would (a server reading them meanwhile sees the old file or the new).
+func (l Leaf) Write(t testing.TB, certFile, keyFile string) {
+	t.Helper()
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{certFile, l.CertPEM}, {keyFile, l.KeyPEM}} {
+		if err := os.WriteFile(f.path+".new", f.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(f.path+".new", f.path); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
