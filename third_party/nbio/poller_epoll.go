@@ -65,7 +65,19 @@ type poller struct {
 	unixSockAddr string
 
 	ReadBuffer []byte // default reading buffer
+
+	// wspubsub patch: whether sockets accept4 takes from the listener have
+	// the options setConnOptions gives, copied from the listener (Linux
+	// does), found at the first one: inheritUnknown, inheritYes or
+	// inheritNo. The acceptor's goroutine alone uses it.
+	inherit int8
 }
+
+const (
+	inheritUnknown int8 = iota
+	inheritYes
+	inheritNo
+)
 
 // add the connection to poller and handle its io events.
 //
@@ -177,6 +189,14 @@ func (p *poller) acceptorLoop() {
 	if ln, ok := p.listener.(*net.TCPListener); ok {
 		if rc, err := ln.SyscallConn(); err == nil {
 			drain, lAddr = rc, ln.Addr()
+			// Set once on the listener, the options reach every socket
+			// accepted from it without a system call each (see acceptAll).
+			p.inherit = inheritNo
+			_ = rc.Control(func(lfd uintptr) {
+				if setConnOptions(int(lfd)) == nil {
+					p.inherit = inheritUnknown
+				}
+			})
 		}
 	}
 
@@ -263,9 +283,17 @@ func (p *poller) acceptAll(lfd int, lAddr net.Addr) error {
 		default:
 			return os.NewSyscallError("accept4", err)
 		}
-		if err := setConnOptions(fd); err != nil {
-			syscall.Close(fd) // reset, or gone already
-			continue
+		if p.inherit == inheritUnknown {
+			p.inherit = inheritNo
+			if hasConnOptions(fd) {
+				p.inherit = inheritYes
+			}
+		}
+		if p.inherit != inheritYes {
+			if err := setConnOptions(fd); err != nil {
+				syscall.Close(fd) // reset, or gone already
+				continue
+			}
 		}
 		c := &Conn{fd: fd, lAddr: lAddr, rAddr: tcpAddr(sa), typ: ConnTypeTCP}
 		if err := p.g.pollers[c.Hash()%len(p.g.pollers)].addConn(c); err != nil && !p.shutdown {
@@ -276,24 +304,41 @@ func (p *poller) acceptAll(lfd int, lAddr net.Addr) error {
 	return nil
 }
 
-// wspubsub patch: setConnOptions sets on an accepted socket what the
-// standard library's Accept sets: TCP_NODELAY, and keepalive after 15 s
-// idle, every 15 s (net's defaults; 9 probes is Linux's own). Linux does not
-// copy them from the listener.
+// wspubsub patch: connOptions are what the standard library's Accept sets
+// on a TCP socket: TCP_NODELAY, and keepalive after 15 s idle, every 15 s
+// (net's defaults; 9 probes is Linux's own).
+var connOptions = [...]struct{ level, opt, v int }{
+	{syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+	{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+	{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 15},
+	{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 15},
+}
+
+// wspubsub patch: setConnOptions sets connOptions on the socket fd: an
+// accepted one, or the listener, from which Linux copies them to the
+// sockets it accepts.
 //
 //go:norace
 func setConnOptions(fd int) error {
-	for _, o := range [...]struct{ level, opt, v int }{
-		{syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
-		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
-		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 15},
-		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 15},
-	} {
+	for _, o := range connOptions {
 		if err := syscall.SetsockoptInt(fd, o.level, o.opt, o.v); err != nil {
 			return os.NewSyscallError("setsockopt", err)
 		}
 	}
 	return nil
+}
+
+// wspubsub patch: hasConnOptions reports whether the socket fd has
+// connOptions.
+//
+//go:norace
+func hasConnOptions(fd int) bool {
+	for _, o := range connOptions {
+		if v, err := syscall.GetsockoptInt(fd, o.level, o.opt); err != nil || v != o.v {
+			return false
+		}
+	}
+	return true
 }
 
 // wspubsub patch: tcpAddr is the net.Addr of an accepted peer.
