@@ -13,13 +13,13 @@ import (
 // gets starts past the offset after its last, or the owner's record names
 // a later offset than the node has: the owner rewrites its records with
 // their last positions when it comes back to NATS, when a node that came
-// back asks for them (resync, liveness.go), and every recordTTL/3. It then fetches the missed offsets from
-// the owner's history (the history request of fetch.go), on the topic's
-// subscription goroutine, never on an event loop, and delivers them in
-// order before anything newer; what comes meanwhile waits in the
-// subscription's pending buffer, bounded by Config.PendingBytes (past it
-// NATS drops, counted as slow_consumer, and the next run's jump is fetched
-// in turn). Only offsets the owner no longer has (or that do not arrive
+// back asks for them (resync, liveness.go), and every recordTTL/3. It then
+// fetches the missed offsets from the owner's history (the history request
+// of fetch.go), on the topic's delivery shard's goroutine, never on an
+// event loop, and delivers them in order before anything newer; what comes
+// meanwhile, for this topic and the others of its shard, waits in the
+// shard's queue, bounded at shardQueue messages (past it NATS drops,
+// counted as slow_consumer, and the next run's jump is fetched in turn). Only offsets the owner no longer has (or that do not arrive
 // within catchUpWait, or past maxCatchUpBytes) reach the subscribers as one
 // gap notice, from the hub's log, covering exactly what is missing.
 

@@ -40,6 +40,7 @@ func newCluster(t *testing.T) *testCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { store.Close() }) // before its directory goes, after the nodes
 	key, err := store.Add(context.Background(), "test", "tester")
 	if err != nil {
 		t.Fatal(err)

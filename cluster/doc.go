@@ -89,7 +89,7 @@
 //
 // Catching up. A node that misses offsets of a topic's stream (NATS away,
 // a bound reached) fetches them from the owner's history before it
-// delivers anything newer, on the topic's subscription goroutine; see
+// delivers anything newer, on the topic's delivery shard's goroutine; see
 // catchup.go. Only what the owner no longer keeps becomes a gap notice.
 //
 // HTTP publish. A node that takes an HTTP publish of a topic another node
@@ -116,8 +116,8 @@
 // and Forward make network round trips and are called off the loops. The
 // callbacks into the hub (server.ClusterHub) come from goroutines of this
 // package and of the NATS client, never under a lock of this package but
-// an interest's mu: Deliver for one topic from that topic's subscription
-// goroutine (or a catch-up from the owner's record), under the interest's
+// an interest's mu: Deliver for one topic from its delivery shard's
+// goroutine (see interest.go; or a catch-up from the owner's record), under the interest's
 // mu, one call at a time, in the order the owner published; History from the
 // goroutine of the node's history subscription, one request at a time;
 // PublishForwarded from goroutines of this package, at most maxForwards at

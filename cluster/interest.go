@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,11 +19,67 @@ import (
 // read of a publisher can complete.
 const maxRun = 256 << 20
 
+// Delivery shards. A topic's subscription is a channel subscription: the
+// NATS client's reader puts its messages on the channel of the topic's
+// shard, and the shard's goroutine hands them to the hub, one at a time, in
+// order. A node holds thousands of topics with a few goroutines, not one
+// (and its stack) per topic. A shard's channel holds shardQueue messages;
+// when it is full the NATS client drops the message for that
+// subscription (counted as slow_consumer) and the topic's next message
+// shows the jump, which the node fetches from the owner (catchup.go).
+const shardQueue = 4096
+
+// numShards is how many delivery goroutines a node runs.
+func numShards() int { return max(4, 4*runtime.GOMAXPROCS(0)) }
+
 // interests holds the node's NATS subscriptions: one per topic with local
 // subscribers.
 type interests struct {
 	mu sync.Mutex
 	m  map[topics.Key]*interest
+	// bySub finds a message's interest from its subscription; written
+	// under mu, read by the shards without it.
+	bySub  sync.Map // *nats.Subscription → *interest
+	shards []chan *nats.Msg
+}
+
+// shardOf is the channel of k's shard.
+func (in *interests) shardOf(k topics.Key) chan *nats.Msg {
+	h := fnv.New32a()
+	h.Write([]byte(k.Domain))
+	h.Write([]byte{0})
+	h.Write([]byte(k.Topic))
+	return in.shards[h.Sum32()%uint32(len(in.shards))]
+}
+
+// of is the interest whose subscription is sub, nil if it left.
+func (in *interests) of(sub *nats.Subscription) *interest {
+	if v, ok := in.bySub.Load(sub); ok {
+		return v.(*interest)
+	}
+	// Join stores the subscription once ChanSubscribe returned, holding
+	// mu: a message that came sooner finds it once mu is free.
+	in.mu.Lock()
+	in.mu.Unlock()
+	if v, ok := in.bySub.Load(sub); ok {
+		return v.(*interest)
+	}
+	return nil
+}
+
+// deliver is a shard's goroutine: it hands each message on ch to its
+// topic's interest until the node closes.
+func (n *Node) deliver(ch chan *nats.Msg) {
+	for {
+		select {
+		case m := <-ch:
+			if in := n.interests.of(m.Sub); in != nil {
+				n.receive(in, m)
+			}
+		case <-n.quit:
+			return
+		}
+	}
 }
 
 // interest is one topic's subscription.
@@ -34,7 +92,7 @@ type interest struct {
 	confirmed bool // a flush after the subscription came back
 	dropped   int  // NATS's drops already counted
 
-	// mu is held while runs are delivered, by the subscription's
+	// mu is held while runs are delivered, by the topic's shard's
 	// goroutine or a catch-up (catchup.go); it guards epoch and last, the
 	// position of the newest message delivered from NATS or fetched.
 	mu       sync.Mutex
@@ -42,13 +100,19 @@ type interest struct {
 	last     uint64
 	catching atomic.Bool // a catch-up from the owner's record is pending
 
-	// Owned by the subscription's goroutine.
+	// Owned by the topic's shard's goroutine.
 	sender, seq uint64
 	partial     []byte // the parts of a run received so far
 	inRun       bool
 }
 
-func (in *interests) init() { in.m = make(map[topics.Key]*interest) }
+func (in *interests) init() {
+	in.m = make(map[topics.Key]*interest)
+	in.shards = make([]chan *nats.Msg, numShards())
+	for i := range in.shards {
+		in.shards[i] = make(chan *nats.Msg, shardQueue)
+	}
+}
 
 func (in *interests) len() int {
 	in.mu.Lock()
@@ -67,11 +131,11 @@ func (n *Node) Join(k topics.Key) bool {
 	in := n.interests.m[k]
 	if in == nil {
 		in = &interest{key: k}
-		sub, err := n.nc.Subscribe(subjectOf(n.cfg.Prefix, k), func(m *nats.Msg) { n.receive(in, m) })
+		sub, err := n.nc.ChanSubscribe(subjectOf(n.cfg.Prefix, k), n.interests.shardOf(k))
 		if err != nil {
 			n.log.Warn("cannot subscribe to a topic on NATS", "domain", k.Domain, "topic", k.Topic, "err", err)
 		} else {
-			sub.SetPendingLimits(-1, n.cfg.PendingBytes)
+			n.interests.bySub.Store(sub, in)
 		}
 		in.sub = sub
 		n.interests.m[k] = in
@@ -125,6 +189,7 @@ func (n *Node) Leave(k topics.Key) {
 	n.interests.mu.Unlock()
 	if in.sub != nil {
 		n.interests.countDropped(in.sub, &n.stats)
+		n.interests.bySub.Delete(in.sub) // what is still queued for it is dropped
 		if err := in.sub.Unsubscribe(); err != nil {
 			// NATS keeps sending the topic's messages, which this node
 			// drops for want of subscribers. After Close the connection,
@@ -156,8 +221,9 @@ func (in *interests) countDropped(sub *nats.Subscription, st *stats) {
 	}
 }
 
-// receive handles one message of a topic's subscription, on its goroutine:
-// messages come one at a time, in the order the publishing node sent them.
+// receive handles one message of a topic's subscription, on its shard's
+// goroutine: messages come one at a time, in the order the publishing node
+// sent them.
 func (n *Node) receive(in *interest, m *nats.Msg) {
 	st := &n.stats
 	h, data, err := parseHeader(m.Data)

@@ -3,7 +3,9 @@ package cluster_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -79,5 +81,36 @@ func TestRecordsLiveByHeartbeat(t *testing.T) {
 	expectClosed(t, sb, 4001)
 	if d := time.Since(start); d < 600*time.Millisecond {
 		t.Fatalf("b ended the topic %v after a stopped, before its heartbeat could lapse", d)
+	}
+}
+
+// TestTopicsShareDeliveryGoroutines: a node's NATS subscriptions, one per
+// topic, are delivered by a few shared goroutines, not one each; and every
+// topic's messages still arrive, in order.
+func TestTopicsShareDeliveryGoroutines(t *testing.T) {
+	tc := newCluster(t)
+	a, b := tc.node(t, ""), tc.node(t, "")
+	const n = 200
+	pubs := make([]*websocket.Conn, n)
+	for i := range pubs {
+		pubs[i] = a.pub(t, fmt.Sprintf("t%d", i))
+	}
+	before := runtime.NumGoroutine()
+	subs := make([]*websocket.Conn, n)
+	for i := range subs {
+		subs[i] = b.sub(t, fmt.Sprintf("t%d", i))
+	}
+	if grew := runtime.NumGoroutine() - before; grew > n/4 {
+		t.Errorf("%d goroutines more for %d topics' subscriptions on b, want a few shared ones", grew, n)
+	}
+	for round := range 3 {
+		for i, p := range pubs {
+			publish(t, p, websocket.TextMessage, fmt.Appendf(nil, "%d-%d", i, round))
+		}
+	}
+	for round := range 3 {
+		for i, s := range subs {
+			expect(t, s, websocket.TextMessage, fmt.Appendf(nil, "%d-%d", i, round))
+		}
 	}
 }

@@ -68,9 +68,11 @@ type Config struct {
 	// sent once it is back; past it, messages for other nodes are dropped
 	// (and counted). Default 8 MiB.
 	ReconnectBuffer int
-	// PendingBytes bounds the bytes received from other nodes for one topic
-	// and not yet written to its local subscribers; past it, NATS drops
-	// (counted). Default 32 MiB.
+	// PendingBytes bounds the bytes of publishers' reads relayed to this
+	// node (several publishers per topic) and not yet published; past it,
+	// NATS drops (counted). A topic's messages from other nodes wait in
+	// their delivery shard's queue instead (shardQueue messages, see
+	// interest.go). Default 32 MiB.
 	PendingBytes int
 	// PublishersPerTopic is how many publishers a topic may have across
 	// the cluster (the hub's --publishers-per-topic). Above 1, they may
@@ -290,6 +292,9 @@ func Connect(cfg Config) (*Node, error) {
 			nc.Close()
 			return nil, fmt.Errorf("cannot subscribe to relayed publishes: %w", err)
 		}
+	}
+	for _, ch := range n.interests.shards {
+		go n.deliver(ch)
 	}
 	go n.work()
 	go n.heartbeat()
