@@ -179,14 +179,10 @@ type asyncHooks struct {
 // in slices by the pool's workers, each subscriber's messages in the order
 // of the fan-outs. It reports whether the fan-out goes on after it returns
 // (see fanoutState.async): its finish then releases t's Publishing mutex
-// and sc's variants.
-func (s *Server) fanout(fs *fanoutState, subs []*client, frames *variants, messages, payload int, elsewhere bool) bool {
-	detached := s.fanoutOf(fs, nil, nil, subs, frames, messages, payload, elsewhere)
-	fs.slow.cut()
-	return detached
-}
-
-func (s *Server) fanoutOf(fs *fanoutState, sc *scratch, t *topics.Topic[*client], subs []*client, frames *variants, messages, payload int, elsewhere bool) (detached bool) {
+// and sc's variants. The subscribers it found full wait in fs.slow, for
+// the caller to cut once it holds no lock (a detached fan-out's finish
+// cuts its own).
+func (s *Server) fanout(fs *fanoutState, sc *scratch, t *topics.Topic[*client], subs []*client, frames *variants, messages, payload int, elsewhere bool) (detached bool) {
 	fs.start, fs.messages, fs.payload, fs.elsewhere = time.Now(), messages, payload, elsewhere
 	if len(subs) < asyncMin {
 		r := s.writeChunk(subs, frames, &fs.slow)

@@ -92,7 +92,8 @@ func benchmarkFanout(b *testing.B, n, msgs, size int) {
 	b.SetBytes(int64(len(frames) * n))
 	b.ReportAllocs()
 	for b.Loop() {
-		s.fanout(&fs, subs, &v, msgs, msgs*size, false)
+		s.fanout(&fs, nil, nil, subs, &v, msgs, msgs*size, false)
+		fs.slow.cut()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n*msgs), "ns/delivery")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/write")

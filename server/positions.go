@@ -287,7 +287,7 @@ func (s *Server) publish(sc *scratch, t *topics.Topic[*client], b *batch, claim 
 	if withZMeta {
 		v[kindMetaDeflate], sc.zmeta, z[kindMetaDeflate] = s.compressed(sc.zmeta, sc.meta)
 	}
-	sc.handedOff = s.fanoutOf(&sc.fan, sc, t, subs, v, n, b.payload, sent)
+	sc.handedOff = s.fanout(&sc.fan, sc, t, subs, v, n, b.payload, sent)
 	if !sc.handedOff {
 		sc.release()
 		t.Publishing.Unlock()
