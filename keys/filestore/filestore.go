@@ -378,10 +378,7 @@ func encode(recs []keys.Record, toks []keys.TokenKey) ([]byte, error) {
 // if another process changed it, and a file that cannot be loaded is never
 // overwritten.
 func (s *Store) update(ctx context.Context, fn func(recs []keys.Record) ([]keys.Record, bool, error)) error {
-	if s.closed.Load() {
-		return keys.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -495,13 +492,19 @@ func (s *Store) Add(ctx context.Context, domain, username string) (string, error
 	return key, nil
 }
 
+// usable says why the store cannot take a call now: it is closed
+// (keys.ErrClosed), or ctx ended.
+func (s *Store) usable(ctx context.Context) error {
+	if s.closed.Load() {
+		return keys.ErrClosed
+	}
+	return ctx.Err()
+}
+
 // List returns every stored key, revoked ones included, sorted by domain and
 // then by creation time.
 func (s *Store) List(ctx context.Context) ([]keys.Record, error) {
-	if s.closed.Load() {
-		return nil, keys.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()

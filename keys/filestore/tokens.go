@@ -68,10 +68,7 @@ func (s *Store) OnTokenKeyRevoked(fn func(kid string)) { s.onTokenRevoked.Store(
 // empty, else with that PEM public key (EdDSA, ES256 or RS256, from its
 // type). It returns the key, secret included: show it once.
 func (s *Store) AddTokenKey(ctx context.Context, domain string, publicPEM []byte) (keys.TokenKey, error) {
-	if s.closed.Load() {
-		return keys.TokenKey{}, keys.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		return keys.TokenKey{}, err
 	}
 	s.mu.Lock()
@@ -96,10 +93,7 @@ func (s *Store) AddTokenKey(ctx context.Context, domain string, publicPEM []byte
 // ListTokenKeys returns every token verification key, revoked ones
 // included, sorted by domain, then creation time.
 func (s *Store) ListTokenKeys(ctx context.Context) ([]keys.TokenKey, error) {
-	if s.closed.Load() {
-		return nil, keys.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -115,10 +109,7 @@ func (s *Store) ListTokenKeys(ctx context.Context) ([]keys.TokenKey, error) {
 // (see OnTokenKeyRevoked). keys.ErrTokenKeyNotFound if no key has that kid;
 // revoking a revoked key keeps its first revocation time.
 func (s *Store) RevokeTokenKey(ctx context.Context, kid string) error {
-	if s.closed.Load() {
-		return keys.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := s.usable(ctx); err != nil {
 		return err
 	}
 	s.mu.Lock()
