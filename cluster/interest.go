@@ -203,21 +203,23 @@ func (n *Node) Leave(k topics.Key) {
 	}
 }
 
-// countDropped adds what NATS dropped for sub (its pending bound was
-// reached: this node's subscribers of the topic could not keep up).
+// countDropped adds what NATS dropped for sub (its shard's queue was full:
+// this node's delivery fell behind).
 func (in *interests) countDropped(sub *nats.Subscription, st *stats) {
 	d, err := sub.Dropped()
 	if err != nil {
 		return
 	}
+	v, ok := in.bySub.Load(sub)
+	if !ok {
+		return
+	}
+	i := v.(*interest)
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	for _, i := range in.m {
-		if i.sub == sub && d > i.dropped {
-			st.dropped[dropSlowConsumer].Add(int64(d - i.dropped))
-			i.dropped = d
-			return
-		}
+	if d > i.dropped {
+		st.dropped[dropSlowConsumer].Add(int64(d - i.dropped))
+		i.dropped = d
 	}
 }
 

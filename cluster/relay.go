@@ -167,10 +167,7 @@ func (n *Node) joinRemote(ctx context.Context, kv jetstream.KeyValue, l *lease, 
 	if total := r.Pubs + r.liveRemote(now); total >= n.cfg.PublishersPerTopic {
 		return 0, fmt.Errorf("cluster: topic has %d publishers across the nodes: %w", total, topics.ErrHasPublisher)
 	}
-	if r.Remote == nil {
-		r.Remote = make(map[string]remoteClaim, 1)
-	}
-	r.Remote[n.id] = remoteClaim{Pubs: 1, Until: now + n.cfg.ClaimTTL.Milliseconds()}
+	n.setRemote(&r, 1, now)
 	b, _ := json.Marshal(r)
 	return kv.Update(ctx, l.kvKey, b, rev)
 }
@@ -241,18 +238,10 @@ func (n *Node) addPublisher(ctx context.Context, l *lease) (bool, error) {
 			r.Epoch, r.Last = l.position()
 			r.OwnerUntil = time.Now().Add(n.cfg.ClaimTTL).UnixMilli()
 		} else {
-			if r.Remote == nil {
-				r.Remote = make(map[string]remoteClaim, 1)
-			}
-			r.Remote[n.id] = remoteClaim{Pubs: pubs + 1, Until: now + n.cfg.ClaimTTL.Milliseconds()}
+			n.setRemote(&r, pubs+1, now)
 		}
 		b, _ := json.Marshal(r)
-		var rev uint64
-		if e == nil {
-			rev, err = kv.Create(ctx, l.kvKey, b)
-		} else {
-			rev, err = kv.Update(ctx, l.kvKey, b, e.Revision())
-		}
+		rev, err := writeOver(ctx, kv, l.kvKey, e, b)
 		if isConflict(err) {
 			continue
 		}
@@ -322,10 +311,7 @@ func (n *Node) syncMulti(l *lease) {
 			if pubs == 0 {
 				delete(r.Remote, n.id)
 			} else {
-				if r.Remote == nil {
-					r.Remote = make(map[string]remoteClaim, 1)
-				}
-				r.Remote[n.id] = remoteClaim{Pubs: pubs, Until: ms + n.cfg.ClaimTTL.Milliseconds()}
+				n.setRemote(&r, pubs, ms)
 			}
 			b, _ = json.Marshal(r)
 		} else {
@@ -345,12 +331,7 @@ func (n *Node) syncMulti(l *lease) {
 			b = n.encode(l)
 			n.mu.Unlock()
 		}
-		var rev uint64
-		if e == nil {
-			rev, err = kv.Create(ctx, l.kvKey, b)
-		} else {
-			rev, err = kv.Update(ctx, l.kvKey, b, e.Revision())
-		}
+		rev, err := writeOver(ctx, kv, l.kvKey, e, b)
 		if isConflict(err) {
 			continue
 		}
@@ -581,3 +562,21 @@ func (n *Node) answerAck(m *nats.Msg) {
 }
 
 var _ server.ClusterTopic = (*claim)(nil)
+
+// setRemote sets this node's entry in r's Remote: pubs publishers, until a
+// ClaimTTL after now (Unix milliseconds).
+func (n *Node) setRemote(r *record, pubs int, now int64) {
+	if r.Remote == nil {
+		r.Remote = make(map[string]remoteClaim, 1)
+	}
+	r.Remote[n.id] = remoteClaim{Pubs: pubs, Until: now + n.cfg.ClaimTTL.Milliseconds()}
+}
+
+// writeOver writes b as key's record, with a compare-and-set on e, the
+// record as read (nil: there was none).
+func writeOver(ctx context.Context, kv jetstream.KeyValue, key string, e jetstream.KeyValueEntry, b []byte) (uint64, error) {
+	if e == nil {
+		return kv.Create(ctx, key, b)
+	}
+	return kv.Update(ctx, key, b, e.Revision())
+}

@@ -54,16 +54,15 @@ func (v *view) unsync() { v.isSynced.Store(false) }
 // with several publishers per topic, stopped) is treated as that owner's
 // publisher leaving when the record lapsed.
 func (e *viewEntry) endsAt(n *Node) time.Time {
-	if e.pubs > 0 {
-		return e.liveEnd(n.cfg.ClaimTTL, n.graceFor(), n.aliveUntil(e.node))
-	}
-	return e.graceUntil.Add(endSlack)
+	return e.end(n.cfg.ClaimTTL, n.graceFor(), n.aliveUntil)
 }
 
-// liveEnd is endsAt of an entry with publishers, whose owner is alive
-// until ownerUntil.
-func (e *viewEntry) liveEnd(ttl, grace time.Duration, ownerUntil time.Time) time.Time {
-	return later(e.seen.Add(ttl), ownerUntil).Add(grace)
+// end is endsAt with ownerUntil telling until when a node is alive.
+func (e *viewEntry) end(ttl, grace time.Duration, ownerUntil func(node string) time.Time) time.Time {
+	if e.pubs > 0 {
+		return later(e.seen.Add(ttl), ownerUntil(e.node)).Add(grace)
+	}
+	return e.graceUntil.Add(endSlack)
 }
 
 func later(a, b time.Time) time.Time {
@@ -174,14 +173,12 @@ func (v *view) sweep(n *Node) {
 	}
 	ttl, grace := n.cfg.ClaimTTL, n.graceFor()
 	alive := n.aliveNodes() // looked up once, not per topic
+	ownerUntil := func(node string) time.Time { return alive[node] }
 	var ended []topics.Key
 	next := now.Add(ttl) // and at least once a ClaimTTL
 	v.mu.Lock()
 	for k, e := range v.m {
-		end := e.graceUntil.Add(endSlack)
-		if e.pubs > 0 {
-			end = e.liveEnd(ttl, grace, alive[e.node])
-		}
+		end := e.end(ttl, grace, ownerUntil)
 		if !now.Before(end) {
 			delete(v.m, k)
 			ended = append(ended, k)
