@@ -84,7 +84,10 @@ func (n *Node) catchUp(in *interest, epoch string, before uint64) {
 
 // caughtUp hears of the owner's record of k: if it names a later position
 // of the epoch this node's stream of k is at, the offsets in between are
-// fetched (after recordSettle, for those still in flight).
+// fetched (after recordSettle, for those still in flight). One check runs
+// at a time per topic, and it goes by the newest record heard of, however
+// many came while it waited: a record is written once now, not every few
+// seconds, so one dropped here would not come again.
 func (n *Node) caughtUp(k topics.Key, r record) {
 	if r.Node == n.id || r.Epoch == "" || r.Last == 0 {
 		return
@@ -92,16 +95,34 @@ func (n *Node) caughtUp(k topics.Key, r record) {
 	n.interests.mu.Lock()
 	in := n.interests.m[k]
 	n.interests.mu.Unlock()
-	if in == nil || !in.catching.CompareAndSwap(false, true) {
+	if in == nil {
 		return
 	}
+	in.recMu.Lock()
+	in.recEpoch, in.recLast = r.Epoch, r.Last
+	in.recGen++
+	in.recMu.Unlock()
+	if !in.catching.CompareAndSwap(false, true) {
+		return // the pending check will read it
+	}
 	go func() {
-		defer in.catching.Store(false)
-		time.Sleep(recordSettle)
-		in.mu.Lock()
-		defer in.mu.Unlock()
-		if in.epoch == r.Epoch && in.last > 0 && in.last < r.Last {
-			n.catchUp(in, r.Epoch, r.Last+1)
+		for {
+			time.Sleep(recordSettle)
+			in.recMu.Lock()
+			epoch, last, gen := in.recEpoch, in.recLast, in.recGen
+			in.recMu.Unlock()
+			in.mu.Lock()
+			if in.epoch == epoch && in.last > 0 && in.last < last {
+				n.catchUp(in, epoch, last+1)
+			}
+			in.mu.Unlock()
+			in.catching.Store(false)
+			in.recMu.Lock()
+			newer := in.recGen != gen
+			in.recMu.Unlock()
+			if !newer || !in.catching.CompareAndSwap(false, true) {
+				return // nothing came meanwhile, or another check took it
+			}
 		}
 	}()
 }

@@ -100,6 +100,12 @@ type interest struct {
 	last     uint64
 	catching atomic.Bool // a catch-up from the owner's record is pending
 
+	// The newest owner's record heard of, for the pending check
+	// (caughtUp); recGen counts them. Guarded by recMu, a leaf.
+	recMu           sync.Mutex
+	recEpoch        string
+	recLast, recGen uint64
+
 	// Owned by the topic's shard's goroutine.
 	sender, seq uint64
 	partial     []byte // the parts of a run received so far
